@@ -1,0 +1,131 @@
+//! `onionbalance config`: the wizard's command line and terminal prompts.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use onionbalance::wizard::{self, WizardOptions};
+use onionbalance::OnionAddress;
+
+/// Generate a config file and frontend key(s), and print how to set up the backends.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "onionbalance-config", version)]
+pub struct ConfigArgs {
+    /// Import an existing frontend key (PKCS#8 PEM or C tor hs_ed25519_secret_key) instead of
+    /// generating one.
+    #[arg(long, value_name = "PATH")]
+    pub key: Option<PathBuf>,
+    /// Number of backend instances per service.
+    #[arg(short = 'n', long, default_value_t = 2, value_name = "N")]
+    pub instances: usize,
+    /// Number of frontend services.
+    #[arg(short = 's', long, default_value_t = 1, value_name = "N")]
+    pub services: usize,
+    /// Prefix of instance names (node -> node1, node2, ...).
+    #[arg(short = 't', long, default_value = "node", value_name = "TAG")]
+    pub tag: String,
+    /// Directory to write config.yaml and the key files into.
+    #[arg(long, default_value = "config", value_name = "DIR")]
+    pub output: PathBuf,
+    /// Never prompt, even on a terminal; missing backend addresses become TODO placeholders.
+    #[arg(long)]
+    pub no_interactive: bool,
+}
+
+/// Runs the wizard, prompting on a terminal unless `--no-interactive`.
+pub fn run(args: &ConfigArgs) -> Result<()> {
+    let mut opts = WizardOptions {
+        output: args.output.clone(),
+        services: args.services,
+        instances: args.instances,
+        tag: args.tag.clone(),
+        import_key: args.key.clone(),
+        addresses: Vec::new(),
+    };
+    if !args.no_interactive && std::io::stdin().is_terminal() {
+        prompt(&mut opts)?;
+    }
+    let report = wizard::run(&opts, &mut rand::rng()).context("the config wizard failed")?;
+    println!("Wrote {}", report.config_path.display());
+    for (address, key_path, names) in &report.services {
+        println!("\nKey for {address}: {} (mode 0600; back it up, keep it secret)", key_path.display());
+        print!("{}", wizard::backend_instructions(*address, names));
+    }
+    println!(
+        "\nThen check the config with:  onionbalance check -c {}",
+        report.config_path.display()
+    );
+    Ok(())
+}
+
+/// Asks for each option on the terminal, with the flags' values as defaults.
+fn prompt(opts: &mut WizardOptions) -> Result<()> {
+    let out = ask("Output directory", &opts.output.display().to_string())?;
+    opts.output = PathBuf::from(out);
+    if opts.import_key.is_none() {
+        let k = ask("Existing frontend key to import (empty: generate a new one)", "")?;
+        if !k.is_empty() {
+            opts.import_key = Some(PathBuf::from(k));
+        }
+    }
+    if opts.import_key.is_none() {
+        opts.services = ask_number("Number of frontend services", opts.services)?;
+    }
+    opts.instances = ask_number("Backend instances per service", opts.instances)?;
+    opts.tag = ask("Instance name prefix", &opts.tag)?;
+    for s in 0..opts.services {
+        let mut addrs = Vec::new();
+        for i in 0..opts.instances {
+            loop {
+                let a = ask(
+                    &format!(
+                        "Service {} instance {}{} onion address (empty: fill in later)",
+                        s + 1,
+                        opts.tag,
+                        i + 1
+                    ),
+                    "",
+                )?;
+                if a.is_empty() {
+                    break;
+                }
+                match a.parse::<OnionAddress>() {
+                    Ok(addr) => {
+                        addrs.push(addr);
+                        break;
+                    }
+                    Err(e) => eprintln!("  \"{a}\" {e}; try again"),
+                }
+            }
+            if addrs.len() <= i {
+                break; // later instances stay placeholders too, keeping names in order
+            }
+        }
+        opts.addresses.push(addrs);
+    }
+    Ok(())
+}
+
+/// Prints `question [default]: ` and reads a line.
+fn ask(question: &str, default: &str) -> Result<String> {
+    if default.is_empty() {
+        print!("{question}: ");
+    } else {
+        print!("{question} [{default}]: ");
+    }
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let line = line.trim();
+    Ok(if line.is_empty() { default } else { line }.to_owned())
+}
+
+/// Like [`ask`], for a positive number.
+fn ask_number(question: &str, default: usize) -> Result<usize> {
+    loop {
+        match ask(question, &default.to_string())?.parse::<usize>() {
+            Ok(n) if n > 0 => return Ok(n),
+            _ => eprintln!("  please enter a number of at least 1"),
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! The configuration file: upstream Onionbalance v3 YAML, read unchanged.
+//!
+//! ```yaml
+//! status-socket-location: /run/onionbalance/control   # optional
+//! services:
+//!   - key: frontend.key            # relative to this file's directory
+//!     instances:
+//!       - address: <56 chars>.onion  # ".onion" optional
+//!         name: node1                # optional
+//! ```
+//!
+//! Loading validates everything an operator can get wrong and reports *all* problems at once,
+//! each naming the file, the service and the instance, and what to do. Keys that this version
+//! does not know are reported as warnings (they are probably typos) rather than errors, so a
+//! config written for a newer version still loads.
+//!
+//! Environment overrides: [`ENV_STATUS_SOCKET`] replaces `status-socket-location`; the
+//! command line uses [`ENV_CONFIG`] as the default config path.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::keys::FrontendKey;
+use crate::onion::OnionAddress;
+
+/// Environment variable naming the config file when `-c` is not given (as upstream).
+pub const ENV_CONFIG: &str = "ONIONBALANCE_CONFIG";
+/// Environment variable that overrides `status-socket-location` (as upstream).
+pub const ENV_STATUS_SOCKET: &str = "ONIONBALANCE_STATUS_SOCKET_LOCATION";
+/// Instance addresses starting with this are placeholders written by `onionbalance config`.
+pub const PLACEHOLDER_PREFIX: &str = "TODO-";
+
+/// The file as written, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct RawConfig {
+    /// The frontend services.
+    #[serde(default)]
+    services: Option<Vec<RawService>>,
+    /// Where the status socket lives.
+    #[serde(default)]
+    status_socket_location: Option<PathBuf>,
+    /// Anything else (reported as a warning).
+    #[serde(flatten)]
+    unknown: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// One `services:` entry as written.
+#[derive(Debug, Deserialize)]
+struct RawService {
+    /// Path of the frontend key file.
+    key: Option<String>,
+    /// The backends.
+    #[serde(default)]
+    instances: Option<Vec<RawInstance>>,
+    /// Anything else (reported as a warning).
+    #[serde(flatten)]
+    unknown: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// One `instances:` entry as written.
+#[derive(Debug, Deserialize)]
+struct RawInstance {
+    /// The backend's onion address.
+    address: Option<String>,
+    /// A name for logs and status.
+    name: Option<String>,
+    /// Anything else (reported as a warning).
+    #[serde(flatten)]
+    unknown: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The frontend services, in file order.
+    pub services: Vec<ServiceConfig>,
+    /// Where to create the status socket, if anywhere (after the environment override).
+    pub status_socket_location: Option<PathBuf>,
+    /// Non-fatal remarks (unknown keys) for the caller to log.
+    pub warnings: Vec<String>,
+}
+
+/// One frontend service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The key file, resolved against the config file's directory.
+    pub key_path: PathBuf,
+    /// The loaded frontend key.
+    pub key: Arc<FrontendKey>,
+    /// The backends, in file order.
+    pub instances: Vec<InstanceConfig>,
+}
+
+impl ServiceConfig {
+    /// The frontend's onion address.
+    pub fn address(&self) -> OnionAddress {
+        self.key.address()
+    }
+}
+
+/// One backend instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceConfig {
+    /// The backend's onion address.
+    pub address: OnionAddress,
+    /// Its name (from the file, or `instance-N`).
+    pub name: String,
+}
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where: e.g. `service 1 (key frontend.key), instance 2 "node2"`.
+    pub location: String,
+    /// What is wrong and what to do.
+    pub message: String,
+    /// True when the problem is an instance address not filled in yet.
+    pub placeholder: bool,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.location.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.location, self.message)
+        }
+    }
+}
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source} (create one with `onionbalance config`)")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML or has the wrong shape.
+    #[error("{path}{}: invalid config: {message}", line.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// Line and column (1-based), when known.
+        line: Option<(usize, usize)>,
+        /// What the parser said.
+        message: String,
+    },
+    /// The file parsed but its content is invalid.
+    #[error("{path}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Everything that is wrong.
+        problems: Vec<Problem>,
+    },
+}
+
+impl Config {
+    /// Reads and validates `path`, loading every frontend key, honouring [`ENV_STATUS_SOCKET`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, |k| std::env::var(k).ok())
+    }
+
+    /// Like [`Config::load`], with the environment given as a function (for tests).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg = Self::parse(&text, path)?;
+        if let Some(sock) = env(ENV_STATUS_SOCKET).filter(|s| !s.is_empty()) {
+            cfg.status_socket_location = Some(PathBuf::from(sock));
+        }
+        Ok(cfg)
+    }
+
+    /// Parses and validates config text; `path` locates relative key paths and names the file
+    /// in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            line: e.location().map(|l| (l.line(), l.column())),
+            message: e.to_string(),
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Validator {
+            base: &base,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        }
+        .run(raw, path)
+    }
+
+    /// Every backend address of every service, for quick membership checks.
+    pub fn all_instances(&self) -> impl Iterator<Item = (&ServiceConfig, &InstanceConfig)> {
+        self.services
+            .iter()
+            .flat_map(|s| s.instances.iter().map(move |i| (s, i)))
+    }
+}
+
+/// Collects problems while turning a [`RawConfig`] into a [`Config`].
+struct Validator<'a> {
+    /// Directory relative key paths are resolved against.
+    base: &'a Path,
+    /// Fatal problems found so far.
+    problems: Vec<Problem>,
+    /// Non-fatal remarks.
+    warnings: Vec<String>,
+}
+
+impl Validator<'_> {
+    /// Records a fatal problem.
+    fn problem(&mut self, location: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            location: location.to_owned(),
+            message: message.into(),
+            placeholder: false,
+        });
+    }
+
+    /// Records unknown keys as warnings.
+    fn unknown(&mut self, location: &str, unknown: &BTreeMap<String, serde_yaml::Value>) {
+        for k in unknown.keys() {
+            let at = if location.is_empty() {
+                "top level".to_owned()
+            } else {
+                location.to_owned()
+            };
+            self.warnings
+                .push(format!("{at}: unknown key `{k}` ignored (typo?)"));
+        }
+    }
+
+    /// Validates everything and builds the config, or returns all problems.
+    fn run(mut self, raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
+        self.unknown("", &raw.unknown);
+        let raw_services = raw.services.unwrap_or_default();
+        if raw_services.is_empty() {
+            self.problem(
+                "",
+                "no services: add a `services:` list with at least one `key:` and its `instances:` (see `onionbalance config`)",
+            );
+        }
+        let mut services = Vec::new();
+        let mut frontends = HashSet::new();
+        for (i, rs) in raw_services.into_iter().enumerate() {
+            if let Some(svc) = self.service(i + 1, rs) {
+                if !frontends.insert(svc.address()) {
+                    let loc = format!("service {}", i + 1);
+                    self.problem(
+                        &loc,
+                        format!(
+                            "frontend {} is configured twice: merge the two services' instances into one",
+                            svc.address()
+                        ),
+                    );
+                }
+                services.push(svc);
+            }
+        }
+        if !self.problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems: self.problems,
+            });
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            services,
+            status_socket_location: raw.status_socket_location,
+            warnings: self.warnings,
+        })
+    }
+
+    /// Validates one service; `None` if it is unusable (problems recorded).
+    fn service(&mut self, n: usize, rs: RawService) -> Option<ServiceConfig> {
+        let key_name = rs.key.clone().unwrap_or_default();
+        let loc = if key_name.is_empty() {
+            format!("service {n}")
+        } else {
+            format!("service {n} (key {key_name})")
+        };
+        self.unknown(&loc, &rs.unknown);
+        let key = match rs.key.as_deref().map(str::trim) {
+            None | Some("") => {
+                self.problem(
+                    &loc,
+                    "no `key:`: give the path of the frontend's key file (PKCS#8 PEM or C tor hs_ed25519_secret_key)",
+                );
+                None
+            }
+            Some(k) => {
+                let key_path = self.base.join(k);
+                if !key_path.exists() {
+                    self.problem(
+                        &loc,
+                        format!(
+                            "key file {} does not exist (paths are relative to the config file's directory)",
+                            key_path.display()
+                        ),
+                    );
+                    None
+                } else {
+                    match FrontendKey::load(&key_path) {
+                        Ok(key) => Some((key_path, Arc::new(key))),
+                        Err(e) => {
+                            self.problem(&loc, e.to_string());
+                            None
+                        }
+                    }
+                }
+            }
+        };
+        let frontend = key.as_ref().map(|(_, k)| k.address());
+        let raw_instances = rs.instances.unwrap_or_default();
+        if raw_instances.is_empty() {
+            self.problem(
+                &loc,
+                "no `instances:`: list at least one backend with its `address:`",
+            );
+        }
+        let mut instances: Vec<InstanceConfig> = Vec::new();
+        for (j, ri) in raw_instances.into_iter().enumerate() {
+            let name = ri
+                .name
+                .clone()
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| format!("instance-{}", j + 1));
+            let iloc = format!("{loc}, instance {} \"{name}\"", j + 1);
+            self.unknown(&iloc, &ri.unknown);
+            let Some(addr_text) = ri.address.as_deref().map(str::trim).filter(|a| !a.is_empty())
+            else {
+                self.problem(
+                    &iloc,
+                    "no `address:`: give the backend's onion address (its HiddenServiceDir/hostname)",
+                );
+                continue;
+            };
+            if addr_text.starts_with(PLACEHOLDER_PREFIX) {
+                self.problems.push(Problem {
+                    location: iloc,
+                    message: "address not filled in yet: replace the placeholder with this backend's onion address (from its HiddenServiceDir/hostname)".into(),
+                    placeholder: true,
+                });
+                continue;
+            }
+            let address: OnionAddress = match addr_text.parse() {
+                Ok(a) => a,
+                Err(e) => {
+                    self.problem(&iloc, format!("address \"{addr_text}\" {e}"));
+                    continue;
+                }
+            };
+            if Some(address) == frontend {
+                self.problem(
+                    &iloc,
+                    "this is the frontend's own address: list the backends' addresses here, not the frontend's",
+                );
+                continue;
+            }
+            if let Some(prev) = instances.iter().find(|i| i.address == address) {
+                self.problem(
+                    &iloc,
+                    format!(
+                        "{address} is listed twice in this service (also as \"{}\"): remove one",
+                        prev.name
+                    ),
+                );
+                continue;
+            }
+            instances.push(InstanceConfig { address, name });
+        }
+        let (key_path, key) = key?;
+        Some(ServiceConfig {
+            key_path,
+            key,
+            instances,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng as _;
+
+    const BACKEND_A: &str = "az6zyp4pcmodrlstxctjtrfguoofriku52llgrzklo5llznqowspqxad.onion";
+    const BACKEND_B: &str = "nbvwr3rbofr42gr47qfcjohqxq75h7xbzi4oywh2rvigbmqmizqjodid";
+
+    /// A temp dir holding `frontend.key`; returns (dir, frontend address).
+    fn dir_with_key() -> (tempfile::TempDir, OnionAddress) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = FrontendKey::generate(&mut rand::rngs::StdRng::seed_from_u64(3));
+        key.save_pem(&dir.path().join("frontend.key")).expect("save");
+        (dir, key.address())
+    }
+
+    fn parse_in(dir: &Path, yaml: &str) -> Result<Config, ConfigError> {
+        let p = dir.join("config.yaml");
+        std::fs::write(&p, yaml).expect("write");
+        Config::load_with_env(&p, |_| None)
+    }
+
+    fn problems(r: Result<Config, ConfigError>) -> Vec<Problem> {
+        match r {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_upstream_config() {
+        let (dir, frontend) = dir_with_key();
+        let yaml = format!(
+            "services:\n- key: frontend.key\n  instances:\n  - address: {BACKEND_A}\n    name: node1\n  - address: {BACKEND_B}\nstatus-socket-location: /tmp/ob.sock\n"
+        );
+        let cfg = parse_in(dir.path(), &yaml).expect("valid");
+        assert_eq!(cfg.services.len(), 1);
+        let s = &cfg.services[0];
+        assert_eq!(s.address(), frontend);
+        assert_eq!(s.key_path, dir.path().join("frontend.key"));
+        assert_eq!(s.instances[0].name, "node1");
+        assert_eq!(s.instances[1].name, "instance-2");
+        assert_eq!(s.instances[1].address.to_string(), format!("{BACKEND_B}.onion"));
+        assert_eq!(cfg.status_socket_location, Some(PathBuf::from("/tmp/ob.sock")));
+        assert!(cfg.warnings.is_empty());
+    }
+
+    #[test]
+    fn env_overrides_status_socket() {
+        let (dir, _) = dir_with_key();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(
+            &p,
+            format!("services:\n- key: frontend.key\n  instances:\n  - address: {BACKEND_A}\n"),
+        )
+        .expect("write");
+        let cfg = Config::load_with_env(&p, |k| {
+            (k == ENV_STATUS_SOCKET).then(|| "/run/x.sock".to_owned())
+        })
+        .expect("valid");
+        assert_eq!(cfg.status_socket_location, Some(PathBuf::from("/run/x.sock")));
+    }
+
+    #[test]
+    fn yaml_errors_have_lines() {
+        let (dir, _) = dir_with_key();
+        let e = parse_in(dir.path(), "services:\n  - key: [unclosed\n").expect_err("bad yaml");
+        let msg = e.to_string();
+        assert!(matches!(e, ConfigError::Syntax { line: Some((_, _)), .. }), "{msg}");
+        assert!(msg.contains("config.yaml:"), "{msg}");
+    }
+
+    #[test]
+    fn reports_every_problem_with_location() {
+        let (dir, frontend) = dir_with_key();
+        let yaml = format!(
+            "services:
+- key: frontend.key
+  instances:
+  - address: {frontend}
+    name: self
+  - address: {BACKEND_A}
+    name: a
+  - address: {BACKEND_A}
+    name: a-again
+  - address: abcdef.onion
+    name: short
+  - address: {bad_checksum}
+    name: typo
+  - address: TODO-node6-onion-address
+    name: node6
+- key: missing.key
+  instances: []
+",
+            bad_checksum = BACKEND_A.replacen('z', "y", 1)
+        );
+        let ps = problems(parse_in(dir.path(), &yaml));
+        let text: Vec<String> = ps.iter().map(|p| p.to_string()).collect();
+        let has = |needle: &str, loc: &str| {
+            assert!(
+                ps.iter().any(|p| p.message.contains(needle) && p.location.contains(loc)),
+                "no problem with {needle:?} at {loc:?} in {text:#?}"
+            )
+        };
+        has("frontend's own address", "instance 1 \"self\"");
+        has("listed twice", "instance 3 \"a-again\"");
+        has("56", "instance 4 \"short\"");
+        has("checksum", "instance 5 \"typo\"");
+        has("not filled in", "instance 6 \"node6\"");
+        has("does not exist", "service 2 (key missing.key)");
+        has("no `instances:`", "service 2");
+        assert_eq!(ps.iter().filter(|p| p.placeholder).count(), 1);
+        assert_eq!(ps.len(), 7, "{text:#?}");
+    }
+
+    #[test]
+    fn bad_key_file_and_no_services() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("bad.key"), "not a key").expect("write");
+        let ps = problems(parse_in(
+            dir.path(),
+            &format!("services:\n- key: bad.key\n  instances:\n  - address: {BACKEND_A}\n"),
+        ));
+        assert!(ps[0].message.contains("not a key onionbalance understands"), "{ps:?}");
+        let ps = problems(parse_in(dir.path(), "status-socket-location: /x\n"));
+        assert!(ps[0].message.contains("no services"), "{ps:?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_warnings() {
+        let (dir, _) = dir_with_key();
+        let cfg = parse_in(
+            dir.path(),
+            &format!("services:\n- key: frontend.key\n  instanses: 1\n  instances:\n  - address: {BACKEND_A}\n"),
+        )
+        .expect("valid");
+        assert_eq!(cfg.warnings.len(), 1);
+        assert!(cfg.warnings[0].contains("instanses"));
+    }
+
+    #[test]
+    fn missing_file_says_how_to_create_one() {
+        let e = Config::load_with_env(Path::new("/nonexistent/ob.yaml"), |_| None).expect_err("missing");
+        assert!(e.to_string().contains("onionbalance config"), "{e}");
+    }
+}

@@ -1,0 +1,229 @@
+//! Build: the frontend's descriptor for one time period, signed and encrypted.
+//!
+//! For each time period we derive the frontend's blinded keypair, subcredential and
+//! revision-counter key once ([`FrontendPeriodKeys`]), then each build:
+//!
+//! * generates a fresh descriptor-signing key and certifies it with the blinded key
+//!   (C tor and Arti do the same, so our descriptors do not stand out);
+//! * re-certifies every intro point's `auth-key` and `enc-key-cert` with that signing key
+//!   (clients reject intro-point certificates signed by anyone else; Arti's builder does this
+//!   from the backends' *public* keys, which is all we have);
+//! * encrypts both layers with the frontend's subcredential;
+//! * refuses, rather than truncates, a descriptor larger than the network's maximum.
+//!
+//! The revision counter is the order-preserving encryption (OPE) of the number of seconds
+//! since the start of the shared-random period, keyed by the blinded secret key, exactly as C
+//! tor and Arti compute it: it grows with time without any stored state and does not mark our
+//! descriptors as Onionbalance's. Two builds in the same second would get the same counter, and
+//! HSDirs reject a counter equal to the one they hold, so callers pass the last counter they
+//! used and get a strictly larger one.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tor_cell::chancell::msg::HandshakeType;
+use tor_hscrypto::ope::{AesOpeKey, SrvPeriodOffset};
+use tor_hscrypto::pk::{HsBlindId, HsBlindIdKey, HsBlindIdKeypair};
+use tor_hscrypto::time::TimePeriod;
+use tor_hscrypto::{RevisionCounter, Subcredential};
+use tor_llcrypto::pk::ed25519;
+use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, HsDescBuilder, IntroPointDesc};
+use tor_netdoc::NetdocBuilder as _;
+use tor_protover::Protocols;
+use zeroize::Zeroizing;
+
+use super::{PublishPeriod, CERT_LIFETIME, DESCRIPTOR_LIFETIME, MAX_INTRO_POINTS};
+use crate::keys::FrontendKey;
+
+/// The frontend's keys for one time period, derived once per period.
+pub struct FrontendPeriodKeys {
+    /// The period.
+    period: TimePeriod,
+    /// Blinded public key (the descriptor's identity at the HSDirs).
+    blinded_public: HsBlindIdKey,
+    /// Blinded keypair (certifies the descriptor-signing key). Zeroized on drop.
+    blinded_keypair: HsBlindIdKeypair,
+    /// Subcredential (encrypts the descriptor).
+    subcredential: Subcredential,
+    /// Revision-counter key, from the blinded secret key.
+    ope: AesOpeKey,
+}
+
+impl FrontendPeriodKeys {
+    /// Derives the keys of `frontend` for `period`.
+    pub fn derive(frontend: &FrontendKey, period: TimePeriod) -> Result<Self, BuildError> {
+        let (blinded_public, blinded_keypair, subcredential) = frontend
+            .keypair()
+            .compute_blinded_key(period)
+            .map_err(|e| BuildError::Crypto(format!("cannot blind the frontend key: {e}")))?;
+        // As C tor and tor-hsservice: the OPE key is the first 32 bytes of the blinded
+        // expanded secret key.
+        let ope = {
+            // The blinded keypair is not `Clone`; derive it a second time to consume it.
+            let (_, for_ope, _) = frontend
+                .keypair()
+                .compute_blinded_key(period)
+                .map_err(|e| BuildError::Crypto(format!("cannot blind the frontend key: {e}")))?;
+            let expanded: ed25519::ExpandedKeypair = for_ope.into();
+            let secret = Zeroizing::new(expanded.to_secret_key_bytes());
+            AesOpeKey::from_secret(&secret[..32])
+        };
+        Ok(FrontendPeriodKeys {
+            period,
+            blinded_public,
+            blinded_keypair,
+            subcredential,
+            ope,
+        })
+    }
+
+    /// The period these keys are for.
+    pub fn period(&self) -> TimePeriod {
+        self.period
+    }
+
+    /// The blinded identity that HSDirs index our descriptor by for this period.
+    pub fn blind_id(&self) -> HsBlindId {
+        self.blinded_public.id()
+    }
+
+    /// The subcredential clients use to decrypt our descriptor for this period.
+    pub fn subcredential(&self) -> Subcredential {
+        self.subcredential
+    }
+
+    /// The revision counter for a descriptor built at `now`, strictly above `previous`.
+    ///
+    /// Fails if `now` is before the start of the SRV period (a clock or consensus problem).
+    pub fn revision_counter(
+        &self,
+        srv_start: SystemTime,
+        now: SystemTime,
+        previous: Option<RevisionCounter>,
+    ) -> Result<RevisionCounter, BuildError> {
+        let offset = now
+            .duration_since(srv_start)
+            .map_err(|_| BuildError::ClockBeforeSrvPeriod)?;
+        let secs = u32::try_from(offset.as_secs()).map_err(|_| BuildError::ClockBeforeSrvPeriod)?;
+        let ope = self.ope.encrypt(SrvPeriodOffset::from(secs));
+        let floor = previous.map(|p| u64::from(p).saturating_add(1)).unwrap_or(0);
+        Ok(RevisionCounter::from(ope.max(floor)))
+    }
+}
+
+/// Everything one descriptor build needs besides the keys and the RNG.
+#[derive(Debug, Clone)]
+pub struct BuildRequest<'a> {
+    /// The intro points to list (1 to [`MAX_INTRO_POINTS`]).
+    pub intro_points: &'a [IntroPointDesc],
+    /// The revision counter (from [`FrontendPeriodKeys::revision_counter`]).
+    pub revision: RevisionCounter,
+    /// Now: certificates run from here for [`CERT_LIFETIME`].
+    pub now: SystemTime,
+    /// Maximum encoded size (consensus `hsdir_max_desc_size`).
+    pub max_len: usize,
+    /// Flow-control line to declare (backends' common value), if any.
+    pub flow_control: Option<(Protocols, u8)>,
+    /// Protocol capabilities to declare (backends' common value).
+    pub protocols: Protocols,
+}
+
+/// A finished descriptor, ready to upload.
+#[derive(Debug, Clone)]
+pub struct BuiltDescriptor {
+    /// The period it is for.
+    pub period: TimePeriod,
+    /// Its blinded identity (where it goes on the ring).
+    pub blind_id: HsBlindId,
+    /// Its revision counter.
+    pub revision: RevisionCounter,
+    /// How many intro points it lists.
+    pub intro_points: usize,
+    /// The text to upload.
+    pub text: Arc<str>,
+}
+
+/// Why a descriptor could not be built.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A descriptor without intro points is useless and would replace a working one.
+    #[error("no intro points to publish: no backend has a valid descriptor")]
+    NoIntroPoints,
+    /// More intro points than clients would use.
+    #[error("{0} intro points given, at most {MAX_INTRO_POINTS} fit in a descriptor")]
+    TooManyIntroPoints(usize),
+    /// The encoded descriptor would exceed the maximum size.
+    #[error("the descriptor would be larger than the {0}-byte maximum; publish fewer intro points")]
+    TooLarge(usize),
+    /// The clock is before the start of the shared-random period.
+    #[error("the current time is before the start of the shared-random period: check this machine's clock")]
+    ClockBeforeSrvPeriod,
+    /// A key operation failed.
+    #[error("cryptographic failure while building a descriptor: {0}")]
+    Crypto(String),
+}
+
+/// Builds, signs and encrypts a descriptor for the period of `keys`.
+pub fn build_descriptor<R: rand::Rng + rand::CryptoRng>(
+    keys: &FrontendPeriodKeys,
+    req: &BuildRequest<'_>,
+    rng: &mut R,
+) -> Result<BuiltDescriptor, BuildError> {
+    let n = req.intro_points.len();
+    if n == 0 {
+        return Err(BuildError::NoIntroPoints);
+    }
+    if n > MAX_INTRO_POINTS {
+        return Err(BuildError::TooManyIntroPoints(n));
+    }
+    let cert_expiry = req.now + CERT_LIFETIME;
+    // A fresh descriptor-signing key for every build: it is cheap (one key generation) and
+    // means no signing key outlives the descriptor that uses it.
+    let desc_sign = ed25519::Keypair::generate(rng);
+    let sign_cert =
+        create_desc_sign_key_cert(&desc_sign.verifying_key(), &keys.blinded_keypair, cert_expiry)
+            .map_err(|e| BuildError::Crypto(format!("cannot certify the signing key: {e}")))?;
+    let lifetime_minutes = u16::try_from(DESCRIPTOR_LIFETIME.as_secs() / 60).unwrap_or(180);
+    let mut builder = HsDescBuilder::default()
+        .blinded_id(&keys.blinded_public)
+        .hs_desc_sign(&desc_sign)
+        .hs_desc_sign_cert(sign_cert)
+        .create2_formats(&[HandshakeType::NTOR])
+        .auth_required(None)
+        .is_single_onion_service(false)
+        .intro_points(req.intro_points)
+        .intro_auth_key_cert_expiry(cert_expiry)
+        .intro_enc_key_cert_expiry(cert_expiry)
+        .lifetime(lifetime_minutes.into())
+        .revision_counter(req.revision)
+        .subcredential(keys.subcredential)
+        .supported_protocols(req.protocols.clone())
+        .max_generated_len(req.max_len);
+    if let Some(fc) = &req.flow_control {
+        builder = builder.flow_control(Some(fc.clone()));
+    }
+    let text = builder.build_sign(rng).map_err(|e| match e {
+        tor_bytes::EncodeError::BadLengthValue => BuildError::TooLarge(req.max_len),
+        other => BuildError::Crypto(other.to_string()),
+    })?;
+    Ok(BuiltDescriptor {
+        period: keys.period,
+        blind_id: keys.blind_id(),
+        revision: req.revision,
+        intro_points: n,
+        text: Arc::from(text),
+    })
+}
+
+/// Convenience: the SRV-relative revision counter and the build, for one [`PublishPeriod`].
+pub fn build_for_period<R: rand::Rng + rand::CryptoRng>(
+    keys: &FrontendPeriodKeys,
+    period: &PublishPeriod,
+    previous: Option<RevisionCounter>,
+    mut req: BuildRequest<'_>,
+    rng: &mut R,
+) -> Result<BuiltDescriptor, BuildError> {
+    req.revision = keys.revision_counter(period.srv_start, req.now, previous)?;
+    build_descriptor(keys, &req, rng)
+}

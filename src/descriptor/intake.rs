@@ -1,0 +1,246 @@
+//! Intake: a backend's descriptor text becomes a [`BackendSnapshot`] or an [`IntakeError`].
+//!
+//! Everything we get from an HSDir is untrusted. Intake checks, in order: size, outer
+//! document syntax, that the descriptor is for *this* backend (its blinded key for the time
+//! period), the outer signature, decryption of both layers with the backend's subcredential,
+//! the inner signature, and that the whole thing is valid at `now`.
+
+use std::num::NonZeroU8;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tor_checkable::TimeBound as _;
+use tor_hscrypto::pk::HsBlindId;
+use tor_hscrypto::time::TimePeriod;
+use tor_hscrypto::{RevisionCounter, Subcredential};
+use tor_netdoc::doc::hsdesc::{HsDesc, HsDescError, HsDescOuter, IntroPointDesc};
+use tor_protover::Protocols;
+
+use crate::onion::OnionAddress;
+
+/// The keys needed to read one backend's descriptors for one time period.
+///
+/// Deriving the blinded key costs a scalar multiplication (~100 µs), so callers keep this for
+/// the whole time period instead of recomputing it per fetch.
+#[derive(Clone, Debug)]
+pub struct BackendKeys {
+    /// The backend.
+    address: OnionAddress,
+    /// The period the keys are for.
+    period: TimePeriod,
+    /// The backend's blinded identity for `period`: what HSDirs index its descriptor by.
+    blind_id: HsBlindId,
+    /// The backend's subcredential for `period`: decrypts its descriptor.
+    subcredential: Subcredential,
+}
+
+impl BackendKeys {
+    /// Derives the keys for `address` in `period`.
+    pub fn derive(address: OnionAddress, period: TimePeriod) -> Result<Self, IntakeError> {
+        let id_key = address
+            .hs_id_key()
+            .map_err(|_| IntakeError::BadBackendKey(address))?;
+        let (blinded, subcredential) = id_key
+            .compute_blinded_key(period)
+            .map_err(|_| IntakeError::BadBackendKey(address))?;
+        Ok(BackendKeys {
+            address,
+            period,
+            blind_id: blinded.id(),
+            subcredential,
+        })
+    }
+
+    /// The backend's address.
+    pub fn address(&self) -> OnionAddress {
+        self.address
+    }
+
+    /// The time period these keys are for.
+    pub fn period(&self) -> TimePeriod {
+        self.period
+    }
+
+    /// The blinded identity HSDirs store this backend's descriptor under.
+    pub fn blind_id(&self) -> HsBlindId {
+        self.blind_id
+    }
+}
+
+/// What we keep of a backend's verified descriptor.
+#[derive(Debug, Clone)]
+pub struct BackendSnapshot {
+    /// The backend.
+    pub address: OnionAddress,
+    /// The time period the descriptor is for.
+    pub period: TimePeriod,
+    /// Its revision counter (a live backend's counter advances each time it republishes).
+    pub revision: RevisionCounter,
+    /// Its introduction points (1 to 20, as Arti's parser guarantees).
+    pub intro_points: Vec<IntroPointDesc>,
+    /// Start of validity (the certificates' validity), if bounded.
+    pub valid_from: Option<SystemTime>,
+    /// End of validity: after this the snapshot must not be used.
+    pub valid_until: Option<SystemTime>,
+    /// When we took it in.
+    pub received_at: SystemTime,
+    /// The flow-control line the backend declared, if any.
+    pub flow_control: Option<(Protocols, NonZeroU8)>,
+    /// The protocol capabilities the backend declared.
+    pub protocols: Protocols,
+    /// The exact text, to recognise an unchanged descriptor without verifying it again.
+    text: Arc<str>,
+}
+
+impl BackendSnapshot {
+    /// True when `text` is exactly the descriptor this snapshot was made from.
+    ///
+    /// Descriptors are signed documents with a fresh encryption salt each time a backend
+    /// builds one, so byte equality is the right notion of "unchanged".
+    pub fn has_text(&self, text: &str) -> bool {
+        *self.text == *text
+    }
+
+    /// True when the snapshot may be used at `when`.
+    pub fn is_valid_at(&self, when: SystemTime) -> bool {
+        self.valid_from.is_none_or(|t| t <= when) && self.valid_until.is_none_or(|t| when <= t)
+    }
+
+    /// Length of the descriptor text in bytes.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+}
+
+/// Why a backend descriptor was rejected.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum IntakeError {
+    /// The backend address does not give a usable key (cannot happen for a validated
+    /// [`OnionAddress`], kept for safety).
+    #[error("backend address {0} does not contain a usable ed25519 key")]
+    BadBackendKey(OnionAddress),
+    /// The text is longer than HSDirs accept.
+    #[error("descriptor is {len} bytes, more than the {max}-byte maximum")]
+    Oversized {
+        /// Its length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The outer document does not parse.
+    #[error("descriptor does not parse: {0}")]
+    Malformed(String),
+    /// The descriptor is well formed but belongs to another service or time period.
+    #[error("descriptor is for a different onion service or time period than {0}")]
+    WrongService(OnionAddress),
+    /// A signature or certificate does not verify.
+    #[error("descriptor signature or certificate does not verify: {0}")]
+    BadSignature(String),
+    /// The encrypted layers cannot be decrypted with the backend's address.
+    #[error("descriptor cannot be decrypted with the backend's address ({0}); if the backend uses client authorization, disable it: the frontend cannot read such descriptors")]
+    NotDecryptable(String),
+    /// The decrypted inner document is malformed.
+    #[error("descriptor's encrypted part is malformed: {0}")]
+    InnerMalformed(String),
+    /// The descriptor is not valid at the given time (expired or not yet valid).
+    #[error("descriptor is not valid at this time (valid {from} to {until}); is the backend running, and is this machine's clock right?")]
+    NotValidNow {
+        /// Start of validity.
+        from: String,
+        /// End of validity.
+        until: String,
+    },
+}
+
+impl IntakeError {
+    /// A short stable name for the kind of error (for metrics and status).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IntakeError::BadBackendKey(_) => "bad-backend-key",
+            IntakeError::Oversized { .. } => "oversized",
+            IntakeError::Malformed(_) => "malformed",
+            IntakeError::WrongService(_) => "wrong-service",
+            IntakeError::BadSignature(_) => "bad-signature",
+            IntakeError::NotDecryptable(_) => "not-decryptable",
+            IntakeError::InnerMalformed(_) => "inner-malformed",
+            IntakeError::NotValidNow { .. } => "not-valid-now",
+        }
+    }
+}
+
+/// Verifies and decrypts `text`, a descriptor fetched for the backend and period of `keys`.
+///
+/// `max_len` is the network's `hsdir_max_desc_size`.
+pub fn intake(
+    keys: &BackendKeys,
+    text: &str,
+    now: SystemTime,
+    max_len: usize,
+) -> Result<BackendSnapshot, IntakeError> {
+    intake_shared(keys, Arc::from(text), now, max_len)
+}
+
+/// Like [`intake`], taking text the caller already holds in an `Arc` (no copy).
+pub fn intake_shared(
+    keys: &BackendKeys,
+    text: Arc<str>,
+    now: SystemTime,
+    max_len: usize,
+) -> Result<BackendSnapshot, IntakeError> {
+    if text.len() > max_len {
+        return Err(IntakeError::Oversized {
+            len: text.len(),
+            max: max_len,
+        });
+    }
+    let bound = HsDesc::parse_decrypt_validate(&text, &keys.blind_id, &keys.subcredential, None)
+        .map_err(|e| classify(e, &text, keys.address))?;
+    let (valid_from, valid_until) = bound.bounds_start_end();
+    let desc = bound.if_valid_at(&now).map_err(|_| IntakeError::NotValidNow {
+        from: fmt_time(valid_from),
+        until: fmt_time(valid_until),
+    })?;
+    Ok(BackendSnapshot {
+        address: keys.address,
+        period: keys.period,
+        revision: desc.revision(),
+        intro_points: desc.intro_points().to_vec(),
+        valid_from,
+        valid_until,
+        received_at: now,
+        flow_control: desc.flow_control(),
+        protocols: desc.declared_capabilities().clone(),
+        text,
+    })
+}
+
+/// Formats an optional bound for an error message.
+fn fmt_time(t: Option<SystemTime>) -> String {
+    t.map(|t| humantime::format_rfc3339_seconds(t).to_string())
+        .unwrap_or_else(|| "unbounded".into())
+}
+
+/// Turns Arti's error into ours.
+fn classify(e: HsDescError, text: &str, address: OnionAddress) -> IntakeError {
+    match e {
+        HsDescError::OuterParsing(inner) => {
+            // `HsDesc::parse` fails either because the outer document is malformed or because
+            // its blinded key is not the one we asked for. If the outer document parses on
+            // its own, it was the latter.
+            if HsDescOuter::parse(text).is_ok() {
+                IntakeError::WrongService(address)
+            } else {
+                IntakeError::Malformed(inner.to_string())
+            }
+        }
+        HsDescError::OuterValidation(inner) | HsDescError::InnerValidation(inner) => {
+            IntakeError::BadSignature(inner.to_string())
+        }
+        HsDescError::MissingDecryptionKey
+        | HsDescError::WrongDecryptionKey
+        | HsDescError::DecryptionFailed => IntakeError::NotDecryptable(e.to_string()),
+        HsDescError::InnerParsing(inner) => IntakeError::InnerMalformed(inner.to_string()),
+        other => IntakeError::Malformed(other.to_string()),
+    }
+}

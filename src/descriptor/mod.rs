@@ -1,0 +1,54 @@
+//! The descriptor engine: everything between "bytes from an HSDir" and "bytes to an HSDir".
+//!
+//! This module is pure: no I/O, no clock reads (time is always an argument), and randomness
+//! comes from a caller-supplied RNG, so it is deterministic under test and benchmarkable.
+//!
+//! * [`intake`]: parse, verify and decrypt a backend's descriptor with the backend's address,
+//!   giving a [`BackendSnapshot`] of its intro points, revision counter and validity, or a
+//!   typed [`IntakeError`].
+//! * [`select`]: choose at most [`MAX_INTRO_POINTS`] intro points fairly across backends.
+//! * [`build`]: sign and encrypt a descriptor for the frontend for one time period, with the
+//!   selected intro points re-certified by a fresh descriptor-signing key.
+//! * [`engine`]: the per-service state that ties these together and recognises when nothing
+//!   changed, so that a steady-state round costs almost nothing.
+
+pub mod build;
+pub mod engine;
+pub mod intake;
+pub mod select;
+pub mod synthetic;
+
+use std::time::{Duration, SystemTime};
+
+use tor_hscrypto::time::TimePeriod;
+
+pub use build::{build_descriptor, BuildError, BuildRequest, BuiltDescriptor, FrontendPeriodKeys};
+pub use engine::{Engine, IntakeOutcome};
+pub use intake::{intake, BackendKeys, BackendSnapshot, IntakeError};
+pub use select::select_intro_points;
+
+/// Clients use only the first 20 intro points of a descriptor (rend-spec-v3; C tor and Arti).
+pub const MAX_INTRO_POINTS: usize = tor_hscrypto::NUM_INTRO_POINT_MAX;
+
+/// Default maximum descriptor size (consensus parameter `hsdir_max_desc_size`).
+pub const DEFAULT_MAX_DESCRIPTOR_LEN: usize = 50_000;
+
+/// Lifetime we declare in our descriptors: how long HSDirs keep them (C tor uses 3 hours).
+pub const DESCRIPTOR_LIFETIME: Duration = Duration::from_secs(180 * 60);
+
+/// Lifetime of the descriptor-signing-key certificate and the intro-point certificates
+/// (54 hours, as C tor's `HS_DESC_CERT_LIFETIME` and Arti: a descriptor may be used for up to
+/// 48 hours, plus slack for consensus skew).
+pub const CERT_LIFETIME: Duration = Duration::from_secs(54 * 60 * 60);
+
+/// A time period we publish for, with the start of the shared-random period that the
+/// revision counter is measured from.
+///
+/// The network layer gets both from Arti's `HsDirParams`; tests and benchmarks make them up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublishPeriod {
+    /// The time period (decides the blinded key).
+    pub time_period: TimePeriod,
+    /// When the SRV period that this time period's ring uses began.
+    pub srv_start: SystemTime,
+}

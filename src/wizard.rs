@@ -1,0 +1,252 @@
+//! `onionbalance config`: writes a config file and frontend keys, and says how to set up the
+//! backends.
+//!
+//! The flags follow upstream `onionbalance-config` so existing habits keep working. The wizard
+//! never overwrites: an existing `config.yaml` or key file stops it before anything is written.
+//! Instance addresses not given are written as `TODO-…` placeholders that
+//! `onionbalance check` lists as still to be filled in.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::config::PLACEHOLDER_PREFIX;
+use crate::keys::{write_secret_file, FrontendKey, KeyError, KeyFormat};
+use crate::onion::OnionAddress;
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct WizardOptions {
+    /// Output directory (created 0700 if missing).
+    pub output: PathBuf,
+    /// Number of frontend services.
+    pub services: usize,
+    /// Number of backend instances per service.
+    pub instances: usize,
+    /// Instance name prefix (`node` gives `node1`, `node2`, ...).
+    pub tag: String,
+    /// An existing key to use for the (single) service instead of a new one.
+    pub import_key: Option<PathBuf>,
+    /// Backend addresses, per service, in order; missing ones become placeholders.
+    pub addresses: Vec<Vec<OnionAddress>>,
+}
+
+impl Default for WizardOptions {
+    fn default() -> Self {
+        WizardOptions {
+            output: PathBuf::from("config"),
+            services: 1,
+            instances: 2,
+            tag: "node".into(),
+            import_key: None,
+            addresses: Vec::new(),
+        }
+    }
+}
+
+/// What the wizard wrote.
+#[derive(Debug, Clone)]
+pub struct WizardReport {
+    /// The config file.
+    pub config_path: PathBuf,
+    /// Per service: frontend address, key file, instance names.
+    pub services: Vec<(OnionAddress, PathBuf, Vec<String>)>,
+}
+
+/// Why the wizard stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WizardError {
+    /// The config file exists already.
+    #[error("{0} already exists: choose another --output directory or move the old config away")]
+    ConfigExists(PathBuf),
+    /// Options do not make sense.
+    #[error("{0}")]
+    BadOptions(String),
+    /// A key could not be read or written.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Writes `config.yaml` and one key file per service into `opts.output`.
+pub fn run<R: rand::Rng + rand::CryptoRng>(
+    opts: &WizardOptions,
+    rng: &mut R,
+) -> Result<WizardReport, WizardError> {
+    if opts.services == 0 || opts.instances == 0 {
+        return Err(WizardError::BadOptions(
+            "--services and --instances must be at least 1".into(),
+        ));
+    }
+    if opts.import_key.is_some() && opts.services != 1 {
+        return Err(WizardError::BadOptions(
+            "--key imports one key, so it needs --services 1".into(),
+        ));
+    }
+    let config_path = opts.output.join("config.yaml");
+    if config_path.exists() {
+        return Err(WizardError::ConfigExists(config_path));
+    }
+    // Load or create every key before writing anything, so a bad key leaves no half-written
+    // output behind.
+    let mut keys: Vec<(FrontendKey, Option<Vec<u8>>)> = Vec::new();
+    for _ in 0..opts.services {
+        match &opts.import_key {
+            Some(path) => {
+                let bytes = fs::read(path).map_err(|source| KeyError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let key = FrontendKey::from_bytes(&bytes, path)?;
+                // A C tor key has no seed, so we keep its original bytes.
+                let raw = (key.format() == KeyFormat::CTorSecretKey).then_some(bytes);
+                keys.push((key, raw));
+            }
+            None => keys.push((FrontendKey::generate(rng), None)),
+        }
+    }
+    create_private_dir(&opts.output)?;
+    let mut yaml = String::from("# Written by `onionbalance config`. Check it with `onionbalance check -c <this file>`.\nservices:\n");
+    let mut services = Vec::new();
+    for (s, (key, raw)) in keys.iter().enumerate() {
+        let address = key.address();
+        let key_name = format!("{}.key", address.base32());
+        let key_path = opts.output.join(&key_name);
+        match raw {
+            Some(bytes) => write_secret_file(&key_path, bytes)?,
+            None => key.save_pem(&key_path)?,
+        }
+        let _ = writeln!(yaml, "- key: {key_name}\n  instances:");
+        let mut names = Vec::new();
+        for i in 0..opts.instances {
+            let name = format!("{}{}", opts.tag, i + 1);
+            let addr = opts
+                .addresses
+                .get(s)
+                .and_then(|a| a.get(i))
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| format!("{PLACEHOLDER_PREFIX}{name}-onion-address"));
+            let _ = writeln!(yaml, "  - address: {addr}\n    name: {name}");
+            names.push(name);
+        }
+        services.push((address, key_path, names));
+    }
+    write_new_file(&config_path, yaml.as_bytes())?;
+    Ok(WizardReport {
+        config_path,
+        services,
+    })
+}
+
+/// The instructions an operator needs for each backend of `frontend`.
+pub fn backend_instructions(frontend: OnionAddress, instance_names: &[String]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Frontend address: {frontend}");
+    let _ = writeln!(
+        out,
+        "On each backend (C tor 0.4.8 or later), for instances {}:",
+        instance_names.join(", ")
+    );
+    let _ = writeln!(out, "  1. in its torrc, next to its HiddenServiceDir / HiddenServicePort lines:");
+    let _ = writeln!(out, "       HiddenServiceOnionBalanceInstance 1");
+    let _ = writeln!(out, "  2. create the file <HiddenServiceDir>/ob_config containing the line:");
+    let _ = writeln!(out, "       MasterOnionAddress {frontend}");
+    let _ = writeln!(out, "  3. reload tor, then put the backend's own address (<HiddenServiceDir>/hostname)");
+    let _ = writeln!(out, "     into the config in place of its TODO- placeholder.");
+    out
+}
+
+/// Creates `dir` (and parents) with mode 0700 if missing.
+fn create_private_dir(dir: &Path) -> Result<(), WizardError> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        b.mode(0o700);
+    }
+    b.create(dir).map_err(|source| WizardError::Io {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// Writes a new (never existing) file.
+fn write_new_file(path: &Path, contents: &[u8]) -> Result<(), WizardError> {
+    use std::io::Write as _;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents))
+        .map_err(|source| WizardError::Io {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, ConfigError};
+    use rand::SeedableRng as _;
+
+    #[test]
+    fn writes_config_and_key_then_check_lists_placeholders() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("cfg");
+        let opts = WizardOptions {
+            output: out.clone(),
+            ..Default::default()
+        };
+        let report = run(&opts, &mut rand::rngs::StdRng::seed_from_u64(9)).expect("wizard");
+        let (addr, key_path, names) = &report.services[0];
+        assert_eq!(names, &["node1", "node2"]);
+        assert_eq!(key_path, &out.join(format!("{}.key", addr.base32())));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let m = fs::metadata(key_path).expect("meta").permissions().mode();
+            assert_eq!(m & 0o777, 0o600);
+        }
+        assert_eq!(FrontendKey::load(key_path).expect("key").address(), *addr);
+        match Config::load_with_env(&report.config_path, |_| None) {
+            Err(ConfigError::Invalid { problems, .. }) => {
+                assert_eq!(problems.len(), 2);
+                assert!(problems.iter().all(|p| p.placeholder));
+                assert!(problems[1].location.contains("\"node2\""));
+            }
+            other => panic!("expected placeholders, got {other:?}"),
+        }
+        // never overwrites
+        assert!(matches!(
+            run(&opts, &mut rand::rngs::StdRng::seed_from_u64(9)),
+            Err(WizardError::ConfigExists(_))
+        ));
+    }
+
+    #[test]
+    fn imports_a_ctor_key_unchanged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/ctor/hs_ed25519_secret_key");
+        let opts = WizardOptions {
+            output: dir.path().join("o"),
+            import_key: Some(src.clone()),
+            instances: 1,
+            ..Default::default()
+        };
+        let report = run(&opts, &mut rand::rngs::StdRng::seed_from_u64(1)).expect("wizard");
+        let (addr, key_path, _) = &report.services[0];
+        assert_eq!(fs::read(key_path).expect("copy"), fs::read(&src).expect("orig"));
+        let hostname = fs::read_to_string(src.with_file_name("hostname")).expect("hostname");
+        assert_eq!(addr.to_string(), hostname.trim());
+    }
+}

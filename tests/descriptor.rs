@@ -1,0 +1,316 @@
+//! The descriptor engine, offline: round trips, rejections, selection, revision counters.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use onionbalance::descriptor::build::build_for_period;
+use onionbalance::descriptor::select::resolve;
+use onionbalance::descriptor::synthetic::{periods_around, SyntheticBackend};
+use onionbalance::descriptor::{
+    intake, select_intro_points, BackendKeys, BuildError, BuildRequest, Engine, FrontendPeriodKeys,
+    IntakeError, IntakeOutcome, PublishPeriod, DEFAULT_MAX_DESCRIPTOR_LEN,
+};
+use onionbalance::FrontendKey;
+use rand::rngs::StdRng;
+use rand::SeedableRng as _;
+use tor_checkable::TimeBound as _;
+use tor_netdoc::doc::hsdesc::HsDesc;
+use tor_protover::Protocols;
+
+/// A fixed "now" so that failures reproduce.
+fn now() -> SystemTime {
+    humantime::parse_rfc3339("2026-11-25T15:04:05Z").expect("time")
+}
+
+fn current(now: SystemTime) -> PublishPeriod {
+    periods_around(now)[0]
+}
+
+fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+/// Our frontend descriptor parses back with the frontend's address, by our intake and by
+/// Arti's client-side parser, and lists exactly the backends' intro points.
+#[test]
+fn frontend_descriptor_round_trips() {
+    let mut r = rng(1);
+    let t = now();
+    let periods = periods_around(t);
+    assert_eq!(periods.len(), 2);
+    let backends: Vec<_> = (0..2).map(|_| SyntheticBackend::generate(&mut r, 3)).collect();
+    let frontend = Arc::new(FrontendKey::generate(&mut r));
+    let mut engine = Engine::new(frontend.clone(), backends.iter().map(|b| b.address()));
+    for (i, b) in backends.iter().enumerate() {
+        let text = b.descriptor(&periods[0], t, &mut r).expect("backend descriptor");
+        let out = engine.take_in(i, periods[0].time_period, text.into(), t).expect("index");
+        assert!(matches!(out, Ok(IntakeOutcome::Updated { .. })), "{out:?}");
+    }
+    assert!(engine.needs_build());
+    let built = engine.build(&periods, t, &mut r).expect("build");
+    assert!(!engine.needs_build());
+    assert_eq!(built.len(), 2);
+    let backend_sids: HashSet<[u8; 32]> = backends
+        .iter()
+        .flat_map(|b| b.intro_points.iter().map(|i| *i.ipt_sid_key().as_bytes()))
+        .collect();
+    for (d, p) in built.iter().zip(&periods) {
+        assert_eq!(d.period, p.time_period);
+        assert_eq!(d.intro_points, 6);
+        let keys = BackendKeys::derive(frontend.address(), p.time_period).expect("keys");
+        assert_eq!(keys.blind_id(), d.blind_id);
+        let snap = intake(&keys, &d.text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect("own descriptor parses");
+        assert_eq!(snap.revision, d.revision);
+        let sids: HashSet<[u8; 32]> = snap.intro_points.iter().map(|i| *i.ipt_sid_key().as_bytes()).collect();
+        assert_eq!(sids, backend_sids);
+        // Arti's client path, independently of ours.
+        let fk = FrontendPeriodKeys::derive(&frontend, p.time_period).expect("derive");
+        let desc = HsDesc::parse_decrypt_validate(&d.text, &d.blind_id, &fk.subcredential(), None)
+            .expect("arti parses")
+            .if_valid_at(&t)
+            .expect("valid now");
+        assert_eq!(desc.intro_points().len(), 6);
+    }
+}
+
+/// A descriptor built for one service fails intake for another, naming the problem.
+#[test]
+fn descriptor_of_another_service_is_rejected() {
+    let mut r = rng(2);
+    let t = now();
+    let p = current(t);
+    let a = SyntheticBackend::generate(&mut r, 3);
+    let b = SyntheticBackend::generate(&mut r, 3);
+    let text = a.descriptor(&p, t, &mut r).expect("descriptor");
+    let keys_b = BackendKeys::derive(b.address(), p.time_period).expect("keys");
+    let err = intake(&keys_b, &text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect_err("wrong service");
+    assert!(matches!(err, IntakeError::WrongService(addr) if addr == b.address()), "{err}");
+    // Same service, other period: also "wrong service or period".
+    let next = periods_around(t)[1];
+    let keys_next = BackendKeys::derive(a.address(), next.time_period).expect("keys");
+    let err = intake(&keys_next, &text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect_err("wrong period");
+    assert!(matches!(err, IntakeError::WrongService(_)), "{err}");
+}
+
+/// Tampering with a signed field breaks the signature; garbage does not parse; both are
+/// errors, never panics.
+#[test]
+fn tampered_and_garbage_descriptors_are_rejected() {
+    let mut r = rng(3);
+    let t = now();
+    let p = current(t);
+    let a = SyntheticBackend::generate(&mut r, 3);
+    let text = a.descriptor(&p, t, &mut r).expect("descriptor");
+    let keys = BackendKeys::derive(a.address(), p.time_period).expect("keys");
+    intake(&keys, &text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect("untampered is fine");
+
+    // Raise the revision counter: the outer signature no longer matches.
+    let line = text.lines().find(|l| l.starts_with("revision-counter ")).expect("line");
+    let n: u64 = line["revision-counter ".len()..].parse().expect("number");
+    let tampered = text.replacen(line, &format!("revision-counter {}", n + 1), 1);
+    let err = intake(&keys, &tampered, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect_err("tampered");
+    assert!(matches!(err, IntakeError::BadSignature(_)), "{err}");
+
+    // Flip a character inside the encrypted body: decryption (MAC) fails.
+    let body_at = text.find("-----BEGIN MESSAGE-----").expect("body") + 40;
+    let mut flipped = text.clone().into_bytes();
+    flipped[body_at] = if flipped[body_at] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).expect("ascii");
+    let err = intake(&keys, &flipped, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect_err("flipped");
+    assert!(
+        matches!(err, IntakeError::BadSignature(_) | IntakeError::NotDecryptable(_)),
+        "{err}"
+    );
+
+    for garbage in ["", "hs-descriptor 3\n", "<html>503</html>", &text[..text.len() / 2]] {
+        let err = intake(&keys, garbage, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect_err("garbage");
+        assert!(matches!(err, IntakeError::Malformed(_)), "{garbage:?}: {err}");
+    }
+
+    let err = intake(&keys, &text, t, 1000).expect_err("oversized");
+    assert!(matches!(err, IntakeError::Oversized { max: 1000, .. }), "{err}");
+}
+
+/// An expired descriptor (certificates past their 54 hours) is rejected.
+#[test]
+fn expired_descriptor_is_rejected() {
+    let mut r = rng(4);
+    let t = now();
+    let p = current(t);
+    let a = SyntheticBackend::generate(&mut r, 3);
+    let text = a.descriptor(&p, t, &mut r).expect("descriptor");
+    let keys = BackendKeys::derive(a.address(), p.time_period).expect("keys");
+    let later = t + Duration::from_secs(55 * 3600);
+    let err = intake(&keys, &text, later, DEFAULT_MAX_DESCRIPTOR_LEN).expect_err("expired");
+    assert!(matches!(err, IntakeError::NotValidNow { .. }), "{err}");
+    assert!(err.to_string().contains("clock"), "{err}");
+}
+
+/// Selection: at most 20, every backend once before any twice, reproducible by seed.
+#[test]
+fn selection_is_fair_capped_and_reproducible() {
+    let mut r = rng(5);
+    let t = now();
+    let p = current(t);
+    for (k, per) in [(7usize, 3usize), (20, 3), (2, 3), (25, 1), (3, 10)] {
+        let backends: Vec<_> = (0..k).map(|_| SyntheticBackend::generate(&mut r, per)).collect();
+        let snaps: Vec<_> = backends
+            .iter()
+            .map(|b| {
+                let keys = BackendKeys::derive(b.address(), p.time_period).expect("keys");
+                let text = b.descriptor(&p, t, &mut r).expect("descriptor");
+                intake(&keys, &text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect("intake")
+            })
+            .collect();
+        let refs: Vec<_> = snaps.iter().collect();
+        let chosen = select_intro_points(&refs, 20, &mut rng(42));
+        let total = k * per;
+        assert_eq!(chosen.len(), total.min(20), "k={k} per={per}");
+        // Fairness: counts per backend differ by at most one, and the first min(k,20) are
+        // distinct backends.
+        let mut counts = vec![0usize; k];
+        for c in &chosen {
+            counts[c.backend] += 1;
+        }
+        let represented = counts.iter().filter(|&&c| c > 0).count();
+        assert_eq!(represented, k.min(20), "k={k}: {counts:?}");
+        let max = counts.iter().max().copied().unwrap_or(0);
+        let min_present = counts.iter().filter(|&&c| c > 0).min().copied().unwrap_or(0);
+        assert!(max - min_present <= 1, "k={k} per={per}: {counts:?}");
+        let first: HashSet<usize> = chosen.iter().take(k.min(20)).map(|c| c.backend).collect();
+        assert_eq!(first.len(), k.min(20));
+        // No intro point twice.
+        let ipts = resolve(&refs, &chosen);
+        let uniq: HashSet<[u8; 32]> = ipts.iter().map(|i| *i.ipt_sid_key().as_bytes()).collect();
+        assert_eq!(uniq.len(), ipts.len());
+        // Reproducible with the same seed; (with 25 backends and 1 each) a different seed
+        // chooses differently.
+        assert_eq!(select_intro_points(&refs, 20, &mut rng(42)), chosen);
+        if k == 25 {
+            assert_ne!(select_intro_points(&refs, 20, &mut rng(43)), chosen);
+        }
+    }
+}
+
+/// 20 intro points in a descriptor limited to 5000 bytes: an error, never a silent cut.
+#[test]
+fn too_large_is_an_error() {
+    let mut r = rng(6);
+    let t = now();
+    let p = current(t);
+    let backend = SyntheticBackend::generate(&mut r, 20);
+    let frontend = FrontendKey::generate(&mut r);
+    let keys = FrontendPeriodKeys::derive(&frontend, p.time_period).expect("keys");
+    let req = BuildRequest {
+        intro_points: &backend.intro_points,
+        revision: 1.into(),
+        now: t,
+        max_len: 5000,
+        flow_control: None,
+        protocols: Protocols::default(),
+    };
+    let err = build_for_period(&keys, &p, None, req.clone(), &mut r).expect_err("too large");
+    assert!(matches!(err, BuildError::TooLarge(5000)), "{err}");
+    let ok = build_for_period(
+        &keys,
+        &p,
+        None,
+        BuildRequest {
+            max_len: DEFAULT_MAX_DESCRIPTOR_LEN,
+            ..req.clone()
+        },
+        &mut r,
+    )
+    .expect("fits in 50 kB");
+    assert!(ok.text.len() <= DEFAULT_MAX_DESCRIPTOR_LEN);
+    let none = BuildRequest {
+        intro_points: &[],
+        ..req
+    };
+    assert!(matches!(
+        build_for_period(&keys, &p, None, none, &mut r),
+        Err(BuildError::NoIntroPoints)
+    ));
+}
+
+/// The OPE revision counter grows with time and strictly increases even within one second.
+#[test]
+fn revision_counter_strictly_increases() {
+    let mut r = rng(7);
+    let t = now();
+    let p = current(t);
+    let frontend = FrontendKey::generate(&mut r);
+    let keys = FrontendPeriodKeys::derive(&frontend, p.time_period).expect("keys");
+    let a = keys.revision_counter(p.srv_start, t, None).expect("rev");
+    let b = keys.revision_counter(p.srv_start, t, Some(a)).expect("rev");
+    let c = keys.revision_counter(p.srv_start, t + Duration::from_secs(1), Some(b)).expect("rev");
+    assert!(a < b && b < c, "{a:?} {b:?} {c:?}");
+    // Stateless across restarts: the same second gives the same counter without history,
+    // and a later second a larger one.
+    assert_eq!(keys.revision_counter(p.srv_start, t, None).expect("rev"), a);
+    let later = keys.revision_counter(p.srv_start, t + Duration::from_secs(3600), None).expect("rev");
+    assert!(later > a);
+    assert!(matches!(
+        keys.revision_counter(p.srv_start, p.srv_start - Duration::from_secs(1), None),
+        Err(BuildError::ClockBeforeSrvPeriod)
+    ));
+    // Through the engine: two builds in the same second get increasing counters.
+    let backend = SyntheticBackend::generate(&mut r, 3);
+    let mut engine = Engine::new(Arc::new(frontend), [backend.address()]);
+    let text = backend.descriptor(&p, t, &mut r).expect("descriptor");
+    engine.take_in(0, p.time_period, text.into(), t).expect("idx").expect("intake");
+    let first = engine.build(&[p], t, &mut r).expect("build");
+    let second = engine.build(&[p], t, &mut r).expect("build");
+    assert!(second[0].revision > first[0].revision);
+}
+
+/// The engine recognises unchanged descriptors, keeps the last good snapshot over a bad one
+/// and over an older one, and drops snapshots when their validity ends.
+#[test]
+fn engine_keeps_good_state() {
+    let mut r = rng(8);
+    let t = now();
+    let p = current(t);
+    let a = SyntheticBackend::generate(&mut r, 3);
+    let b = SyntheticBackend::generate(&mut r, 2);
+    let frontend = Arc::new(FrontendKey::generate(&mut r));
+    let mut engine = Engine::new(frontend, [a.address(), b.address()]);
+    let tp = p.time_period;
+    let a1: Arc<str> = a.descriptor(&p, t, &mut r).expect("desc").into();
+    let a2: Arc<str> = a
+        .descriptor(&p, t + Duration::from_secs(600), &mut r)
+        .expect("desc")
+        .into();
+    let b1: Arc<str> = b.descriptor(&p, t, &mut r).expect("desc").into();
+    let res = engine.take_in_many(vec![(0, tp, a1.clone()), (1, tp, b1.clone())], t);
+    assert!(res.iter().all(|x| matches!(x, Some(Ok(IntakeOutcome::Updated { .. })))), "{res:?}");
+    engine.build(&[p], t, &mut r).expect("build");
+    // Same texts again: recognised, nothing to rebuild.
+    let res = engine.take_in_many(vec![(0, tp, a1.clone()), (1, tp, b1.clone())], t);
+    assert!(res.iter().all(|x| matches!(x, Some(Ok(IntakeOutcome::Unchanged)))), "{res:?}");
+    assert!(!engine.needs_build());
+    // Newer revision replaces; then the older one is ignored.
+    let later = t + Duration::from_secs(700);
+    assert!(matches!(
+        engine.take_in(0, tp, a2.clone(), later),
+        Some(Ok(IntakeOutcome::Updated { .. }))
+    ));
+    assert!(matches!(engine.take_in(0, tp, a1, later), Some(Ok(IntakeOutcome::Older { .. }))));
+    // A bad descriptor is an error and the good snapshot stays.
+    let bad: Arc<str> = Arc::from("hs-descriptor 3\nnonsense\n");
+    assert!(matches!(engine.take_in(1, tp, bad, later), Some(Err(_))));
+    assert!(engine.backends()[1].snapshot.is_some());
+    assert!(engine.backends()[1].last_error.is_some());
+    assert_eq!(engine.usable(later).len(), 2);
+    // Out-of-range index: None, not a panic.
+    assert!(engine.take_in(9, tp, a2, later).is_none());
+    // 55 hours later every certificate has expired: snapshots go, and building refuses to
+    // publish an empty descriptor.
+    let much_later = t + Duration::from_secs(55 * 3600);
+    assert_eq!(engine.expire(much_later), 2);
+    assert!(matches!(
+        engine.build(&[p], much_later, &mut r),
+        Err(BuildError::NoIntroPoints)
+    ));
+}
