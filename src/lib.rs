@@ -25,12 +25,18 @@
 #![warn(missing_docs)]
 
 pub mod arti_toml;
+pub mod balancer;
 pub mod config;
 pub mod descriptor;
 pub mod keys;
+pub mod net;
 pub mod onion;
+pub mod ring;
+pub mod service;
+pub mod status;
 pub mod wizard;
 
+pub use balancer::{Balancer, BalancerHandle};
 pub use config::Config;
 pub use keys::FrontendKey;
 pub use onion::OnionAddress;

@@ -3,24 +3,32 @@
 
 pub mod check_cmd;
 pub mod config_cmd;
+pub mod run_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Load balancer for Tor v3 onion services, on an embedded Arti client.
+/// Load balancer for Tor v3 onion services, on an embedded Arti client (no system tor).
+///
+/// Without a subcommand it runs the daemon, as upstream's `onionbalance -c CONFIG`.
 #[derive(Debug, Parser)]
-#[command(name = "onionbalance", version, about, long_about = None)]
+#[command(name = "onionbalance", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {
-    /// What to do.
+    /// What to do (default: run).
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Daemon options when no subcommand is given.
+    #[command(flatten)]
+    run: run_cmd::RunArgs,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon: keep every configured frontend published.
+    Run(run_cmd::RunArgs),
     /// Generate a config file and frontend key(s) (the upstream `onionbalance-config`).
     Config(config_cmd::ConfigArgs),
     /// Validate a config file and its keys offline; exit status 0 when valid.
@@ -34,10 +42,23 @@ enum Command {
 /// Entry point: runs the command and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let result = match cli.command {
-        Command::Config(args) => config_cmd::run(&args).map(|()| true),
-        Command::Check { config } => check_cmd::run(&config),
+        Some(Command::Run(args)) => {
+            init_logging(&args.log_filter());
+            run_cmd::run(&args)
+        }
+        None => {
+            init_logging(&cli.run.log_filter());
+            run_cmd::run(&cli.run)
+        }
+        Some(Command::Config(args)) => {
+            init_logging("info");
+            config_cmd::run(&args).map(|()| true)
+        }
+        Some(Command::Check { config }) => {
+            init_logging("info");
+            check_cmd::run(&config)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -49,10 +70,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the default level (info).
-fn init_logging() {
+/// Logs to stderr with `default` as the filter; `RUST_LOG` overrides it.
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use rand::SeedableRng as _;
+use tor_hscrypto::pk::HsBlindId;
 use tor_hscrypto::time::TimePeriod;
 use tor_hscrypto::RevisionCounter;
 use tor_netdoc::doc::hsdesc::IntroPointDesc;
@@ -281,6 +282,11 @@ impl Engine {
         self.last_revision.retain(|p, _| p.interval_num() >= keep_from);
         self.period_keys.insert(period, k.clone());
         Ok(k)
+    }
+
+    /// The frontend's blinded identity for `period` (where its descriptor sits on the ring).
+    pub fn frontend_blind_id(&mut self, period: TimePeriod) -> Result<HsBlindId, BuildError> {
+        Ok(self.period_keys(period)?.blind_id())
     }
 
     /// Selects intro points and builds one descriptor per period (in parallel), each with a

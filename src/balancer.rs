@@ -1,0 +1,191 @@
+//! The library's front door: run every configured service on an Arti client.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use onionbalance::{Balancer, Config};
+//! // An Arti application already has a bootstrapped client:
+//! let client = arti_client::TorClient::create_bootstrapped(Default::default()).await?;
+//! let config = Config::load(std::path::Path::new("config.yaml"))?;
+//! let handle = Balancer::new(config).launch(&client)?;
+//! // ... later:
+//! for service in handle.status() {
+//!     println!("{} is {:?}", service.onion_address, service.phase);
+//! }
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! One task per frontend service runs on the client's runtime; services are independent
+//! (one failing to publish does not hold up another). The handle gives status snapshots and a
+//! clean shutdown.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use arti_client::{TorClient, TorClientConfig};
+use futures::channel::oneshot;
+use futures::future::RemoteHandle;
+use tor_netdir::NetDirProvider;
+use tor_rtcompat::{PreferredRuntime, Runtime, SpawnExt as _};
+
+use crate::config::Config;
+use crate::net::{ArtiTransport, DirTransport};
+use crate::service::{ServiceRunner, Timing};
+use crate::status::ServiceStatus;
+
+/// Why the balancer could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BalancerError {
+    /// The Tor client cannot give us what we need (not bootstrapped, or built without the
+    /// onion-service features).
+    #[error("the Tor client is not ready for onion-service work: {0}")]
+    Client(String),
+    /// A task could not be spawned.
+    #[error("could not start a service task: {0}")]
+    Spawn(String),
+    /// The Arti configuration is unusable.
+    #[error("invalid Arti configuration {path}: {detail}")]
+    ArtiConfig {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// Runs the services of a [`Config`].
+#[derive(Debug, Clone)]
+pub struct Balancer {
+    /// What to run.
+    config: Config,
+    /// How fast.
+    timing: Timing,
+}
+
+/// One running service.
+struct Running {
+    /// Its status, updated by its task.
+    status: Arc<Mutex<ServiceStatus>>,
+    /// Dropping or firing this stops the task.
+    stop: oneshot::Sender<()>,
+    /// Completes when the task has stopped.
+    done: RemoteHandle<()>,
+}
+
+/// Handle on running services: status and shutdown. Dropping it stops them too.
+pub struct BalancerHandle {
+    /// The services, in config order.
+    services: Vec<Running>,
+}
+
+impl Balancer {
+    /// A balancer for `config`, with default timing.
+    pub fn new(config: Config) -> Self {
+        Balancer {
+            config,
+            timing: Timing::default(),
+        }
+    }
+
+    /// Uses `timing` instead of the defaults.
+    pub fn with_timing(mut self, timing: Timing) -> Self {
+        self.timing = timing;
+        self
+    }
+
+    /// Starts every service on `client`, which must be bootstrapped (or bootstrapping: the
+    /// services wait for a usable consensus).
+    pub fn launch<R: Runtime>(self, client: &Arc<TorClient<R>>) -> Result<BalancerHandle, BalancerError> {
+        let dirmgr = client
+            .dirmgr()
+            .map_err(|e| BalancerError::Client(e.to_string()))?;
+        let netdirs: Arc<dyn NetDirProvider> = dirmgr.upcast_arc();
+        // Fail now, not on the first upload, if onion-service circuits are unavailable.
+        client
+            .hs_circ_pool()
+            .map_err(|e| BalancerError::Client(e.to_string()))?;
+        let transport = Arc::new(ArtiTransport::new(client.clone()));
+        self.launch_with(client.runtime().clone(), netdirs, transport)
+    }
+
+    /// Starts every service with an explicit runtime, consensus source and transport: the seam
+    /// used by tests (simulated time, scripted network) and by unusual embeddings.
+    pub fn launch_with<R: Runtime, T: DirTransport>(
+        self,
+        runtime: R,
+        netdirs: Arc<dyn NetDirProvider>,
+        transport: Arc<T>,
+    ) -> Result<BalancerHandle, BalancerError> {
+        let mut services = Vec::new();
+        for svc in &self.config.services {
+            let status = Arc::new(Mutex::new(ServiceStatus {
+                onion_address: svc.address().to_string(),
+                ..Default::default()
+            }));
+            let runner = ServiceRunner::new(
+                runtime.clone(),
+                transport.clone(),
+                netdirs.clone(),
+                svc,
+                self.timing.clone(),
+                status.clone(),
+            );
+            let (stop, stopped) = oneshot::channel();
+            let done = runtime
+                .spawn_with_handle(runner.run(stopped))
+                .map_err(|e| BalancerError::Spawn(e.to_string()))?;
+            services.push(Running { status, stop, done });
+        }
+        Ok(BalancerHandle { services })
+    }
+}
+
+impl BalancerHandle {
+    /// A snapshot of every service's status, in config order.
+    pub fn status(&self) -> Vec<ServiceStatus> {
+        self.services
+            .iter()
+            .map(|s| s.status.lock().map(|g| g.clone()).unwrap_or_default())
+            .collect()
+    }
+
+    /// True once every service has had a descriptor accepted by at least one HSDir.
+    pub fn all_published(&self) -> bool {
+        self.status().iter().all(|s| s.first_published.is_some())
+    }
+
+    /// Stops every service and waits until they have stopped.
+    pub async fn shutdown(self) {
+        let mut done = Vec::new();
+        for s in self.services {
+            let _ = s.stop.send(());
+            done.push(s.done);
+        }
+        futures::future::join_all(done).await;
+    }
+}
+
+/// Reads an Arti TOML file into a client configuration.
+pub fn load_arti_config(path: &Path) -> Result<TorClientConfig, BalancerError> {
+    let err = |detail: String| BalancerError::ArtiConfig {
+        path: path.display().to_string(),
+        detail,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let builder: arti_client::config::TorClientConfigBuilder =
+        toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    builder.build().map_err(|e| err(e.to_string()))
+}
+
+/// Creates (without bootstrapping) a Tor client with onionbalance's needs on the current
+/// Tokio runtime.
+pub fn create_client(
+    config: TorClientConfig,
+) -> Result<Arc<TorClient<PreferredRuntime>>, BalancerError> {
+    let runtime = PreferredRuntime::current().map_err(|e| BalancerError::Client(e.to_string()))?;
+    TorClient::with_runtime(runtime)
+        .config(config)
+        .create_unbootstrapped()
+        .map_err(|e| BalancerError::Client(e.to_string()))
+}

@@ -1,0 +1,151 @@
+//! `onionbalance run`: the daemon, on an embedded Arti client.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use arti_client::config::TorClientConfigBuilder;
+use arti_client::TorClientConfig;
+use futures::StreamExt as _;
+use onionbalance::balancer::{create_client, load_arti_config};
+use onionbalance::{Balancer, Config};
+use tracing::{info, warn};
+
+/// How long shutdown may take before we exit anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+
+/// Options of the daemon (also accepted at the top level, as upstream's `onionbalance -c`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// The config file (upstream Onionbalance v3 YAML).
+    #[arg(short = 'c', long, env = onionbalance::config::ENV_CONFIG, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Arti configuration (TOML), e.g. for a private or chutney network; default: the public
+    /// Tor network with state and cache under --data-dir.
+    #[arg(long, value_name = "FILE")]
+    pub arti_config: Option<PathBuf>,
+    /// Directory for Arti's state and cache when --arti-config is not given (default:
+    /// $STATE_DIRECTORY, else $XDG_DATA_HOME/onionbalance, else ~/.local/share/onionbalance).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log level: debug, info, warning, error or critical (as upstream); RUST_LOG overrides.
+    #[arg(short = 'v', long = "verbosity", value_name = "LEVEL", default_value = "info")]
+    pub verbosity: String,
+    /// Upstream's control-port address: not needed (there is no system tor); ignored.
+    #[arg(short = 'i', long = "ip", value_name = "ADDR", hide = true)]
+    pub ip: Option<String>,
+    /// Upstream's control port: not needed; ignored.
+    #[arg(short = 'p', long = "port", value_name = "PORT", hide = true)]
+    pub port: Option<String>,
+    /// Upstream's control socket: not needed; ignored.
+    #[arg(short = 's', long = "socket", value_name = "PATH", hide = true)]
+    pub socket: Option<String>,
+}
+
+impl RunArgs {
+    /// The tracing filter for `--verbosity`: our crate at that level, Arti's a notch quieter.
+    pub fn log_filter(&self) -> String {
+        let level = match self.verbosity.to_ascii_lowercase().as_str() {
+            "debug" => "debug",
+            "warning" | "warn" => "warn",
+            "error" | "critical" => "error",
+            _ => "info",
+        };
+        let arti = if level == "debug" { "info" } else { "warn" };
+        format!("{level},arti_client={arti},tor_dirmgr={arti},tor_circmgr={arti},tor_guardmgr={arti},tor_chanmgr={arti},tor_proto={arti}")
+    }
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub fn run(args: &RunArgs) -> Result<bool> {
+    for (flag, v) in [("--ip", &args.ip), ("--port", &args.port), ("--socket", &args.socket)] {
+        if v.is_some() {
+            warn!("{flag} is ignored: onionbalance embeds its own Tor client and needs no control port");
+        }
+    }
+    let path = args.config.clone().context(
+        "no config file: give -c FILE (or set ONIONBALANCE_CONFIG); create one with `onionbalance config`",
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run_async(args, &path))?;
+    Ok(true)
+}
+
+/// The daemon's life: config, Arti bootstrap, balancer, signals, shutdown.
+async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
+    let started = Instant::now();
+    let config = Config::load(path)?;
+    for w in &config.warnings {
+        warn!("{}: {w}", path.display());
+    }
+    for s in &config.services {
+        info!("service {} with {} instance(s)", s.address(), s.instances.len());
+    }
+    let arti_config = match &args.arti_config {
+        Some(p) => load_arti_config(p)?,
+        None => public_network_config(args.data_dir.as_deref())?,
+    };
+    let client = create_client(arti_config)?;
+    let mut events = client.bootstrap_events();
+    let progress = tokio::spawn(async move {
+        let mut last = String::new();
+        while let Some(status) = events.next().await {
+            let s = status.to_string();
+            if s != last {
+                info!("Tor bootstrap: {s}");
+                last = s;
+            }
+            if status.ready_for_traffic() {
+                break;
+            }
+        }
+    });
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = client.bootstrap() => r.context("Tor bootstrap failed: check network access and --arti-config")?,
+        _ = tokio::signal::ctrl_c() => { info!("interrupted during bootstrap"); return Ok(()) }
+        _ = sigterm.recv() => { info!("terminated during bootstrap"); return Ok(()) }
+    }
+    progress.abort();
+    info!("Tor client bootstrapped in {:.1}s", started.elapsed().as_secs_f64());
+    let handle = Balancer::new(config).launch(&client)?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received, stopping"),
+        _ = sigterm.recv() => info!("SIGTERM received, stopping"),
+    }
+    if tokio::time::timeout(SHUTDOWN_GRACE, handle.shutdown()).await.is_err() {
+        warn!("services did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+    Ok(())
+}
+
+/// Arti's defaults (the public Tor network), with state and cache in our own directory.
+fn public_network_config(data_dir: Option<&Path>) -> Result<TorClientConfig> {
+    let dir = match data_dir {
+        Some(d) => d.to_path_buf(),
+        None => default_data_dir()?,
+    };
+    let builder = TorClientConfigBuilder::from_directories(dir.join("state"), dir.join("cache"));
+    builder
+        .build()
+        .with_context(|| format!("cannot configure Arti with data directory {}", dir.display()))
+}
+
+/// `$STATE_DIRECTORY` (systemd), else `$XDG_DATA_HOME/onionbalance`, else
+/// `~/.local/share/onionbalance`.
+fn default_data_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        // systemd may pass several, colon-separated; the first is ours.
+        let first = d.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
+        return Ok(PathBuf::from(first));
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("onionbalance"));
+    }
+    let home = std::env::var_os("HOME").context("cannot find a data directory: set --data-dir or HOME")?;
+    Ok(PathBuf::from(home).join(".local/share/onionbalance"))
+}

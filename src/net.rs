@@ -1,0 +1,182 @@
+//! Moving descriptors over Tor: the only module that opens circuits.
+//!
+//! Every request to an HSDir goes over a **3-hop** circuit from Arti's onion-service circuit
+//! pool: client-dir circuits for fetching backends' descriptors, service-dir circuits for
+//! uploading ours. One-hop directory circuits would tell the HSDir (and anyone watching it)
+//! where the frontend runs, and C tor HSDirs refuse onion-service requests on them (503).
+//!
+//! The [`DirTransport`] trait is the seam between the scheduling logic and the network, so
+//! that hours of scheduling can be tested in simulated time with a scripted transport.
+
+use std::sync::Arc;
+
+use arti_client::TorClient;
+use futures::future::BoxFuture;
+use tor_hscrypto::pk::HsBlindId;
+use tor_linkspec::OwnedCircTarget;
+use tor_netdir::NetDir;
+use tor_rtcompat::Runtime;
+
+/// Why one request to one HSDir failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// Onion-service circuits are not available from this client.
+    #[error("the Tor client cannot build onion-service circuits: {0}")]
+    NoCircuitPool(String),
+    /// No circuit could be built to the HSDir.
+    #[error("could not build a circuit to the HSDir: {0}")]
+    Circuit(String),
+    /// The directory stream could not be opened.
+    #[error("could not open a directory stream: {0}")]
+    Stream(String),
+    /// The request failed after it was sent.
+    #[error("directory request failed: {0}")]
+    Request(String),
+    /// The HSDir answered with an HTTP error status.
+    #[error("HSDir answered HTTP {code} {message}")]
+    Status {
+        /// HTTP status code.
+        code: u16,
+        /// Status message.
+        message: String,
+    },
+    /// The attempt took too long.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+impl TransferError {
+    /// A short stable name for the kind of error (for status and metrics).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TransferError::NoCircuitPool(_) => "no-circuit-pool",
+            TransferError::Circuit(_) => "circuit",
+            TransferError::Stream(_) => "stream",
+            TransferError::Request(_) => "request",
+            TransferError::Status { .. } => "http-status",
+            TransferError::Timeout(_) => "timeout",
+        }
+    }
+
+    /// True when an HSDir rejected an upload because it holds a descriptor with an equal or
+    /// higher revision counter: uploading the same descriptor again cannot succeed, a new one
+    /// (with a higher counter) can.
+    pub fn is_rejected_upload(&self) -> bool {
+        matches!(self, TransferError::Status { code: 400, .. })
+    }
+}
+
+/// Fetching and uploading descriptors at one HSDir.
+///
+/// Implementations do one attempt; timeouts and retries are the caller's.
+pub trait DirTransport: Send + Sync + 'static {
+    /// Fetches the descriptor stored under `blind_id` from `hsdir`: `Ok(None)` when the HSDir
+    /// does not have it (404).
+    fn fetch<'a>(
+        &'a self,
+        netdir: &'a NetDir,
+        hsdir: OwnedCircTarget,
+        blind_id: HsBlindId,
+        max_len: usize,
+    ) -> BoxFuture<'a, Result<Option<String>, TransferError>>;
+
+    /// Uploads `descriptor` to `hsdir`.
+    fn upload<'a>(
+        &'a self,
+        netdir: &'a NetDir,
+        hsdir: OwnedCircTarget,
+        descriptor: Arc<str>,
+    ) -> BoxFuture<'a, Result<(), TransferError>>;
+}
+
+/// The real transport: Arti's onion-service circuit pool and directory client.
+pub struct ArtiTransport<R: Runtime> {
+    /// The client whose circuits we use.
+    client: Arc<TorClient<R>>,
+}
+
+impl<R: Runtime> ArtiTransport<R> {
+    /// Uses `client`'s circuits.
+    pub fn new(client: Arc<TorClient<R>>) -> Self {
+        ArtiTransport { client }
+    }
+}
+
+impl<R: Runtime> DirTransport for ArtiTransport<R> {
+    fn fetch<'a>(
+        &'a self,
+        netdir: &'a NetDir,
+        hsdir: OwnedCircTarget,
+        blind_id: HsBlindId,
+        max_len: usize,
+    ) -> BoxFuture<'a, Result<Option<String>, TransferError>> {
+        Box::pin(async move {
+            let pool = self
+                .client
+                .hs_circ_pool()
+                .map_err(|e| TransferError::NoCircuitPool(e.to_string()))?;
+            let tunnel = pool
+                .get_or_launch_client_dir(netdir, hsdir)
+                .await
+                .map_err(|e| TransferError::Circuit(e.to_string()))?;
+            let source = tor_dirclient::SourceInfo::from_tunnel(&tunnel)
+                .map_err(|e| TransferError::Circuit(e.to_string()))?;
+            let mut stream = tunnel
+                .begin_dir_stream()
+                .await
+                .map_err(|e| TransferError::Stream(e.to_string()))?;
+            let mut req = tor_dirclient::request::HsDescDownloadRequest::new(blind_id);
+            req.set_max_len(max_len);
+            let resp = tor_dirclient::send_request(self.client.runtime(), &req, &mut stream, source)
+                .await
+                .map_err(|e| TransferError::Request(e.to_string()))?;
+            match resp.status_code() {
+                200 => resp
+                    .into_output_string()
+                    .map(Some)
+                    .map_err(|e| TransferError::Request(e.to_string())),
+                404 => Ok(None),
+                code => Err(TransferError::Status {
+                    code,
+                    message: resp.status_message().unwrap_or_default().to_owned(),
+                }),
+            }
+        })
+    }
+
+    fn upload<'a>(
+        &'a self,
+        netdir: &'a NetDir,
+        hsdir: OwnedCircTarget,
+        descriptor: Arc<str>,
+    ) -> BoxFuture<'a, Result<(), TransferError>> {
+        Box::pin(async move {
+            let pool = self
+                .client
+                .hs_circ_pool()
+                .map_err(|e| TransferError::NoCircuitPool(e.to_string()))?;
+            let tunnel = pool
+                .get_or_launch_svc_dir(netdir, hsdir)
+                .await
+                .map_err(|e| TransferError::Circuit(e.to_string()))?;
+            let source = tor_dirclient::SourceInfo::from_tunnel(&tunnel)
+                .map_err(|e| TransferError::Circuit(e.to_string()))?;
+            let mut stream = tunnel
+                .begin_dir_stream()
+                .await
+                .map_err(|e| TransferError::Stream(e.to_string()))?;
+            let req = tor_dirclient::request::HsDescUploadRequest::new(descriptor);
+            let resp = tor_dirclient::send_request(self.client.runtime(), &req, &mut stream, source)
+                .await
+                .map_err(|e| TransferError::Request(e.to_string()))?;
+            match resp.status_code() {
+                200 => Ok(()),
+                code => Err(TransferError::Status {
+                    code,
+                    message: resp.status_message().unwrap_or_default().to_owned(),
+                }),
+            }
+        })
+    }
+}

@@ -1,0 +1,68 @@
+//! The HSDir hash ring: which HSDirs hold which descriptor, for which time period.
+//!
+//! Pure functions over Arti's [`NetDir`]: the consensus decides the rings (one per time period
+//! in `hs_all_time_periods`: the current one, plus the previous or next while the shared random
+//! values allow), and the blinded key decides the position on each ring.
+
+use tor_hscrypto::pk::HsBlindId;
+use tor_hscrypto::time::TimePeriod;
+use tor_linkspec::{HasRelayIds as _, OwnedCircTarget};
+use tor_llcrypto::pk::rsa::RsaIdentity;
+use tor_netdir::NetDir;
+
+use crate::descriptor::PublishPeriod;
+
+/// One HSDir we talk to.
+#[derive(Debug, Clone)]
+pub struct HsDir {
+    /// Its RSA identity: how C tor and status output name relays.
+    pub id: RsaIdentity,
+    /// How to build a circuit to it.
+    pub target: OwnedCircTarget,
+}
+
+/// Why the ring could not be computed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot compute the HSDir ring: {0}")]
+pub struct RingError(String);
+
+/// Every period we must publish for, per the consensus (rend-spec-v3 §2.2.1).
+pub fn publish_periods(netdir: &NetDir) -> Vec<PublishPeriod> {
+    netdir
+        .hs_all_time_periods()
+        .into_iter()
+        .map(|p| PublishPeriod {
+            time_period: p.time_period(),
+            srv_start: p.start_of_shard_rand_period(),
+        })
+        .collect()
+}
+
+/// The HSDirs to upload the descriptor with `blind_id` to, for `period` (`hsdir_n_replicas` ×
+/// `hsdir_spread_store`, 8 with default parameters).
+pub fn upload_hsdirs(netdir: &NetDir, blind_id: HsBlindId, period: TimePeriod) -> Result<Vec<HsDir>, RingError> {
+    let relays = netdir
+        .hs_dirs_upload(blind_id, period)
+        .map_err(|e| RingError(e.to_string()))?;
+    Ok(relays.filter_map(|r| to_hsdir(&r)).collect())
+}
+
+/// The HSDirs to fetch the descriptor with `blind_id` from, in random order, for `period`.
+pub fn fetch_hsdirs<R: rand::Rng + rand::CryptoRng>(
+    netdir: &NetDir,
+    blind_id: HsBlindId,
+    period: TimePeriod,
+    rng: &mut R,
+) -> Result<Vec<HsDir>, RingError> {
+    let relays = netdir
+        .hs_dirs_download(blind_id, period, rng)
+        .map_err(|e| RingError(e.to_string()))?;
+    Ok(relays.iter().filter_map(to_hsdir).collect())
+}
+
+/// A relay as an [`HsDir`], if it has an RSA identity (every relay in a consensus does).
+fn to_hsdir(relay: &tor_netdir::Relay<'_>) -> Option<HsDir> {
+    let target = OwnedCircTarget::from_circ_target(relay);
+    let id = *target.rsa_identity()?;
+    Some(HsDir { id, target })
+}
