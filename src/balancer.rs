@@ -23,14 +23,15 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use arti_client::{TorClient, TorClientConfig};
-use futures::channel::oneshot;
+use futures::channel::{mpsc, oneshot};
 use futures::future::RemoteHandle;
 use tor_netdir::NetDirProvider;
 use tor_rtcompat::{PreferredRuntime, Runtime, SpawnExt as _};
 
-use crate::config::Config;
+use crate::config::{Config, ServiceConfig};
+use crate::onion::OnionAddress;
 use crate::net::{ArtiTransport, DirTransport};
-use crate::service::{ServiceRunner, Timing};
+use crate::service::{ServiceCommand, ServiceRunner, Timing};
 use crate::status::ServiceStatus;
 
 /// Why the balancer could not start.
@@ -65,18 +66,42 @@ pub struct Balancer {
 
 /// One running service.
 struct Running {
+    /// Its configuration.
+    config: ServiceConfig,
     /// Its status, updated by its task.
     status: Arc<Mutex<ServiceStatus>>,
     /// Dropping or firing this stops the task.
     stop: oneshot::Sender<()>,
+    /// Instructions (config reloads).
+    commands: mpsc::UnboundedSender<ServiceCommand>,
     /// Completes when the task has stopped.
     done: RemoteHandle<()>,
 }
 
-/// Handle on running services: status and shutdown. Dropping it stops them too.
+/// Starts a service task; captures the runtime, consensus source and transport.
+type Spawner = Arc<dyn Fn(&ServiceConfig) -> Result<Running, BalancerError> + Send + Sync>;
+
+/// Handle on running services: status, reload and shutdown. Dropping it stops them too.
 pub struct BalancerHandle {
     /// The services, in config order.
     services: Vec<Running>,
+    /// Starts services added by a reload.
+    spawner: Spawner,
+    /// The status cells of the current services, shared with [`BalancerHandle::status_source`].
+    registry: Arc<Mutex<Vec<Arc<Mutex<ServiceStatus>>>>>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Frontends started.
+    pub added: Vec<OnionAddress>,
+    /// Frontends stopped.
+    pub removed: Vec<OnionAddress>,
+    /// Frontends whose instances changed (they keep their other state).
+    pub changed: Vec<OnionAddress>,
+    /// Frontends left exactly as they were.
+    pub unchanged: Vec<OnionAddress>,
 }
 
 impl Balancer {
@@ -117,8 +142,8 @@ impl Balancer {
         netdirs: Arc<dyn NetDirProvider>,
         transport: Arc<T>,
     ) -> Result<BalancerHandle, BalancerError> {
-        let mut services = Vec::new();
-        for svc in &self.config.services {
+        let timing = self.timing.clone();
+        let spawner: Spawner = Arc::new(move |svc: &ServiceConfig| {
             let status = Arc::new(Mutex::new(ServiceStatus {
                 onion_address: svc.address().to_string(),
                 ..Default::default()
@@ -128,16 +153,34 @@ impl Balancer {
                 transport.clone(),
                 netdirs.clone(),
                 svc,
-                self.timing.clone(),
+                timing.clone(),
                 status.clone(),
             );
             let (stop, stopped) = oneshot::channel();
+            let (commands, command_rx) = mpsc::unbounded();
             let done = runtime
-                .spawn_with_handle(runner.run(stopped))
+                .spawn_with_handle(runner.run(stopped, command_rx))
                 .map_err(|e| BalancerError::Spawn(e.to_string()))?;
-            services.push(Running { status, stop, done });
-        }
-        Ok(BalancerHandle { services })
+            Ok(Running {
+                config: svc.clone(),
+                status,
+                stop,
+                commands,
+                done,
+            })
+        });
+        let services = self
+            .config
+            .services
+            .iter()
+            .map(|svc| spawner(svc))
+            .collect::<Result<Vec<_>, _>>()?;
+        let registry = Arc::new(Mutex::new(services.iter().map(|s| s.status.clone()).collect()));
+        Ok(BalancerHandle {
+            services,
+            spawner,
+            registry,
+        })
     }
 }
 
@@ -150,9 +193,71 @@ impl BalancerHandle {
             .collect()
     }
 
+    /// A function giving [`BalancerHandle::status`] that can outlive borrows of the handle
+    /// (for the status socket and metrics); it follows reloads.
+    pub fn status_source(&self) -> impl Fn() -> Vec<ServiceStatus> + Send + Sync + 'static {
+        let registry = self.registry.clone();
+        move || {
+            let cells: Vec<Arc<Mutex<ServiceStatus>>> = registry.lock().map(|g| g.clone()).unwrap_or_default();
+            cells.iter().map(|s| s.lock().map(|g| g.clone()).unwrap_or_default()).collect()
+        }
+    }
+
     /// True once every service has had a descriptor accepted by at least one HSDir.
     pub fn all_published(&self) -> bool {
         self.status().iter().all(|s| s.first_published.is_some())
+    }
+
+    /// Applies a new configuration: services added start, services removed stop, services
+    /// whose instances changed are told so (keeping their state), and the others are left
+    /// alone (no needless republication).
+    pub async fn reload(&mut self, config: Config) -> Result<ReloadSummary, BalancerError> {
+        let mut summary = ReloadSummary::default();
+        let mut old: Vec<Option<Running>> = std::mem::take(&mut self.services).into_iter().map(Some).collect();
+        let mut next = Vec::new();
+        let mut stopping = Vec::new();
+        for svc in &config.services {
+            let addr = svc.address();
+            let existing = old
+                .iter_mut()
+                .find(|r| r.as_ref().is_some_and(|r| r.config.address() == addr))
+                .and_then(Option::take);
+            match existing {
+                Some(mut r) => {
+                    if r.config.instances == svc.instances {
+                        summary.unchanged.push(addr);
+                    } else {
+                        let _ = r.commands.unbounded_send(ServiceCommand::SetInstances(svc.instances.clone()));
+                        summary.changed.push(addr);
+                    }
+                    r.config = svc.clone();
+                    next.push(r);
+                }
+                None => match (self.spawner)(svc) {
+                    Ok(r) => {
+                        summary.added.push(addr);
+                        next.push(r);
+                    }
+                    Err(e) => {
+                        // Keep what runs; stop nothing on a failed reload.
+                        next.extend(old.into_iter().flatten());
+                        self.services = next;
+                        return Err(e);
+                    }
+                },
+            }
+        }
+        for r in old.into_iter().flatten() {
+            summary.removed.push(r.config.address());
+            let _ = r.stop.send(());
+            stopping.push(r.done);
+        }
+        self.services = next;
+        if let Ok(mut reg) = self.registry.lock() {
+            *reg = self.services.iter().map(|s| s.status.clone()).collect();
+        }
+        futures::future::join_all(stopping).await;
+        Ok(summary)
     }
 
     /// Stops every service and waits until they have stopped.

@@ -29,11 +29,14 @@ pub mod balancer;
 pub mod config;
 pub mod descriptor;
 pub mod keys;
+pub mod metrics;
 pub mod net;
 pub mod onion;
 pub mod ring;
+pub mod sd_notify;
 pub mod service;
 pub mod status;
+pub mod status_socket;
 pub mod wizard;
 
 pub use balancer::{Balancer, BalancerHandle};

@@ -4,6 +4,7 @@
 //! socket, metrics, an embedding application) take copies. Times are wall-clock and serialise
 //! as RFC 3339 strings.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
@@ -40,10 +41,36 @@ pub struct ServiceStatus {
     /// When the first descriptor of this service was accepted by an HSDir.
     #[serde(serialize_with = "opt_time")]
     pub first_published: Option<SystemTime>,
+    /// Upstream field: last upload attempt for the first (earlier) period we publish for.
+    #[serde(serialize_with = "opt_time_upstream")]
+    pub publish_attempt_first_descriptor: Option<SystemTime>,
+    /// Upstream field: last upload attempt for the second (later) period, if any.
+    #[serde(serialize_with = "opt_time_upstream")]
+    pub publish_attempt_second_descriptor: Option<SystemTime>,
     /// Per time period we publish for.
     pub periods: Vec<PeriodStatus>,
     /// Per backend.
     pub instances: Vec<InstanceStatus>,
+    /// Event counts since start.
+    pub counters: Counters,
+}
+
+/// Event counts since the service started (for metrics).
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Counters {
+    /// Backend descriptors fetched (any HSDir answered with one).
+    pub fetches_ok: u64,
+    /// Backend fetches that got no descriptor, by reason (`not-found`, `error`).
+    pub fetch_failures: BTreeMap<String, u64>,
+    /// Fetched descriptors rejected at intake, by reason.
+    pub intake_rejections: BTreeMap<String, u64>,
+    /// Descriptors built.
+    pub builds: u64,
+    /// Uploads an HSDir accepted.
+    pub uploads_ok: u64,
+    /// Failed uploads, by reason.
+    pub upload_failures: BTreeMap<String, u64>,
 }
 
 /// Status of one time period's descriptor.
@@ -70,6 +97,9 @@ pub struct PeriodStatus {
     /// When the next periodic republication is due.
     #[serde(serialize_with = "opt_time")]
     pub next_republish: Option<SystemTime>,
+    /// When we last tried to upload for this period.
+    #[serde(serialize_with = "opt_time")]
+    pub last_upload_attempt: Option<SystemTime>,
 }
 
 /// Status of one backend instance.
@@ -80,18 +110,40 @@ pub struct InstanceStatus {
     pub name: String,
     /// Its onion address.
     pub onion_address: String,
-    /// When its current descriptor was received.
-    #[serde(serialize_with = "opt_time")]
+    /// When its current descriptor was received (upstream field and format).
+    #[serde(serialize_with = "opt_time_upstream")]
     pub descriptor_received: Option<SystemTime>,
     /// Its descriptor's revision counter.
     pub revision_counter: Option<u64>,
     /// Intro points in its descriptor.
     pub intro_points_num: usize,
+    /// When its set of intro points last changed (upstream field and format).
+    #[serde(serialize_with = "opt_time_upstream")]
+    pub intro_set_modified: Option<SystemTime>,
     /// When its descriptor stops being valid.
     #[serde(serialize_with = "opt_time")]
     pub valid_until: Option<SystemTime>,
     /// The last problem with it (fetch or intake), if the last attempt failed.
     pub last_error: Option<String>,
+}
+
+/// The document the status socket serves: `{"services": [...]}`, upstream's shape with our
+/// extra fields alongside.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct StatusDocument {
+    /// Every service.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// Serialises an optional time as upstream Onionbalance does: `YYYY-MM-DD HH:MM:SS` (UTC).
+fn opt_time_upstream<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => {
+            let iso = humantime::format_rfc3339_seconds(*t).to_string();
+            s.serialize_str(iso.trim_end_matches('Z').replacen('T', " ", 1).as_str())
+        }
+        None => s.serialize_none(),
+    }
 }
 
 /// Serialises an optional time as RFC 3339 (UTC, seconds).

@@ -4,6 +4,7 @@
 pub mod check_cmd;
 pub mod config_cmd;
 pub mod run_cmd;
+pub mod status_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Generate a config file and frontend key(s) (the upstream `onionbalance-config`).
     Config(config_cmd::ConfigArgs),
+    /// Show a running daemon's status (through its status socket).
+    Status(status_cmd::StatusArgs),
     /// Validate a config file and its keys offline; exit status 0 when valid.
     Check {
         /// The config file.
@@ -55,6 +58,10 @@ pub fn main() -> ExitCode {
             init_logging("info");
             config_cmd::run(&args).map(|()| true)
         }
+        Some(Command::Status(args)) => {
+            init_logging("warn");
+            status_cmd::run(&args)
+        }
         Some(Command::Check { config }) => {
             init_logging("info");
             check_cmd::run(&config)
@@ -74,8 +81,10 @@ pub fn main() -> ExitCode {
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

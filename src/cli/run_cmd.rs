@@ -8,7 +8,11 @@ use arti_client::config::TorClientConfigBuilder;
 use arti_client::TorClientConfig;
 use futures::StreamExt as _;
 use onionbalance::balancer::{create_client, load_arti_config};
-use onionbalance::{Balancer, Config};
+use onionbalance::status_socket::{StatusSocket, StatusSource};
+use onionbalance::{Balancer, BalancerHandle, Config};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
 /// How long shutdown may take before we exit anyway.
@@ -28,6 +32,9 @@ pub struct RunArgs {
     /// $STATE_DIRECTORY, else $XDG_DATA_HOME/onionbalance, else ~/.local/share/onionbalance).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9035); off by default.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Log level: debug, info, warning, error or critical (as upstream); RUST_LOG overrides.
     #[arg(short = 'v', long = "verbosity", value_name = "LEVEL", default_value = "info")]
     pub verbosity: String,
@@ -52,7 +59,10 @@ impl RunArgs {
             _ => "info",
         };
         let arti = if level == "debug" { "info" } else { "warn" };
-        format!("{level},arti_client={arti},tor_dirmgr={arti},tor_circmgr={arti},tor_guardmgr={arti},tor_chanmgr={arti},tor_proto={arti}")
+        // tor_netdir warns every second on small (test) networks that it cannot find enough
+        // relays for vanguards; that is expected there and says nothing on the public network.
+        let netdir = if level == "debug" { "info" } else { "error" };
+        format!("{level},arti_client={arti},tor_dirmgr={arti},tor_circmgr={arti},tor_guardmgr={arti},tor_chanmgr={arti},tor_proto={arti},tor_netdir={netdir}")
     }
 }
 
@@ -103,24 +113,114 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
             }
         }
     });
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    // Status for the socket and metrics: empty until the balancer runs.
+    let status_cell: Arc<Mutex<Option<StatusSource>>> = Arc::new(Mutex::new(None));
+    let status_source: StatusSource = {
+        let cell = status_cell.clone();
+        Arc::new(move || {
+            let src = cell.lock().ok().and_then(|g| g.clone());
+            src.map(|f| f()).unwrap_or_default()
+        })
+    };
+    let bootstrapped = Arc::new(AtomicBool::new(false));
+    let _metrics_task = match args.metrics_listen {
+        Some(addr) => {
+            let (src, flag) = (status_source.clone(), bootstrapped.clone());
+            info!("metrics on http://{addr}/metrics");
+            Some(AbortOnDrop(tokio::spawn(async move {
+                if let Err(e) = onionbalance::metrics::serve(addr, src, flag).await {
+                    warn!("metrics endpoint {addr} stopped: {e}");
+                }
+            })))
+        }
+        None => None,
+    };
     tokio::select! {
         r = client.bootstrap() => r.context("Tor bootstrap failed: check network access and --arti-config")?,
         _ = tokio::signal::ctrl_c() => { info!("interrupted during bootstrap"); return Ok(()) }
         _ = sigterm.recv() => { info!("terminated during bootstrap"); return Ok(()) }
     }
     progress.abort();
+    bootstrapped.store(true, Ordering::Relaxed);
     info!("Tor client bootstrapped in {:.1}s", started.elapsed().as_secs_f64());
-    let handle = Balancer::new(config).launch(&client)?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received, stopping"),
-        _ = sigterm.recv() => info!("SIGTERM received, stopping"),
+    let socket_path = config.status_socket_location.clone();
+    let mut handle = Balancer::new(config).launch(&client)?;
+    if let Ok(mut s) = status_cell.lock() {
+        *s = Some(Arc::new(handle.status_source()));
     }
+    let _socket_task = match &socket_path {
+        Some(p) => {
+            let sock = StatusSocket::bind(p)
+                .with_context(|| format!("cannot create the status socket {}", p.display()))?;
+            info!("status socket at {}", p.display());
+            Some(AbortOnDrop(tokio::spawn(sock.serve(status_source.clone()))))
+        }
+        None => None,
+    };
+    let mut sighup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let mut ready_poll = tokio::time::interval(Duration::from_millis(250));
+    let mut ready_sent = false;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => { info!("SIGINT received, stopping"); break }
+            _ = sigterm.recv() => { info!("SIGTERM received, stopping"); break }
+            _ = sighup.recv() => reload(path, &mut handle).await,
+            _ = ready_poll.tick(), if !ready_sent => {
+                if handle.all_published() {
+                    ready_sent = true;
+                    info!("every service is published ({:.1}s after start)", started.elapsed().as_secs_f64());
+                    notify("READY=1\nSTATUS=every service is published");
+                }
+            }
+        }
+    }
+    notify("STOPPING=1");
     if tokio::time::timeout(SHUTDOWN_GRACE, handle.shutdown()).await.is_err() {
         warn!("services did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
     }
     Ok(())
+}
+
+/// SIGHUP: re-reads the config; an invalid one is rejected and the running one kept.
+async fn reload(path: &Path, handle: &mut BalancerHandle) {
+    info!("SIGHUP received: reloading {}", path.display());
+    notify("RELOADING=1");
+    match Config::load(path) {
+        Err(e) => warn!("config reload rejected, the running configuration stays: {e}"),
+        Ok(cfg) => {
+            for w in &cfg.warnings {
+                warn!("{}: {w}", path.display());
+            }
+            match handle.reload(cfg).await {
+                Ok(s) => info!(
+                    "config reloaded: {} added, {} removed, {} changed, {} unchanged",
+                    s.added.len(),
+                    s.removed.len(),
+                    s.changed.len(),
+                    s.unchanged.len()
+                ),
+                Err(e) => warn!("config reload failed, the running configuration stays: {e}"),
+            }
+        }
+    }
+    notify("READY=1");
+}
+
+/// Tells systemd, logging (not failing) if that is impossible.
+fn notify(state: &str) {
+    if let Err(e) = onionbalance::sd_notify::notify(state) {
+        warn!("cannot notify systemd ({state:?}): {e}");
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Arti's defaults (the public Tor network), with state and cache in our own directory.

@@ -240,6 +240,32 @@ impl Engine {
         n
     }
 
+    /// Replaces the list of backends (after a config reload), keeping what we know of those
+    /// that stay. The selection becomes stale only if the set of backends changed.
+    pub fn set_backends(&mut self, addresses: &[OnionAddress]) {
+        let mut old: Vec<Option<BackendState>> = std::mem::take(&mut self.backends).into_iter().map(Some).collect();
+        let before: Vec<OnionAddress> = old.iter().flatten().map(|b| b.address).collect();
+        for &address in addresses {
+            let kept = old
+                .iter_mut()
+                .find(|b| b.as_ref().is_some_and(|b| b.address == address))
+                .and_then(Option::take);
+            self.backends.push(kept.unwrap_or(BackendState {
+                address,
+                keys: None,
+                snapshot: None,
+                last_error: None,
+            }));
+        }
+        let mut a = before;
+        let mut b = addresses.to_vec();
+        a.sort_unstable();
+        b.sort_unstable();
+        if a != b {
+            self.dirty = true;
+        }
+    }
+
     /// Drops the snapshot of backend `idx` (e.g. it is judged dead); true if there was one.
     pub fn forget(&mut self, idx: usize) -> bool {
         let had = self

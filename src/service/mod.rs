@@ -51,8 +51,8 @@ use crate::config::ServiceConfig;
 use crate::descriptor::{BuildError, Engine, IntakeOutcome};
 use crate::net::{DirTransport, TransferError};
 use crate::ring::{self, HsDir};
-use crate::status::{InstanceStatus, PeriodStatus, ServicePhase, ServiceStatus};
-use publish::{PublishState, UploadJob, UploadOutcome};
+use crate::status::{Counters, InstanceStatus, PeriodStatus, ServicePhase, ServiceStatus};
+use publish::{PublishState, UploadFailure, UploadJob, UploadOutcome};
 
 /// The timing knobs of a service. The defaults suit the public Tor network.
 #[derive(Debug, Clone)]
@@ -97,6 +97,13 @@ impl Default for Timing {
     }
 }
 
+/// Instructions to a running service.
+#[derive(Debug, Clone)]
+pub enum ServiceCommand {
+    /// The config was reloaded: this is the new list of instances.
+    SetInstances(Vec<crate::config::InstanceConfig>),
+}
+
 /// What we remember of one backend beyond the engine's snapshot.
 #[derive(Debug, Clone, Default)]
 struct BackendWatch {
@@ -104,6 +111,8 @@ struct BackendWatch {
     revision_seen: Option<(RevisionCounter, SystemTime)>,
     /// The last fetch problem (all HSDirs failed), if the last fetch failed.
     fetch_error: Option<String>,
+    /// When its set of intro points last changed.
+    intro_set_modified: Option<SystemTime>,
 }
 
 /// The outcome of fetching one backend.
@@ -158,6 +167,8 @@ pub struct ServiceRunner<R: Runtime, T: DirTransport> {
     first_published: Option<SystemTime>,
     /// Last fetch (wall clock).
     last_fetch_wall: Option<SystemTime>,
+    /// Event counts.
+    counters: Counters,
 }
 
 impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
@@ -192,6 +203,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             phase: ServicePhase::WaitingForDirectory,
             first_published: None,
             last_fetch_wall: None,
+            counters: Counters::default(),
         }
     }
 
@@ -206,9 +218,14 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         self.engine.frontend().address().to_string()
     }
 
-    /// Runs until `stop` fires (or its sender is dropped).
-    pub async fn run(mut self, stop: oneshot::Receiver<()>) {
+    /// Runs until `stop` fires (or its sender is dropped), obeying `commands`.
+    pub async fn run(
+        mut self,
+        stop: oneshot::Receiver<()>,
+        commands: futures::channel::mpsc::UnboundedReceiver<ServiceCommand>,
+    ) {
         let mut stop = stop.fuse();
+        let mut commands = commands.fuse();
         let mut events = self.netdirs.events().fuse();
         info!("{}: service started with {} backend(s)", self.frontend(), self.names.len());
         loop {
@@ -232,12 +249,41 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                     // The directory manager went away; keep going on timers alone.
                     None => events = futures::stream::pending().boxed().fuse(),
                 },
+                cmd = commands.next() => match cmd {
+                    Some(ServiceCommand::SetInstances(instances)) => self.set_instances(instances),
+                    None => commands = futures::channel::mpsc::unbounded().1.fuse(),
+                },
                 () = sleep => {}
             }
         }
         self.phase = ServicePhase::Stopped;
         self.update_status();
         info!("{}: service stopped", self.frontend());
+    }
+
+    /// Takes a new list of instances: known ones keep their state, new ones are fetched now.
+    fn set_instances(&mut self, instances: Vec<crate::config::InstanceConfig>) {
+        let addresses: Vec<_> = instances.iter().map(|i| i.address).collect();
+        let old_watch: HashMap<_, _> = self
+            .engine
+            .backends()
+            .iter()
+            .map(|b| b.address)
+            .zip(std::mem::take(&mut self.watch))
+            .collect();
+        let added = addresses.iter().any(|a| !old_watch.contains_key(a));
+        let mut old_watch = old_watch;
+        self.watch = addresses
+            .iter()
+            .map(|a| old_watch.remove(a).unwrap_or_default())
+            .collect();
+        self.engine.set_backends(&addresses);
+        self.names = instances.into_iter().map(|i| i.name).collect();
+        info!("{}: config reloaded: {} backend(s)", self.frontend(), self.names.len());
+        if added {
+            self.next_fetch = self.runtime.now();
+        }
+        self.update_status();
     }
 
     /// A new consensus: recompute the rings, and refetch soon.
@@ -383,10 +429,12 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             let name = self.names[f.idx].clone();
             match f.text {
                 Some(text) => {
+                    self.counters.fetches_ok += 1;
                     self.watch[f.idx].fetch_error = None;
                     items.push((f.idx, f.period, Arc::<str>::from(text)));
                 }
                 None if f.errors.is_empty() && f.not_found > 0 => {
+                    *self.counters.fetch_failures.entry("not-found".into()).or_default() += 1;
                     // Every responsible HSDir answered and none has it: the backend is not
                     // publishing (stopped, or not yet started).
                     let msg = format!("none of {} HSDirs has its descriptor (is it running?)", f.not_found);
@@ -398,6 +446,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                     self.watch[f.idx].fetch_error = Some(msg);
                 }
                 None => {
+                    *self.counters.fetch_failures.entry("error".into()).or_default() += 1;
                     let msg = format!(
                         "fetch failed ({} not found; {})",
                         f.not_found,
@@ -409,7 +458,13 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             }
         }
         let idxs: Vec<usize> = items.iter().map(|(i, _, _)| *i).collect();
+        let before: Vec<Option<Vec<[u8; 32]>>> = idxs.iter().map(|i| self.intro_set(*i)).collect();
         let outcomes = self.engine.take_in_many(items, wall);
+        for (k, idx) in idxs.iter().enumerate() {
+            if self.intro_set(*idx) != before[k] {
+                self.watch[*idx].intro_set_modified = Some(wall);
+            }
+        }
         for (idx, outcome) in idxs.into_iter().zip(outcomes) {
             let name = &self.names[idx];
             match outcome {
@@ -425,7 +480,10 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 Some(Ok(IntakeOutcome::Older { revision })) => {
                     debug!("{front}: backend {name}: an HSDir served an older revision {}", u64::from(revision))
                 }
-                Some(Err(e)) => warn!("{front}: backend {name}: descriptor rejected: {e}"),
+                Some(Err(e)) => {
+                    *self.counters.intake_rejections.entry(e.kind().to_owned()).or_default() += 1;
+                    warn!("{front}: backend {name}: descriptor rejected: {e}");
+                }
                 None => {}
             }
         }
@@ -444,6 +502,14 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 }
             }
         }
+    }
+
+    /// The session keys of backend `idx`'s intro points, sorted (its "intro set").
+    fn intro_set(&self, idx: usize) -> Option<Vec<[u8; 32]>> {
+        let snap = self.engine.backends().get(idx)?.snapshot.as_ref()?;
+        let mut v: Vec<[u8; 32]> = snap.intro_points.iter().map(|i| *i.ipt_sid_key().as_bytes()).collect();
+        v.sort_unstable();
+        Some(v)
     }
 
     /// Recomputes the periods and HSDir rings when the consensus changed.
@@ -502,6 +568,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                         contributors
                     );
                 }
+                self.counters.builds += built.len() as u64;
                 self.publish.install(built, wall);
                 self.rebuild_requested = false;
                 let delay = publish::republish_delay(
@@ -555,9 +622,14 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 let attempt = transport.upload(netdir, job.hsdir.target.clone(), job.descriptor.text.clone());
                 let result = match runtime.timeout(timeout, attempt).await {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err((e.to_string(), e.is_rejected_upload())),
-                    Err(_) => Err((TransferError::Timeout(timeout).to_string(), false)),
-                };
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(TransferError::Timeout(timeout)),
+                }
+                .map_err(|e| UploadFailure {
+                    message: e.to_string(),
+                    kind: e.kind(),
+                    rejected: e.is_rejected_upload(),
+                });
                 UploadOutcome { job, result }
             })
             .buffer_unordered(self.timing.max_concurrent_uploads.max(1))
@@ -568,9 +640,13 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         if outcomes.iter().any(|o| o.result.is_ok()) && self.first_published.is_none() {
             self.first_published = Some(wall);
         }
-        for o in outcomes.iter().filter(|o| o.result.is_err()) {
-            if let Err((e, _)) = &o.result {
-                debug!("{}: upload to {} failed: {e}", self.frontend(), o.job.hsdir.id);
+        for o in &outcomes {
+            match &o.result {
+                Ok(()) => self.counters.uploads_ok += 1,
+                Err(f) => {
+                    *self.counters.upload_failures.entry(f.kind.to_owned()).or_default() += 1;
+                    debug!("{}: upload to {} failed: {}", self.frontend(), o.job.hsdir.id, f.message);
+                }
             }
         }
         let mut per_period: HashMap<u64, (usize, usize, u64)> = HashMap::new();
@@ -622,6 +698,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 hsdirs_accepted: p.accepted(),
                 hsdirs_failed: p.failed(),
                 next_republish: self.next_republish.map(to_wall),
+                last_upload_attempt: p.last_attempt,
             })
             .collect();
         periods.sort_by_key(|p| p.time_period);
@@ -637,6 +714,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 descriptor_received: b.snapshot.as_ref().map(|s| s.received_at),
                 revision_counter: b.snapshot.as_ref().map(|s| u64::from(s.revision)),
                 intro_points_num: b.snapshot.as_ref().map_or(0, |s| s.intro_points.len()),
+                intro_set_modified: w.intro_set_modified,
                 valid_until: b.snapshot.as_ref().and_then(|s| s.valid_until),
                 last_error: w
                     .fetch_error
@@ -644,13 +722,17 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                     .or_else(|| b.last_error.as_ref().map(|e| e.to_string())),
             })
             .collect();
+        let attempt = |i: usize| periods.get(i).and_then(|p| p.last_upload_attempt);
         let st = ServiceStatus {
+            publish_attempt_first_descriptor: attempt(0),
+            publish_attempt_second_descriptor: attempt(1),
             onion_address: self.frontend(),
             phase: self.phase,
             last_fetch: self.last_fetch_wall,
             first_published: self.first_published,
             periods,
             instances,
+            counters: self.counters.clone(),
         };
         if let Ok(mut guard) = self.status.lock() {
             *guard = st;

@@ -74,6 +74,8 @@ pub struct PeriodState {
     pub descriptor: Option<Arc<BuiltDescriptor>>,
     /// When that descriptor was built.
     pub built_at: Option<SystemTime>,
+    /// When we last tried to upload a descriptor for this period.
+    pub last_attempt: Option<SystemTime>,
     /// The responsible HSDirs, keyed by identity.
     pub hsdirs: HashMap<RsaIdentity, HsDirState>,
 }
@@ -104,13 +106,25 @@ pub struct UploadJob {
     pub descriptor: Arc<BuiltDescriptor>,
 }
 
+/// Why one upload failed.
+#[derive(Debug, Clone)]
+pub struct UploadFailure {
+    /// What happened.
+    pub message: String,
+    /// A short stable name for the kind of failure (for metrics).
+    pub kind: &'static str,
+    /// True when the HSDir rejected the descriptor itself (its revision counter): only a new
+    /// descriptor can succeed.
+    pub rejected: bool,
+}
+
 /// The outcome of one [`UploadJob`].
 #[derive(Debug, Clone)]
 pub struct UploadOutcome {
     /// The job.
     pub job: UploadJob,
-    /// `Ok`, or the error and whether the HSDir rejected the descriptor itself.
-    pub result: Result<(), (String, bool)>,
+    /// `Ok`, or why not.
+    pub result: Result<(), UploadFailure>,
 }
 
 /// Publication state for every period of one service.
@@ -143,6 +157,7 @@ impl PublishState {
                     period,
                     descriptor: None,
                     built_at: None,
+                    last_attempt: None,
                     hsdirs: HashMap::new(),
                 }
             });
@@ -217,6 +232,9 @@ impl PublishState {
     ) -> bool {
         let mut rejected = false;
         for o in outcomes {
+            if let Some(st) = self.periods.get_mut(&o.job.period) {
+                st.last_attempt = Some(wall);
+            }
             let Some(h) = self
                 .periods
                 .get_mut(&o.job.period)
@@ -231,10 +249,10 @@ impl PublishState {
                     h.backoff.reset();
                     h.not_before = None;
                 }
-                Err((e, was_rejected)) => {
-                    h.last_result = Some(Err(e.clone()));
+                Err(f) => {
+                    h.last_result = Some(Err(f.message.clone()));
                     h.not_before = Some(now + h.backoff.next_delay(rng));
-                    rejected |= *was_rejected;
+                    rejected |= f.rejected;
                 }
             }
         }
