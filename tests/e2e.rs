@@ -1,0 +1,350 @@
+//! End to end on a private Tor network: the `onionbalance` binary, on its embedded Arti
+//! client, publishes a frontend for C tor backends in instance mode; C tor and Arti clients
+//! reach the backends through the frontend address.
+//!
+//! Needs C tor (`apt-get install tor`); without it these tests fail, they never skip.
+//! Each test prints its timings: network start, daemon start to first answered request,
+//! the daemon's peak RSS.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use arti_client::config::TorClientConfigBuilder;
+use arti_client::{StreamPrefs, TorClient};
+use support::{http, TestNet};
+
+/// How long the daemon may take to have every service published.
+const PUBLISH_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a stopped daemon may take to exit (the requirement is 5 s).
+const STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A running `onionbalance run` process; killed by PID when dropped.
+struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+    socket: PathBuf,
+    started: Instant,
+}
+
+impl Daemon {
+    /// Starts the daemon on `net` for its backends `instances`, in `dir` (reused across
+    /// restarts: same key, same Arti state).
+    fn start(net: &TestNet, dir: &Path, instances: &[usize]) -> Result<Daemon> {
+        std::fs::create_dir_all(dir)?;
+        let key = dir.join("frontend.key");
+        if !key.exists() {
+            let src = net.frontend_key_path().context("the network generated no frontend key")?;
+            std::fs::copy(src, &key)?;
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        }
+        let socket = dir.join("status.sock");
+        let mut yaml = format!(
+            "status-socket-location: {}\nservices:\n- key: frontend.key\n  instances:\n",
+            socket.display()
+        );
+        for &i in instances {
+            yaml.push_str(&format!("  - address: {}\n    name: {}\n", net.backend_address(i), net.backend_name(i)));
+        }
+        std::fs::write(dir.join("config.yaml"), yaml)?;
+        let arti = with_storage(net.arti_toml(), &dir.join("arti"))?;
+        std::fs::write(dir.join("arti.toml"), arti)?;
+        let log = dir.join(format!("onionbalance-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis()));
+        let started = Instant::now();
+        let child = Command::new(env!("CARGO_BIN_EXE_onionbalance"))
+            .arg("run")
+            .arg("-c")
+            .arg(dir.join("config.yaml"))
+            .arg("--arti-config")
+            .arg(dir.join("arti.toml"))
+            .env("RUST_LOG", "info,tor_netdir=error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("cannot start onionbalance")?;
+        Ok(Daemon {
+            child: Some(child),
+            log,
+            socket,
+            started,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The status document, parsed.
+    async fn status(&self) -> Result<serde_json::Value> {
+        let text = onionbalance::status_socket::query(&self.socket).await?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Waits until every service has a descriptor on some HSDir; returns the time since start.
+    async fn wait_published(&self) -> Result<Duration> {
+        let deadline = Instant::now() + PUBLISH_DEADLINE;
+        loop {
+            if let Ok(doc) = self.status().await {
+                let services = doc["services"].as_array().cloned().unwrap_or_default();
+                if !services.is_empty() && services.iter().all(|s| !s["firstPublished"].is_null()) {
+                    return Ok(self.started.elapsed());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("not published within {PUBLISH_DEADLINE:?}; daemon log:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Peak resident memory so far (VmHWM), in kB.
+    fn peak_rss_kb(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// SIGTERM, and the time it took to exit (SIGKILL after the deadline).
+    fn stop(&mut self) -> Result<Duration> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(Duration::ZERO);
+        };
+        let t = Instant::now();
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        loop {
+            if child.try_wait()?.is_some() {
+                return Ok(t.elapsed());
+            }
+            if t.elapsed() > STOP_DEADLINE {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("onionbalance did not exit within {STOP_DEADLINE:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The network's Arti TOML with storage moved to `dir` (two Arti clients must not share it).
+fn with_storage(toml_text: &str, dir: &Path) -> Result<String> {
+    let mut v: toml::Value = toml::from_str(toml_text)?;
+    let table = v.as_table_mut().context("arti toml is not a table")?;
+    let mut storage = toml::map::Map::new();
+    storage.insert("cache_dir".into(), dir.join("cache").display().to_string().into());
+    storage.insert("state_dir".into(), dir.join("state").display().to_string().into());
+    table.insert("storage".into(), toml::Value::Table(storage));
+    Ok(toml::to_string(&v)?)
+}
+
+/// Fetches `/` from `onion` through the C tor client `n` times on fresh circuits; returns the
+/// bodies.
+async fn fetch_many(net: &TestNet, onion: &str, n: usize) -> Result<Vec<String>> {
+    let mut bodies = Vec::new();
+    for k in 0..n {
+        let body = net
+            .fetch(onion, "/")
+            .await
+            .with_context(|| format!("request {k} to the frontend"))?;
+        bodies.push(body.trim().to_owned());
+    }
+    Ok(bodies)
+}
+
+/// Asserts that every backend in `names` answered at least once.
+fn assert_all_answered(bodies: &[String], names: &[&str]) {
+    for name in names {
+        let want = format!("hello from backend {name}");
+        assert!(
+            bodies.iter().any(|b| *b == want),
+            "{name} never answered in {} requests: {bodies:?}",
+            bodies.len()
+        );
+    }
+    for b in bodies {
+        assert!(names.iter().any(|n| *b == format!("hello from backend {n}")), "unexpected answer {b:?}");
+    }
+}
+
+/// Revision counters per time period from the status document.
+fn revisions(doc: &serde_json::Value) -> Vec<(u64, u64)> {
+    doc["services"][0]["periods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["timePeriod"].as_u64()?, p["revisionCounter"].as_u64()?)))
+        .collect()
+}
+
+/// Two backends: C tor reaches both through the frontend; an Arti client reaches the
+/// frontend; the daemon stops within 5 s and, restarted, publishes a higher revision that
+/// HSDirs accept; when a backend dies the other serves every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frontend_balances_two_backends() -> Result<()> {
+    let t0 = Instant::now();
+    let mut net = TestNet::builder().backends(2).start().await?;
+    eprintln!("network ready after {:.1} s", t0.elapsed().as_secs_f64());
+    let tor_pids = net.tor_pids();
+    let work = net.run_dir().join("frontend");
+    let front = net.frontend_address().to_owned();
+
+    // 1. Start the daemon; time until published, and until a client request is answered.
+    let mut daemon = Daemon::start(&net, &work, &[0, 1])?;
+    let published = daemon.wait_published().await?;
+    net.fetch(&front, "/").await.with_context(|| format!("first request\n{}", daemon.log_text()))?;
+    let answered = daemon.started.elapsed();
+    eprintln!(
+        "daemon start -> published {:.2} s, -> first request answered {:.2} s",
+        published.as_secs_f64(),
+        answered.as_secs_f64()
+    );
+
+    // 2. Over 20 isolated requests both backends answer.
+    let bodies = fetch_many(&net, &front, 20).await?;
+    assert_all_answered(&bodies, &[net.backend_name(0), net.backend_name(1)]);
+
+    // 3. An Arti client reaches the frontend.
+    let arti_dir = net.run_dir().join("arti-client");
+    let arti = arti_client(&with_storage(net.arti_toml(), &arti_dir)?).await?;
+    let body = arti_fetch(&arti, &front).await?;
+    assert!(body.trim().starts_with("hello from backend"), "{body:?}");
+    eprintln!("Arti client reached the frontend: {:?}", body.trim());
+
+    // 4. Stop within 5 s; restart; the new descriptors carry higher revision counters and
+    // are accepted everywhere.
+    let before = revisions(&daemon.status().await?);
+    assert!(!before.is_empty());
+    eprintln!("daemon peak RSS: {} kB", daemon.peak_rss_kb().unwrap_or(0));
+    let took = daemon.stop()?;
+    eprintln!("daemon stopped {:.2} s after SIGTERM", took.as_secs_f64());
+    let first_log = daemon.log_text();
+    let mut daemon = Daemon::start(&net, &work, &[0, 1])?;
+    daemon.wait_published().await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let doc = daemon.status().await?;
+        let periods = doc["services"][0]["periods"].as_array().cloned().unwrap_or_default();
+        let all_there = !periods.is_empty()
+            && periods.iter().all(|p| p["hsdirsAccepted"].as_u64() == p["hsdirs"].as_u64() && p["hsdirs"].as_u64() > Some(0));
+        if all_there {
+            break revisions(&doc);
+        }
+        if Instant::now() > deadline {
+            bail!("after restart not every HSDir accepted: {doc:#}\n{}", daemon.log_text());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (tp, rev) in &before {
+        if let Some((_, new)) = after.iter().find(|(t, _)| t == tp) {
+            assert!(new > rev, "period {tp}: revision {new} after restart, {rev} before");
+        }
+    }
+    assert!(!daemon.log_text().contains("rejected our descriptor"), "{}", daemon.log_text());
+    assert!(!first_log.contains("panicked"), "{first_log}");
+
+    // 5. Failover: backend 1 dies; soon every request is answered by backend 0.
+    net.stop_backend(1).await?;
+    let t = Instant::now();
+    let mut streak = 0;
+    while streak < 10 {
+        if t.elapsed() > Duration::from_secs(180) {
+            bail!("requests still failing 180 s after backend 1 stopped");
+        }
+        match net.fetch_with_budget(&front, "/", Duration::from_secs(30)).await {
+            Ok(b) if b.trim() == format!("hello from backend {}", net.backend_name(0)) => streak += 1,
+            Ok(b) => bail!("a stopped backend answered: {b:?}"),
+            Err(_) => streak = 0,
+        }
+    }
+    eprintln!("failover: 10 consecutive requests served by backend 0, {:.1} s after backend 1 stopped", t.elapsed().as_secs_f64());
+
+    eprintln!("daemon peak RSS (second run): {} kB", daemon.peak_rss_kb().unwrap_or(0));
+    daemon.stop()?;
+    drop(arti);
+    drop(net);
+    assert_no_process_left(&tor_pids);
+    Ok(())
+}
+
+/// Three backends: over 20 requests each one answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frontend_balances_three_backends() -> Result<()> {
+    let net = TestNet::builder().backends(3).start().await?;
+    let tor_pids = net.tor_pids();
+    let front = net.frontend_address().to_owned();
+    let mut daemon = Daemon::start(&net, &net.run_dir().join("frontend"), &[0, 1, 2])?;
+    daemon.wait_published().await?;
+    let bodies = fetch_many(&net, &front, 24).await?;
+    assert_all_answered(&bodies, &[net.backend_name(0), net.backend_name(1), net.backend_name(2)]);
+    let doc = daemon.status().await?;
+    let instances = doc["services"][0]["instances"].as_array().cloned().unwrap_or_default();
+    assert_eq!(instances.len(), 3);
+    assert!(instances.iter().all(|i| i["introPointsNum"].as_u64() > Some(0)), "{doc:#}");
+    daemon.stop()?;
+    drop(net);
+    assert_no_process_left(&tor_pids);
+    Ok(())
+}
+
+/// No tor process of the network is left.
+fn assert_no_process_left(pids: &[u32]) {
+    for pid in pids {
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false);
+        assert!(!alive, "tor process {pid} is still running");
+    }
+}
+
+/// An Arti client bootstrapped from `toml_text`.
+async fn arti_client(toml_text: &str) -> Result<std::sync::Arc<TorClient<tor_rtcompat::PreferredRuntime>>> {
+    let mut v: toml::Value = toml::from_str(toml_text)?;
+    if let Some(t) = v.as_table_mut() {
+        let af = t.entry("address_filter").or_insert(toml::Value::Table(Default::default()));
+        if let Some(af) = af.as_table_mut() {
+            af.insert("allow_onion_addrs".into(), true.into());
+        }
+    }
+    let builder: TorClientConfigBuilder = toml::from_str(&toml::to_string(&v)?)?;
+    Ok(TorClient::create_bootstrapped(builder.build()?).await?)
+}
+
+/// GET / from `onion` through Arti, retrying on fresh isolation for up to 60 s.
+async fn arti_fetch(client: &TorClient<tor_rtcompat::PreferredRuntime>, onion: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut errors = Vec::new();
+    while Instant::now() < deadline {
+        let mut prefs = StreamPrefs::new();
+        prefs.new_isolation_group();
+        let attempt = tokio::time::timeout(Duration::from_secs(15), async {
+            let mut stream = client.connect_with_prefs((onion, 80), &prefs).await?;
+            http::get(&mut stream, onion, "/").await
+        })
+        .await;
+        match attempt {
+            Ok(Ok(resp)) if resp.status == 200 => return Ok(resp.body),
+            Ok(Ok(resp)) => errors.push(format!("HTTP {}", resp.status)),
+            Ok(Err(e)) => errors.push(format!("{e:#}")),
+            Err(_) => errors.push("attempt timed out".into()),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("Arti could not reach {onion}: {errors:?}")
+}
