@@ -51,7 +51,12 @@ fn workload(k: usize, rng: &mut StdRng) -> Workload {
     let mut make = |t: SystemTime| -> Vec<Arc<str>> {
         backends
             .iter()
-            .map(|b| Arc::from(b.descriptor(&periods[0], t, rng).expect("backend descriptor")))
+            .map(|b| {
+                Arc::from(
+                    b.descriptor(&periods[0], t, rng)
+                        .expect("backend descriptor"),
+                )
+            })
             .collect()
     };
     let sets = [make(now - Duration::from_secs(1)), make(now)];
@@ -129,7 +134,11 @@ fn parts(c: &mut Criterion) {
     let p = w.periods[0];
     let keys = BackendKeys::derive(w.backends[0].address(), p.time_period).expect("keys");
     g.bench_function("intake-1", |b| {
-        b.iter(|| black_box(intake(&keys, &w.sets[0][0], w.now, DEFAULT_MAX_DESCRIPTOR_LEN).expect("intake")))
+        b.iter(|| {
+            black_box(
+                intake(&keys, &w.sets[0][0], w.now, DEFAULT_MAX_DESCRIPTOR_LEN).expect("intake"),
+            )
+        })
     });
     let frontend = FrontendKey::generate(&mut rng);
     let fkeys = FrontendPeriodKeys::derive(&frontend, p.time_period).expect("keys");
@@ -160,7 +169,10 @@ fn main() {
     Criterion::default().configure_from_args().final_summary();
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
         for line in status.lines().filter(|l| l.starts_with("VmHWM")) {
-            println!("peak RSS of the benchmark process: {}", line.trim_start_matches("VmHWM:").trim());
+            println!(
+                "peak RSS of the benchmark process: {}",
+                line.trim_start_matches("VmHWM:").trim()
+            );
         }
     }
 }

@@ -29,8 +29,8 @@ use tor_netdir::NetDirProvider;
 use tor_rtcompat::{PreferredRuntime, Runtime, SpawnExt as _};
 
 use crate::config::{Config, ServiceConfig};
-use crate::onion::OnionAddress;
 use crate::net::{ArtiTransport, DirTransport};
+use crate::onion::OnionAddress;
 use crate::service::{ServiceCommand, ServiceRunner, Timing};
 use crate::status::ServiceStatus;
 
@@ -121,7 +121,10 @@ impl Balancer {
 
     /// Starts every service on `client`, which must be bootstrapped (or bootstrapping: the
     /// services wait for a usable consensus).
-    pub fn launch<R: Runtime>(self, client: &Arc<TorClient<R>>) -> Result<BalancerHandle, BalancerError> {
+    pub fn launch<R: Runtime>(
+        self,
+        client: &Arc<TorClient<R>>,
+    ) -> Result<BalancerHandle, BalancerError> {
         let dirmgr = client
             .dirmgr()
             .map_err(|e| BalancerError::Client(e.to_string()))?;
@@ -175,7 +178,9 @@ impl Balancer {
             .iter()
             .map(|svc| spawner(svc))
             .collect::<Result<Vec<_>, _>>()?;
-        let registry = Arc::new(Mutex::new(services.iter().map(|s| s.status.clone()).collect()));
+        let registry = Arc::new(Mutex::new(
+            services.iter().map(|s| s.status.clone()).collect(),
+        ));
         Ok(BalancerHandle {
             services,
             spawner,
@@ -198,8 +203,12 @@ impl BalancerHandle {
     pub fn status_source(&self) -> impl Fn() -> Vec<ServiceStatus> + Send + Sync + 'static {
         let registry = self.registry.clone();
         move || {
-            let cells: Vec<Arc<Mutex<ServiceStatus>>> = registry.lock().map(|g| g.clone()).unwrap_or_default();
-            cells.iter().map(|s| s.lock().map(|g| g.clone()).unwrap_or_default()).collect()
+            let cells: Vec<Arc<Mutex<ServiceStatus>>> =
+                registry.lock().map(|g| g.clone()).unwrap_or_default();
+            cells
+                .iter()
+                .map(|s| s.lock().map(|g| g.clone()).unwrap_or_default())
+                .collect()
         }
     }
 
@@ -213,7 +222,10 @@ impl BalancerHandle {
     /// alone (no needless republication).
     pub async fn reload(&mut self, config: Config) -> Result<ReloadSummary, BalancerError> {
         let mut summary = ReloadSummary::default();
-        let mut old: Vec<Option<Running>> = std::mem::take(&mut self.services).into_iter().map(Some).collect();
+        let mut old: Vec<Option<Running>> = std::mem::take(&mut self.services)
+            .into_iter()
+            .map(Some)
+            .collect();
         let mut next = Vec::new();
         let mut stopping = Vec::new();
         for svc in &config.services {
@@ -227,7 +239,9 @@ impl BalancerHandle {
                     if r.config.instances == svc.instances {
                         summary.unchanged.push(addr);
                     } else {
-                        let _ = r.commands.unbounded_send(ServiceCommand::SetInstances(svc.instances.clone()));
+                        let _ = r
+                            .commands
+                            .unbounded_send(ServiceCommand::SetInstances(svc.instances.clone()));
                         summary.changed.push(addr);
                     }
                     r.config = svc.clone();

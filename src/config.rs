@@ -96,6 +96,9 @@ pub struct ServiceConfig {
     pub key: Arc<FrontendKey>,
     /// The backends, in file order.
     pub instances: Vec<InstanceConfig>,
+    /// Names of instances whose address is still a placeholder (only with
+    /// [`Config::load_allowing_placeholders`]; otherwise placeholders are errors).
+    pub pending: Vec<String>,
 }
 
 impl ServiceConfig {
@@ -173,6 +176,17 @@ impl Config {
         Self::load_with_env(path, |k| std::env::var(k).ok())
     }
 
+    /// Like [`Config::load`], but instance addresses still holding the wizard's placeholder
+    /// are listed in [`ServiceConfig::pending`] instead of being errors: for preparing
+    /// backends before their addresses are known.
+    pub fn load_allowing_placeholders(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse_inner(&text, path, true)
+    }
+
     /// Like [`Config::load`], with the environment given as a function (for tests).
     pub fn load_with_env(
         path: &Path,
@@ -192,6 +206,15 @@ impl Config {
     /// Parses and validates config text; `path` locates relative key paths and names the file
     /// in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Self::parse_inner(text, path, false)
+    }
+
+    /// [`Config::parse`], optionally accepting placeholders.
+    fn parse_inner(
+        text: &str,
+        path: &Path,
+        allow_placeholders: bool,
+    ) -> Result<Config, ConfigError> {
         let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
             line: e.location().map(|l| (l.line(), l.column())),
@@ -203,6 +226,7 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("."));
         Validator {
             base: &base,
+            allow_placeholders,
             problems: Vec::new(),
             warnings: Vec::new(),
         }
@@ -221,6 +245,8 @@ impl Config {
 struct Validator<'a> {
     /// Directory relative key paths are resolved against.
     base: &'a Path,
+    /// Whether placeholder addresses are accepted (as pending instances).
+    allow_placeholders: bool,
     /// Fatal problems found so far.
     problems: Vec<Problem>,
     /// Non-fatal remarks.
@@ -339,6 +365,7 @@ impl Validator<'_> {
             );
         }
         let mut instances: Vec<InstanceConfig> = Vec::new();
+        let mut pending: Vec<String> = Vec::new();
         for (j, ri) in raw_instances.into_iter().enumerate() {
             let name = ri
                 .name
@@ -347,7 +374,11 @@ impl Validator<'_> {
                 .unwrap_or_else(|| format!("instance-{}", j + 1));
             let iloc = format!("{loc}, instance {} \"{name}\"", j + 1);
             self.unknown(&iloc, &ri.unknown);
-            let Some(addr_text) = ri.address.as_deref().map(str::trim).filter(|a| !a.is_empty())
+            let Some(addr_text) = ri
+                .address
+                .as_deref()
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
             else {
                 self.problem(
                     &iloc,
@@ -356,6 +387,10 @@ impl Validator<'_> {
                 continue;
             };
             if addr_text.starts_with(PLACEHOLDER_PREFIX) {
+                if self.allow_placeholders {
+                    pending.push(name);
+                    continue;
+                }
                 self.problems.push(Problem {
                     location: iloc,
                     message: "address not filled in yet: replace the placeholder with this backend's onion address (from its HiddenServiceDir/hostname)".into(),
@@ -394,6 +429,7 @@ impl Validator<'_> {
             key_path,
             key,
             instances,
+            pending,
         })
     }
 }
@@ -410,7 +446,8 @@ mod tests {
     fn dir_with_key() -> (tempfile::TempDir, OnionAddress) {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = FrontendKey::generate(&mut rand::rngs::StdRng::seed_from_u64(3));
-        key.save_pem(&dir.path().join("frontend.key")).expect("save");
+        key.save_pem(&dir.path().join("frontend.key"))
+            .expect("save");
         (dir, key.address())
     }
 
@@ -440,8 +477,14 @@ mod tests {
         assert_eq!(s.key_path, dir.path().join("frontend.key"));
         assert_eq!(s.instances[0].name, "node1");
         assert_eq!(s.instances[1].name, "instance-2");
-        assert_eq!(s.instances[1].address.to_string(), format!("{BACKEND_B}.onion"));
-        assert_eq!(cfg.status_socket_location, Some(PathBuf::from("/tmp/ob.sock")));
+        assert_eq!(
+            s.instances[1].address.to_string(),
+            format!("{BACKEND_B}.onion")
+        );
+        assert_eq!(
+            cfg.status_socket_location,
+            Some(PathBuf::from("/tmp/ob.sock"))
+        );
         assert!(cfg.warnings.is_empty());
     }
 
@@ -458,7 +501,10 @@ mod tests {
             (k == ENV_STATUS_SOCKET).then(|| "/run/x.sock".to_owned())
         })
         .expect("valid");
-        assert_eq!(cfg.status_socket_location, Some(PathBuf::from("/run/x.sock")));
+        assert_eq!(
+            cfg.status_socket_location,
+            Some(PathBuf::from("/run/x.sock"))
+        );
     }
 
     #[test]
@@ -466,7 +512,16 @@ mod tests {
         let (dir, _) = dir_with_key();
         let e = parse_in(dir.path(), "services:\n  - key: [unclosed\n").expect_err("bad yaml");
         let msg = e.to_string();
-        assert!(matches!(e, ConfigError::Syntax { line: Some((_, _)), .. }), "{msg}");
+        assert!(
+            matches!(
+                e,
+                ConfigError::Syntax {
+                    line: Some((_, _)),
+                    ..
+                }
+            ),
+            "{msg}"
+        );
         assert!(msg.contains("config.yaml:"), "{msg}");
     }
 
@@ -498,7 +553,8 @@ mod tests {
         let text: Vec<String> = ps.iter().map(|p| p.to_string()).collect();
         let has = |needle: &str, loc: &str| {
             assert!(
-                ps.iter().any(|p| p.message.contains(needle) && p.location.contains(loc)),
+                ps.iter()
+                    .any(|p| p.message.contains(needle) && p.location.contains(loc)),
                 "no problem with {needle:?} at {loc:?} in {text:#?}"
             )
         };
@@ -521,7 +577,10 @@ mod tests {
             dir.path(),
             &format!("services:\n- key: bad.key\n  instances:\n  - address: {BACKEND_A}\n"),
         ));
-        assert!(ps[0].message.contains("not a key onionbalance understands"), "{ps:?}");
+        assert!(
+            ps[0].message.contains("not a key onionbalance understands"),
+            "{ps:?}"
+        );
         let ps = problems(parse_in(dir.path(), "status-socket-location: /x\n"));
         assert!(ps[0].message.contains("no services"), "{ps:?}");
     }
@@ -540,7 +599,8 @@ mod tests {
 
     #[test]
     fn missing_file_says_how_to_create_one() {
-        let e = Config::load_with_env(Path::new("/nonexistent/ob.yaml"), |_| None).expect_err("missing");
+        let e = Config::load_with_env(Path::new("/nonexistent/ob.yaml"), |_| None)
+            .expect_err("missing");
         assert!(e.to_string().contains("onionbalance config"), "{e}");
     }
 }

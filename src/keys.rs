@@ -93,7 +93,7 @@ pub enum KeyError {
 /// The secret part of a frontend key, in whichever form we got it.
 enum Secret {
     /// An ed25519 seed (PKCS#8); zeroized on drop by `ed25519-dalek`.
-    Seed(ed25519::Keypair),
+    Seed(Box<ed25519::Keypair>),
     /// An expanded key (C tor); zeroized on drop by `ed25519-dalek`.
     Expanded,
 }
@@ -123,7 +123,7 @@ impl FrontendKey {
         let address = OnionAddress::from_public_key(expanded.public());
         FrontendKey {
             keypair: HsIdKeypair::from(expanded),
-            secret: Secret::Seed(kp),
+            secret: Secret::Seed(Box::new(kp)),
             address,
         }
     }
@@ -283,7 +283,10 @@ fn describe_unknown(bytes: &[u8]) -> String {
     } else if bytes.starts_with(b"== ed25519v1-public") {
         "this is a C tor *public* key file; use hs_ed25519_secret_key".into()
     } else if bytes.starts_with(b"== ") {
-        format!("a C tor key file of an unexpected kind or length ({} bytes)", bytes.len())
+        format!(
+            "a C tor key file of an unexpected kind or length ({} bytes)",
+            bytes.len()
+        )
     } else {
         format!("{} bytes of unrecognised content", bytes.len())
     }
@@ -315,7 +318,8 @@ mod tests {
     #[test]
     fn loads_upstream_pem() {
         let key = FrontendKey::load(&fixture("upstream-onionbalance.pem")).expect("loads");
-        let expected = fs::read_to_string(fixture("upstream-onionbalance.address")).expect("address");
+        let expected =
+            fs::read_to_string(fixture("upstream-onionbalance.address")).expect("address");
         assert_eq!(key.address().to_string(), expected.trim());
         assert_eq!(key.format(), KeyFormat::Pkcs8Pem);
     }
@@ -349,7 +353,13 @@ mod tests {
         let pem = key.to_pkcs8_pem().expect("pem");
         assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
         let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        assert_eq!(data_encoding::BASE64.decode(b64.as_bytes()).expect("b64").len(), 48);
+        assert_eq!(
+            data_encoding::BASE64
+                .decode(b64.as_bytes())
+                .expect("b64")
+                .len(),
+            48
+        );
     }
 
     #[test]
@@ -371,7 +381,10 @@ mod tests {
             Err(KeyError::UnknownFormat { .. })
         ));
         assert!(matches!(
-            FrontendKey::from_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", p),
+            FrontendKey::from_bytes(
+                b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                p
+            ),
             Err(KeyError::BadPkcs8 { .. })
         ));
         let mut pubkey = b"== ed25519v1-public: type0 ==\0\0\0".to_vec();

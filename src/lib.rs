@@ -34,6 +34,7 @@ pub mod net;
 pub mod onion;
 pub mod ring;
 pub mod sd_notify;
+pub mod selftest;
 pub mod service;
 pub mod status;
 pub mod status_socket;

@@ -21,20 +21,45 @@ use crate::status_socket::StatusSource;
 pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -> String {
     let mut out = String::new();
     let metric = |out: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP onionbalance_{name} {help}\n# TYPE onionbalance_{name} {kind}");
+        let _ = writeln!(
+            out,
+            "# HELP onionbalance_{name} {help}\n# TYPE onionbalance_{name} {kind}"
+        );
     };
-    metric(&mut out, "bootstrapped", "gauge", "1 when the embedded Tor client is bootstrapped");
+    metric(
+        &mut out,
+        "bootstrapped",
+        "gauge",
+        "1 when the embedded Tor client is bootstrapped",
+    );
     let _ = writeln!(out, "onionbalance_bootstrapped {}", u8::from(bootstrapped));
     let mut lines: Vec<(String, String)> = Vec::new();
-    let mut push = |name: &str, labels: String, value: String| lines.push((name.to_owned(), format!("onionbalance_{name}{{{labels}}} {value}")));
+    let mut push = |name: &str, labels: String, value: String| {
+        lines.push((
+            name.to_owned(),
+            format!("onionbalance_{name}{{{labels}}} {value}"),
+        ))
+    };
     for s in services {
         let svc = format!("service=\"{}\"", s.onion_address);
-        let healthy = s.instances.iter().filter(|i| i.descriptor_received.is_some()).count();
-        push("backends_configured", svc.clone(), s.instances.len().to_string());
+        let healthy = s
+            .instances
+            .iter()
+            .filter(|i| i.descriptor_received.is_some())
+            .count();
+        push(
+            "backends_configured",
+            svc.clone(),
+            s.instances.len().to_string(),
+        );
         push("backends_healthy", svc.clone(), healthy.to_string());
         for p in &s.periods {
             let l = format!("{svc},time_period=\"{}\"", p.time_period);
-            push("intro_points_published", l.clone(), p.intro_points.to_string());
+            push(
+                "intro_points_published",
+                l.clone(),
+                p.intro_points.to_string(),
+            );
             push("hsdirs_accepted", l.clone(), p.hsdirs_accepted.to_string());
             push("hsdirs_failed", l.clone(), p.hsdirs_failed.to_string());
             if let Some(built) = p.built_at {
@@ -43,33 +68,89 @@ pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -
             }
         }
         let c = &s.counters;
-        push("fetches_total", format!("{svc},result=\"ok\""), c.fetches_ok.to_string());
+        push(
+            "fetches_total",
+            format!("{svc},result=\"ok\""),
+            c.fetches_ok.to_string(),
+        );
         for (reason, n) in &c.fetch_failures {
-            push("fetches_total", format!("{svc},result=\"{reason}\""), n.to_string());
+            push(
+                "fetches_total",
+                format!("{svc},result=\"{reason}\""),
+                n.to_string(),
+            );
         }
         for (reason, n) in &c.intake_rejections {
-            push("intake_rejections_total", format!("{svc},reason=\"{reason}\""), n.to_string());
+            push(
+                "intake_rejections_total",
+                format!("{svc},reason=\"{reason}\""),
+                n.to_string(),
+            );
         }
         push("builds_total", svc.clone(), c.builds.to_string());
-        push("uploads_total", format!("{svc},result=\"ok\""), c.uploads_ok.to_string());
+        push(
+            "uploads_total",
+            format!("{svc},result=\"ok\""),
+            c.uploads_ok.to_string(),
+        );
         for (reason, n) in &c.upload_failures {
-            push("uploads_total", format!("{svc},result=\"{reason}\""), n.to_string());
+            push(
+                "uploads_total",
+                format!("{svc},result=\"{reason}\""),
+                n.to_string(),
+            );
         }
     }
     let described = [
-        ("backends_configured", "gauge", "backend instances in the config"),
-        ("backends_healthy", "gauge", "backends with a valid descriptor"),
-        ("intro_points_published", "gauge", "intro points in the current descriptor"),
-        ("hsdirs_accepted", "gauge", "HSDirs holding the current descriptor"),
-        ("hsdirs_failed", "gauge", "HSDirs whose last upload failed (being retried)"),
-        ("descriptor_age_seconds", "gauge", "age of the current descriptor"),
-        ("fetches_total", "counter", "backend descriptor fetches by result"),
-        ("intake_rejections_total", "counter", "fetched backend descriptors rejected, by reason"),
+        (
+            "backends_configured",
+            "gauge",
+            "backend instances in the config",
+        ),
+        (
+            "backends_healthy",
+            "gauge",
+            "backends with a valid descriptor",
+        ),
+        (
+            "intro_points_published",
+            "gauge",
+            "intro points in the current descriptor",
+        ),
+        (
+            "hsdirs_accepted",
+            "gauge",
+            "HSDirs holding the current descriptor",
+        ),
+        (
+            "hsdirs_failed",
+            "gauge",
+            "HSDirs whose last upload failed (being retried)",
+        ),
+        (
+            "descriptor_age_seconds",
+            "gauge",
+            "age of the current descriptor",
+        ),
+        (
+            "fetches_total",
+            "counter",
+            "backend descriptor fetches by result",
+        ),
+        (
+            "intake_rejections_total",
+            "counter",
+            "fetched backend descriptors rejected, by reason",
+        ),
         ("builds_total", "counter", "descriptors built"),
         ("uploads_total", "counter", "descriptor uploads by result"),
     ];
     for (name, kind, help) in described {
-        let mine: Vec<&String> = lines.iter().filter(|(n, _)| n == name).map(|(_, l)| l).collect();
+        let mine: Vec<&String> = lines
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, l)| l)
+            .collect();
         if mine.is_empty() {
             continue;
         }
@@ -82,15 +163,24 @@ pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -
 }
 
 /// Serves `GET /metrics` (any path, in fact) on `addr` until the task is dropped.
-pub async fn serve(addr: SocketAddr, source: StatusSource, bootstrapped: Arc<AtomicBool>) -> std::io::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    source: StatusSource,
+    bootstrapped: Arc<AtomicBool>,
+) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     loop {
         let (mut stream, _) = listener.accept().await?;
-        let body = render(&source(), bootstrapped.load(Ordering::Relaxed), SystemTime::now());
+        let body = render(
+            &source(),
+            bootstrapped.load(Ordering::Relaxed),
+            SystemTime::now(),
+        );
         tokio::spawn(async move {
             // Read (and ignore) the request head; we answer every request the same way.
             let mut buf = [0u8; 2048];
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
+                .await;
             let resp = format!(
                 "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
@@ -111,9 +201,11 @@ mod tests {
     #[test]
     fn renders_prometheus_text() {
         let now = SystemTime::now();
-        let mut counters = Counters::default();
-        counters.fetches_ok = 7;
-        counters.upload_failures.insert("timeout".into(), 2);
+        let counters = Counters {
+            fetches_ok: 7,
+            upload_failures: [("timeout".to_owned(), 2)].into_iter().collect(),
+            ..Default::default()
+        };
         let s = ServiceStatus {
             onion_address: "f.onion".into(),
             periods: vec![PeriodStatus {
@@ -125,7 +217,10 @@ mod tests {
                 ..Default::default()
             }],
             instances: vec![
-                InstanceStatus { descriptor_received: Some(now), ..Default::default() },
+                InstanceStatus {
+                    descriptor_received: Some(now),
+                    ..Default::default()
+                },
                 InstanceStatus::default(),
             ],
             counters,

@@ -128,9 +128,10 @@ impl<R: Runtime> DirTransport for ArtiTransport<R> {
                 .map_err(|e| TransferError::Stream(e.to_string()))?;
             let mut req = tor_dirclient::request::HsDescDownloadRequest::new(blind_id);
             req.set_max_len(max_len);
-            let resp = tor_dirclient::send_request(self.client.runtime(), &req, &mut stream, source)
-                .await
-                .map_err(|e| TransferError::Request(e.to_string()))?;
+            let resp =
+                tor_dirclient::send_request(self.client.runtime(), &req, &mut stream, source)
+                    .await
+                    .map_err(|e| TransferError::Request(e.to_string()))?;
             match resp.status_code() {
                 200 => resp
                     .into_output_string()
@@ -167,9 +168,10 @@ impl<R: Runtime> DirTransport for ArtiTransport<R> {
                 .await
                 .map_err(|e| TransferError::Stream(e.to_string()))?;
             let req = tor_dirclient::request::HsDescUploadRequest::new(descriptor);
-            let resp = tor_dirclient::send_request(self.client.runtime(), &req, &mut stream, source)
-                .await
-                .map_err(|e| TransferError::Request(e.to_string()))?;
+            let resp =
+                tor_dirclient::send_request(self.client.runtime(), &req, &mut stream, source)
+                    .await
+                    .map_err(|e| TransferError::Request(e.to_string()))?;
             match resp.status_code() {
                 200 => Ok(()),
                 code => Err(TransferError::Status {

@@ -8,9 +8,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use digest::Digest as _;
 use tor_hscrypto::pk::{HsId, HsIdKey};
 use tor_llcrypto::d::Sha3_256;
-use digest::Digest as _;
 use tor_llcrypto::pk::ed25519;
 
 /// Number of base32 characters in a v3 onion address (without `.onion`).
@@ -82,7 +82,9 @@ impl OnionAddress {
         raw[..32].copy_from_slice(&self.key);
         raw[32..34].copy_from_slice(&checksum(&self.key));
         raw[34] = VERSION;
-        data_encoding::BASE32_NOPAD.encode(&raw).to_ascii_lowercase()
+        data_encoding::BASE32_NOPAD
+            .encode(&raw)
+            .to_ascii_lowercase()
     }
 }
 
@@ -152,9 +154,7 @@ impl From<OnionAddress> for HsId {
 
 impl From<HsId> for OnionAddress {
     fn from(id: HsId) -> Self {
-        OnionAddress {
-            key: *id.as_ref(),
-        }
+        OnionAddress { key: *id.as_ref() }
     }
 }
 

@@ -40,7 +40,11 @@ pub fn publish_periods(netdir: &NetDir) -> Vec<PublishPeriod> {
 
 /// The HSDirs to upload the descriptor with `blind_id` to, for `period` (`hsdir_n_replicas` ×
 /// `hsdir_spread_store`, 8 with default parameters).
-pub fn upload_hsdirs(netdir: &NetDir, blind_id: HsBlindId, period: TimePeriod) -> Result<Vec<HsDir>, RingError> {
+pub fn upload_hsdirs(
+    netdir: &NetDir,
+    blind_id: HsBlindId,
+    period: TimePeriod,
+) -> Result<Vec<HsDir>, RingError> {
     let relays = netdir
         .hs_dirs_upload(blind_id, period)
         .map_err(|e| RingError(e.to_string()))?;

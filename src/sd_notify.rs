@@ -19,13 +19,17 @@ pub fn notify(state: &str) -> io::Result<bool> {
         #[cfg(target_os = "linux")]
         {
             use std::os::linux::net::SocketAddrExt as _;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())?;
+            let addr =
+                std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())?;
             sock.send_to_addr(state.as_bytes(), &addr)?;
         }
         #[cfg(not(target_os = "linux"))]
         {
             let _ = abstract_name;
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "abstract NOTIFY_SOCKET outside Linux"));
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "abstract NOTIFY_SOCKET outside Linux",
+            ));
         }
     } else {
         sock.send_to(state.as_bytes(), &path)?;

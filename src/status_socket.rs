@@ -45,7 +45,10 @@ impl StatusSocket {
             } else {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
-                    format!("{} exists and is not a socket; refusing to replace it", path.display()),
+                    format!(
+                        "{} exists and is not a socket; refusing to replace it",
+                        path.display()
+                    ),
                 ));
             }
         }
@@ -115,7 +118,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ob.sock");
         std::fs::write(&path, "not a socket").expect("write");
-        assert!(StatusSocket::bind(&path).is_err(), "never replaces a regular file");
+        assert!(
+            StatusSocket::bind(&path).is_err(),
+            "never replaces a regular file"
+        );
         std::fs::remove_file(&path).expect("rm");
         let sock = StatusSocket::bind(&path).expect("bind");
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
@@ -126,7 +132,9 @@ mod tests {
                 instances: vec![crate::status::InstanceStatus {
                     onion_address: "y.onion".into(),
                     intro_points_num: 3,
-                    descriptor_received: Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000)),
+                    descriptor_received: Some(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+                    ),
                     ..Default::default()
                 }],
                 ..Default::default()

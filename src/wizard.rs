@@ -155,13 +155,79 @@ pub fn backend_instructions(frontend: OnionAddress, instance_names: &[String]) -
         "On each backend (C tor 0.4.8 or later), for instances {}:",
         instance_names.join(", ")
     );
-    let _ = writeln!(out, "  1. in its torrc, next to its HiddenServiceDir / HiddenServicePort lines:");
+    let _ = writeln!(
+        out,
+        "  1. in its torrc, next to its HiddenServiceDir / HiddenServicePort lines:"
+    );
     let _ = writeln!(out, "       HiddenServiceOnionBalanceInstance 1");
-    let _ = writeln!(out, "  2. create the file <HiddenServiceDir>/ob_config containing the line:");
+    let _ = writeln!(
+        out,
+        "  2. create the file <HiddenServiceDir>/ob_config containing the line:"
+    );
     let _ = writeln!(out, "       MasterOnionAddress {frontend}");
-    let _ = writeln!(out, "  3. reload tor, then put the backend's own address (<HiddenServiceDir>/hostname)");
-    let _ = writeln!(out, "     into the config in place of its TODO- placeholder.");
+    let _ = writeln!(
+        out,
+        "  3. reload tor, then put the backend's own address (<HiddenServiceDir>/hostname)"
+    );
+    let _ = writeln!(
+        out,
+        "     into the config in place of its TODO- placeholder."
+    );
     out
+}
+
+/// How a backend's tor serves its instance: where its keys live and what it forwards.
+#[derive(Debug, Clone)]
+pub struct BackendLayout {
+    /// Parent of the backends' `HiddenServiceDir`s (`/var/lib/tor` on Debian).
+    pub hs_dir_base: PathBuf,
+    /// The onion service's virtual port.
+    pub virtual_port: u16,
+    /// Where tor forwards connections (the web server), e.g. `127.0.0.1:8080`.
+    pub target: String,
+}
+
+impl Default for BackendLayout {
+    fn default() -> Self {
+        BackendLayout {
+            hs_dir_base: PathBuf::from("/var/lib/tor"),
+            virtual_port: 80,
+            target: "127.0.0.1:80".into(),
+        }
+    }
+}
+
+/// The files one backend instance needs: its torrc lines and its `ob_config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSetup {
+    /// The instance's name.
+    pub name: String,
+    /// Its `HiddenServiceDir`.
+    pub hs_dir: PathBuf,
+    /// Lines for its torrc.
+    pub torrc: String,
+    /// Contents of `<HiddenServiceDir>/ob_config`.
+    pub ob_config: String,
+}
+
+/// What backend `name` of `frontend` needs, laid out as `layout` says.
+pub fn backend_setup(frontend: OnionAddress, name: &str, layout: &BackendLayout) -> BackendSetup {
+    let hs_dir = layout.hs_dir_base.join(format!("onionbalance-{name}"));
+    let torrc = format!(
+        "# Onionbalance backend \"{name}\" of {frontend}\n\
+         HiddenServiceDir {}\n\
+         HiddenServicePort {} {}\n\
+         HiddenServiceOnionBalanceInstance 1\n",
+        hs_dir.display(),
+        layout.virtual_port,
+        layout.target
+    );
+    BackendSetup {
+        name: name.to_owned(),
+        hs_dir,
+        torrc,
+        ob_config: format!("MasterOnionAddress {frontend}\n"),
+    }
 }
 
 /// Creates `dir` (and parents) with mode 0700 if missing.
@@ -234,9 +300,25 @@ mod tests {
     }
 
     #[test]
+    fn backend_setup_has_instance_mode_and_master_address() {
+        let front: OnionAddress = "az6zyp4pcmodrlstxctjtrfguoofriku52llgrzklo5llznqowspqxad.onion"
+            .parse()
+            .expect("addr");
+        let b = backend_setup(front, "node1", &BackendLayout::default());
+        assert_eq!(b.hs_dir, PathBuf::from("/var/lib/tor/onionbalance-node1"));
+        assert!(b
+            .torrc
+            .contains("HiddenServiceDir /var/lib/tor/onionbalance-node1\n"));
+        assert!(b.torrc.contains("HiddenServicePort 80 127.0.0.1:80\n"));
+        assert!(b.torrc.contains("HiddenServiceOnionBalanceInstance 1\n"));
+        assert_eq!(b.ob_config, format!("MasterOnionAddress {front}\n"));
+    }
+
+    #[test]
     fn imports_a_ctor_key_unchanged() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/ctor/hs_ed25519_secret_key");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/keys/ctor/hs_ed25519_secret_key");
         let opts = WizardOptions {
             output: dir.path().join("o"),
             import_key: Some(src.clone()),
@@ -245,7 +327,10 @@ mod tests {
         };
         let report = run(&opts, &mut rand::rngs::StdRng::seed_from_u64(1)).expect("wizard");
         let (addr, key_path, _) = &report.services[0];
-        assert_eq!(fs::read(key_path).expect("copy"), fs::read(&src).expect("orig"));
+        assert_eq!(
+            fs::read(key_path).expect("copy"),
+            fs::read(&src).expect("orig")
+        );
         let hostname = fs::read_to_string(src.with_file_name("hostname")).expect("hostname");
         assert_eq!(addr.to_string(), hostname.trim());
     }

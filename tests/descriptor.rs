@@ -39,12 +39,18 @@ fn frontend_descriptor_round_trips() {
     let t = now();
     let periods = periods_around(t);
     assert_eq!(periods.len(), 2);
-    let backends: Vec<_> = (0..2).map(|_| SyntheticBackend::generate(&mut r, 3)).collect();
+    let backends: Vec<_> = (0..2)
+        .map(|_| SyntheticBackend::generate(&mut r, 3))
+        .collect();
     let frontend = Arc::new(FrontendKey::generate(&mut r));
     let mut engine = Engine::new(frontend.clone(), backends.iter().map(|b| b.address()));
     for (i, b) in backends.iter().enumerate() {
-        let text = b.descriptor(&periods[0], t, &mut r).expect("backend descriptor");
-        let out = engine.take_in(i, periods[0].time_period, text.into(), t).expect("index");
+        let text = b
+            .descriptor(&periods[0], t, &mut r)
+            .expect("backend descriptor");
+        let out = engine
+            .take_in(i, periods[0].time_period, text.into(), t)
+            .expect("index");
         assert!(matches!(out, Ok(IntakeOutcome::Updated { .. })), "{out:?}");
     }
     assert!(engine.needs_build());
@@ -60,9 +66,14 @@ fn frontend_descriptor_round_trips() {
         assert_eq!(d.intro_points, 6);
         let keys = BackendKeys::derive(frontend.address(), p.time_period).expect("keys");
         assert_eq!(keys.blind_id(), d.blind_id);
-        let snap = intake(&keys, &d.text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect("own descriptor parses");
+        let snap =
+            intake(&keys, &d.text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect("own descriptor parses");
         assert_eq!(snap.revision, d.revision);
-        let sids: HashSet<[u8; 32]> = snap.intro_points.iter().map(|i| *i.ipt_sid_key().as_bytes()).collect();
+        let sids: HashSet<[u8; 32]> = snap
+            .intro_points
+            .iter()
+            .map(|i| *i.ipt_sid_key().as_bytes())
+            .collect();
         assert_eq!(sids, backend_sids);
         // Arti's client path, independently of ours.
         let fk = FrontendPeriodKeys::derive(&frontend, p.time_period).expect("derive");
@@ -85,7 +96,10 @@ fn descriptor_of_another_service_is_rejected() {
     let text = a.descriptor(&p, t, &mut r).expect("descriptor");
     let keys_b = BackendKeys::derive(b.address(), p.time_period).expect("keys");
     let err = intake(&keys_b, &text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect_err("wrong service");
-    assert!(matches!(err, IntakeError::WrongService(addr) if addr == b.address()), "{err}");
+    assert!(
+        matches!(err, IntakeError::WrongService(addr) if addr == b.address()),
+        "{err}"
+    );
     // Same service, other period: also "wrong service or period".
     let next = periods_around(t)[1];
     let keys_next = BackendKeys::derive(a.address(), next.time_period).expect("keys");
@@ -106,7 +120,10 @@ fn tampered_and_garbage_descriptors_are_rejected() {
     intake(&keys, &text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect("untampered is fine");
 
     // Raise the revision counter: the outer signature no longer matches.
-    let line = text.lines().find(|l| l.starts_with("revision-counter ")).expect("line");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("revision-counter "))
+        .expect("line");
     let n: u64 = line["revision-counter ".len()..].parse().expect("number");
     let tampered = text.replacen(line, &format!("revision-counter {}", n + 1), 1);
     let err = intake(&keys, &tampered, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect_err("tampered");
@@ -119,17 +136,31 @@ fn tampered_and_garbage_descriptors_are_rejected() {
     let flipped = String::from_utf8(flipped).expect("ascii");
     let err = intake(&keys, &flipped, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect_err("flipped");
     assert!(
-        matches!(err, IntakeError::BadSignature(_) | IntakeError::NotDecryptable(_)),
+        matches!(
+            err,
+            IntakeError::BadSignature(_) | IntakeError::NotDecryptable(_)
+        ),
         "{err}"
     );
 
-    for garbage in ["", "hs-descriptor 3\n", "<html>503</html>", &text[..text.len() / 2]] {
+    for garbage in [
+        "",
+        "hs-descriptor 3\n",
+        "<html>503</html>",
+        &text[..text.len() / 2],
+    ] {
         let err = intake(&keys, garbage, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect_err("garbage");
-        assert!(matches!(err, IntakeError::Malformed(_)), "{garbage:?}: {err}");
+        assert!(
+            matches!(err, IntakeError::Malformed(_)),
+            "{garbage:?}: {err}"
+        );
     }
 
     let err = intake(&keys, &text, t, 1000).expect_err("oversized");
-    assert!(matches!(err, IntakeError::Oversized { max: 1000, .. }), "{err}");
+    assert!(
+        matches!(err, IntakeError::Oversized { max: 1000, .. }),
+        "{err}"
+    );
 }
 
 /// An expired descriptor (certificates past their 54 hours) is rejected.
@@ -154,7 +185,9 @@ fn selection_is_fair_capped_and_reproducible() {
     let t = now();
     let p = current(t);
     for (k, per) in [(7usize, 3usize), (20, 3), (2, 3), (25, 1), (3, 10)] {
-        let backends: Vec<_> = (0..k).map(|_| SyntheticBackend::generate(&mut r, per)).collect();
+        let backends: Vec<_> = (0..k)
+            .map(|_| SyntheticBackend::generate(&mut r, per))
+            .collect();
         let snaps: Vec<_> = backends
             .iter()
             .map(|b| {
@@ -176,7 +209,12 @@ fn selection_is_fair_capped_and_reproducible() {
         let represented = counts.iter().filter(|&&c| c > 0).count();
         assert_eq!(represented, k.min(20), "k={k}: {counts:?}");
         let max = counts.iter().max().copied().unwrap_or(0);
-        let min_present = counts.iter().filter(|&&c| c > 0).min().copied().unwrap_or(0);
+        let min_present = counts
+            .iter()
+            .filter(|&&c| c > 0)
+            .min()
+            .copied()
+            .unwrap_or(0);
         assert!(max - min_present <= 1, "k={k} per={per}: {counts:?}");
         let first: HashSet<usize> = chosen.iter().take(k.min(20)).map(|c| c.backend).collect();
         assert_eq!(first.len(), k.min(20));
@@ -244,12 +282,16 @@ fn revision_counter_strictly_increases() {
     let keys = FrontendPeriodKeys::derive(&frontend, p.time_period).expect("keys");
     let a = keys.revision_counter(p.srv_start, t, None).expect("rev");
     let b = keys.revision_counter(p.srv_start, t, Some(a)).expect("rev");
-    let c = keys.revision_counter(p.srv_start, t + Duration::from_secs(1), Some(b)).expect("rev");
+    let c = keys
+        .revision_counter(p.srv_start, t + Duration::from_secs(1), Some(b))
+        .expect("rev");
     assert!(a < b && b < c, "{a:?} {b:?} {c:?}");
     // Stateless across restarts: the same second gives the same counter without history,
     // and a later second a larger one.
     assert_eq!(keys.revision_counter(p.srv_start, t, None).expect("rev"), a);
-    let later = keys.revision_counter(p.srv_start, t + Duration::from_secs(3600), None).expect("rev");
+    let later = keys
+        .revision_counter(p.srv_start, t + Duration::from_secs(3600), None)
+        .expect("rev");
     assert!(later > a);
     assert!(matches!(
         keys.revision_counter(p.srv_start, p.srv_start - Duration::from_secs(1), None),
@@ -259,7 +301,10 @@ fn revision_counter_strictly_increases() {
     let backend = SyntheticBackend::generate(&mut r, 3);
     let mut engine = Engine::new(Arc::new(frontend), [backend.address()]);
     let text = backend.descriptor(&p, t, &mut r).expect("descriptor");
-    engine.take_in(0, p.time_period, text.into(), t).expect("idx").expect("intake");
+    engine
+        .take_in(0, p.time_period, text.into(), t)
+        .expect("idx")
+        .expect("intake");
     let first = engine.build(&[p], t, &mut r).expect("build");
     let second = engine.build(&[p], t, &mut r).expect("build");
     assert!(second[0].revision > first[0].revision);
@@ -284,11 +329,19 @@ fn engine_keeps_good_state() {
         .into();
     let b1: Arc<str> = b.descriptor(&p, t, &mut r).expect("desc").into();
     let res = engine.take_in_many(vec![(0, tp, a1.clone()), (1, tp, b1.clone())], t);
-    assert!(res.iter().all(|x| matches!(x, Some(Ok(IntakeOutcome::Updated { .. })))), "{res:?}");
+    assert!(
+        res.iter()
+            .all(|x| matches!(x, Some(Ok(IntakeOutcome::Updated { .. })))),
+        "{res:?}"
+    );
     engine.build(&[p], t, &mut r).expect("build");
     // Same texts again: recognised, nothing to rebuild.
     let res = engine.take_in_many(vec![(0, tp, a1.clone()), (1, tp, b1.clone())], t);
-    assert!(res.iter().all(|x| matches!(x, Some(Ok(IntakeOutcome::Unchanged)))), "{res:?}");
+    assert!(
+        res.iter()
+            .all(|x| matches!(x, Some(Ok(IntakeOutcome::Unchanged)))),
+        "{res:?}"
+    );
     assert!(!engine.needs_build());
     // Newer revision replaces; then the older one is ignored.
     let later = t + Duration::from_secs(700);
@@ -296,7 +349,10 @@ fn engine_keeps_good_state() {
         engine.take_in(0, tp, a2.clone(), later),
         Some(Ok(IntakeOutcome::Updated { .. }))
     ));
-    assert!(matches!(engine.take_in(0, tp, a1, later), Some(Ok(IntakeOutcome::Older { .. }))));
+    assert!(matches!(
+        engine.take_in(0, tp, a1, later),
+        Some(Ok(IntakeOutcome::Older { .. }))
+    ));
     // A bad descriptor is an error and the good snapshot stays.
     let bad: Arc<str> = Arc::from("hs-descriptor 3\nnonsense\n");
     assert!(matches!(engine.take_in(1, tp, bad, later), Some(Err(_))));

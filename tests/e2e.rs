@@ -8,151 +8,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use arti_client::config::TorClientConfigBuilder;
-use arti_client::{StreamPrefs, TorClient};
-use support::{http, TestNet};
-
-/// How long the daemon may take to have every service published.
-const PUBLISH_DEADLINE: Duration = Duration::from_secs(60);
-/// How long a stopped daemon may take to exit (the requirement is 5 s).
-const STOP_DEADLINE: Duration = Duration::from_secs(5);
-
-/// A running `onionbalance run` process; killed by PID when dropped.
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-    socket: PathBuf,
-    started: Instant,
-}
-
-impl Daemon {
-    /// Starts the daemon on `net` for its backends `instances`, in `dir` (reused across
-    /// restarts: same key, same Arti state).
-    fn start(net: &TestNet, dir: &Path, instances: &[usize]) -> Result<Daemon> {
-        std::fs::create_dir_all(dir)?;
-        let key = dir.join("frontend.key");
-        if !key.exists() {
-            let src = net.frontend_key_path().context("the network generated no frontend key")?;
-            std::fs::copy(src, &key)?;
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
-        }
-        let socket = dir.join("status.sock");
-        let mut yaml = format!(
-            "status-socket-location: {}\nservices:\n- key: frontend.key\n  instances:\n",
-            socket.display()
-        );
-        for &i in instances {
-            yaml.push_str(&format!("  - address: {}\n    name: {}\n", net.backend_address(i), net.backend_name(i)));
-        }
-        std::fs::write(dir.join("config.yaml"), yaml)?;
-        let arti = with_storage(net.arti_toml(), &dir.join("arti"))?;
-        std::fs::write(dir.join("arti.toml"), arti)?;
-        let log = dir.join(format!("onionbalance-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis()));
-        let started = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_onionbalance"))
-            .arg("run")
-            .arg("-c")
-            .arg(dir.join("config.yaml"))
-            .arg("--arti-config")
-            .arg(dir.join("arti.toml"))
-            .env("RUST_LOG", "info,tor_netdir=error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("cannot start onionbalance")?;
-        Ok(Daemon {
-            child: Some(child),
-            log,
-            socket,
-            started,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The status document, parsed.
-    async fn status(&self) -> Result<serde_json::Value> {
-        let text = onionbalance::status_socket::query(&self.socket).await?;
-        Ok(serde_json::from_str(&text)?)
-    }
-
-    /// Waits until every service has a descriptor on some HSDir; returns the time since start.
-    async fn wait_published(&self) -> Result<Duration> {
-        let deadline = Instant::now() + PUBLISH_DEADLINE;
-        loop {
-            if let Ok(doc) = self.status().await {
-                let services = doc["services"].as_array().cloned().unwrap_or_default();
-                if !services.is_empty() && services.iter().all(|s| !s["firstPublished"].is_null()) {
-                    return Ok(self.started.elapsed());
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("not published within {PUBLISH_DEADLINE:?}; daemon log:\n{}", self.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Peak resident memory so far (VmHWM), in kB.
-    fn peak_rss_kb(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    }
-
-    /// SIGTERM, and the time it took to exit (SIGKILL after the deadline).
-    fn stop(&mut self) -> Result<Duration> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(Duration::ZERO);
-        };
-        let t = Instant::now();
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        loop {
-            if child.try_wait()?.is_some() {
-                return Ok(t.elapsed());
-            }
-            if t.elapsed() > STOP_DEADLINE {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("onionbalance did not exit within {STOP_DEADLINE:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// The network's Arti TOML with storage moved to `dir` (two Arti clients must not share it).
-fn with_storage(toml_text: &str, dir: &Path) -> Result<String> {
-    let mut v: toml::Value = toml::from_str(toml_text)?;
-    let table = v.as_table_mut().context("arti toml is not a table")?;
-    let mut storage = toml::map::Map::new();
-    storage.insert("cache_dir".into(), dir.join("cache").display().to_string().into());
-    storage.insert("state_dir".into(), dir.join("state").display().to_string().into());
-    table.insert("storage".into(), toml::Value::Table(storage));
-    Ok(toml::to_string(&v)?)
-}
+use support::frontend::{arti_client, arti_fetch, with_storage, Daemon};
+use support::TestNet;
 
 /// Fetches `/` from `onion` through the C tor client `n` times on fresh circuits; returns the
 /// bodies.
@@ -173,13 +33,18 @@ fn assert_all_answered(bodies: &[String], names: &[&str]) {
     for name in names {
         let want = format!("hello from backend {name}");
         assert!(
-            bodies.iter().any(|b| *b == want),
+            bodies.contains(&want),
             "{name} never answered in {} requests: {bodies:?}",
             bodies.len()
         );
     }
     for b in bodies {
-        assert!(names.iter().any(|n| *b == format!("hello from backend {n}")), "unexpected answer {b:?}");
+        assert!(
+            names
+                .iter()
+                .any(|n| *b == format!("hello from backend {n}")),
+            "unexpected answer {b:?}"
+        );
     }
 }
 
@@ -208,7 +73,9 @@ async fn frontend_balances_two_backends() -> Result<()> {
     // 1. Start the daemon; time until published, and until a client request is answered.
     let mut daemon = Daemon::start(&net, &work, &[0, 1])?;
     let published = daemon.wait_published().await?;
-    net.fetch(&front, "/").await.with_context(|| format!("first request\n{}", daemon.log_text()))?;
+    net.fetch(&front, "/")
+        .await
+        .with_context(|| format!("first request\n{}", daemon.log_text()))?;
     let answered = daemon.started.elapsed();
     eprintln!(
         "daemon start -> published {:.2} s, -> first request answered {:.2} s",
@@ -240,23 +107,39 @@ async fn frontend_balances_two_backends() -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let after = loop {
         let doc = daemon.status().await?;
-        let periods = doc["services"][0]["periods"].as_array().cloned().unwrap_or_default();
+        let periods = doc["services"][0]["periods"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let all_there = !periods.is_empty()
-            && periods.iter().all(|p| p["hsdirsAccepted"].as_u64() == p["hsdirs"].as_u64() && p["hsdirs"].as_u64() > Some(0));
+            && periods.iter().all(|p| {
+                p["hsdirsAccepted"].as_u64() == p["hsdirs"].as_u64()
+                    && p["hsdirs"].as_u64() > Some(0)
+            });
         if all_there {
             break revisions(&doc);
         }
         if Instant::now() > deadline {
-            bail!("after restart not every HSDir accepted: {doc:#}\n{}", daemon.log_text());
+            bail!(
+                "after restart not every HSDir accepted: {doc:#}\n{}",
+                daemon.log_text()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     for (tp, rev) in &before {
         if let Some((_, new)) = after.iter().find(|(t, _)| t == tp) {
-            assert!(new > rev, "period {tp}: revision {new} after restart, {rev} before");
+            assert!(
+                new > rev,
+                "period {tp}: revision {new} after restart, {rev} before"
+            );
         }
     }
-    assert!(!daemon.log_text().contains("rejected our descriptor"), "{}", daemon.log_text());
+    assert!(
+        !daemon.log_text().contains("rejected our descriptor"),
+        "{}",
+        daemon.log_text()
+    );
     assert!(!first_log.contains("panicked"), "{first_log}");
 
     // 5. Failover: backend 1 dies; soon every request is answered by backend 0.
@@ -267,15 +150,26 @@ async fn frontend_balances_two_backends() -> Result<()> {
         if t.elapsed() > Duration::from_secs(180) {
             bail!("requests still failing 180 s after backend 1 stopped");
         }
-        match net.fetch_with_budget(&front, "/", Duration::from_secs(30)).await {
-            Ok(b) if b.trim() == format!("hello from backend {}", net.backend_name(0)) => streak += 1,
+        match net
+            .fetch_with_budget(&front, "/", Duration::from_secs(30))
+            .await
+        {
+            Ok(b) if b.trim() == format!("hello from backend {}", net.backend_name(0)) => {
+                streak += 1
+            }
             Ok(b) => bail!("a stopped backend answered: {b:?}"),
             Err(_) => streak = 0,
         }
     }
-    eprintln!("failover: 10 consecutive requests served by backend 0, {:.1} s after backend 1 stopped", t.elapsed().as_secs_f64());
+    eprintln!(
+        "failover: 10 consecutive requests served by backend 0, {:.1} s after backend 1 stopped",
+        t.elapsed().as_secs_f64()
+    );
 
-    eprintln!("daemon peak RSS (second run): {} kB", daemon.peak_rss_kb().unwrap_or(0));
+    eprintln!(
+        "daemon peak RSS (second run): {} kB",
+        daemon.peak_rss_kb().unwrap_or(0)
+    );
     daemon.stop()?;
     drop(arti);
     drop(net);
@@ -292,11 +186,26 @@ async fn frontend_balances_three_backends() -> Result<()> {
     let mut daemon = Daemon::start(&net, &net.run_dir().join("frontend"), &[0, 1, 2])?;
     daemon.wait_published().await?;
     let bodies = fetch_many(&net, &front, 24).await?;
-    assert_all_answered(&bodies, &[net.backend_name(0), net.backend_name(1), net.backend_name(2)]);
+    assert_all_answered(
+        &bodies,
+        &[
+            net.backend_name(0),
+            net.backend_name(1),
+            net.backend_name(2),
+        ],
+    );
     let doc = daemon.status().await?;
-    let instances = doc["services"][0]["instances"].as_array().cloned().unwrap_or_default();
+    let instances = doc["services"][0]["instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(instances.len(), 3);
-    assert!(instances.iter().all(|i| i["introPointsNum"].as_u64() > Some(0)), "{doc:#}");
+    assert!(
+        instances
+            .iter()
+            .all(|i| i["introPointsNum"].as_u64() > Some(0)),
+        "{doc:#}"
+    );
     daemon.stop()?;
     drop(net);
     assert_no_process_left(&tor_pids);
@@ -311,40 +220,4 @@ fn assert_no_process_left(pids: &[u32]) {
             .unwrap_or(false);
         assert!(!alive, "tor process {pid} is still running");
     }
-}
-
-/// An Arti client bootstrapped from `toml_text`.
-async fn arti_client(toml_text: &str) -> Result<std::sync::Arc<TorClient<tor_rtcompat::PreferredRuntime>>> {
-    let mut v: toml::Value = toml::from_str(toml_text)?;
-    if let Some(t) = v.as_table_mut() {
-        let af = t.entry("address_filter").or_insert(toml::Value::Table(Default::default()));
-        if let Some(af) = af.as_table_mut() {
-            af.insert("allow_onion_addrs".into(), true.into());
-        }
-    }
-    let builder: TorClientConfigBuilder = toml::from_str(&toml::to_string(&v)?)?;
-    Ok(TorClient::create_bootstrapped(builder.build()?).await?)
-}
-
-/// GET / from `onion` through Arti, retrying on fresh isolation for up to 60 s.
-async fn arti_fetch(client: &TorClient<tor_rtcompat::PreferredRuntime>, onion: &str) -> Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut errors = Vec::new();
-    while Instant::now() < deadline {
-        let mut prefs = StreamPrefs::new();
-        prefs.new_isolation_group();
-        let attempt = tokio::time::timeout(Duration::from_secs(15), async {
-            let mut stream = client.connect_with_prefs((onion, 80), &prefs).await?;
-            http::get(&mut stream, onion, "/").await
-        })
-        .await;
-        match attempt {
-            Ok(Ok(resp)) if resp.status == 200 => return Ok(resp.body),
-            Ok(Ok(resp)) => errors.push(format!("HTTP {}", resp.status)),
-            Ok(Err(e)) => errors.push(format!("{e:#}")),
-            Err(_) => errors.push("attempt timed out".into()),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    bail!("Arti could not reach {onion}: {errors:?}")
 }

@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime};
 use futures::future::BoxFuture;
 use onionbalance::config::{Config, InstanceConfig, ServiceConfig};
 use onionbalance::descriptor::synthetic::SyntheticBackend;
-use onionbalance::descriptor::{intake, BackendKeys, FrontendPeriodKeys, PublishPeriod, DEFAULT_MAX_DESCRIPTOR_LEN};
+use onionbalance::descriptor::{
+    intake, BackendKeys, FrontendPeriodKeys, PublishPeriod, DEFAULT_MAX_DESCRIPTOR_LEN,
+};
 use onionbalance::net::{DirTransport, TransferError};
 use onionbalance::service::Timing;
 use onionbalance::status::ServicePhase;
@@ -156,7 +158,9 @@ impl World {
         let provider = Arc::new(TestNetDirProvider::new());
         provider.set_netdir(netdir_at(rt.wallclock()));
         let frontend = Arc::new(FrontendKey::generate(&mut rng));
-        let backends = (0..n_backends).map(|_| SyntheticBackend::generate(&mut rng, 3)).collect();
+        let backends = (0..n_backends)
+            .map(|_| SyntheticBackend::generate(&mut rng, 3))
+            .collect();
         let mut w = World {
             rt,
             transport,
@@ -187,7 +191,8 @@ impl World {
     fn backend_vanishes(&mut self, i: usize) {
         let nd = self.provider.timely_netdir().expect("netdir");
         for p in periods(&nd) {
-            let keys = BackendKeys::derive(self.backends[i].address(), p.time_period).expect("keys");
+            let keys =
+                BackendKeys::derive(self.backends[i].address(), p.time_period).expect("keys");
             self.transport.lock().stored.remove(&keys.blind_id());
         }
     }
@@ -207,6 +212,7 @@ impl World {
                         name: format!("node{}", i + 1),
                     })
                     .collect(),
+                pending: vec![],
             }],
             status_socket_location: None,
             warnings: vec![],
@@ -247,7 +253,8 @@ impl World {
     fn decode(&self, text: &str, at: SystemTime) -> (TimePeriod, u64, HashSet<[u8; 32]>) {
         let addr: OnionAddress = self.frontend.address();
         let nd = self.provider.timely_netdir().expect("netdir");
-        let mut candidates: Vec<TimePeriod> = periods(&nd).into_iter().map(|p| p.time_period).collect();
+        let mut candidates: Vec<TimePeriod> =
+            periods(&nd).into_iter().map(|p| p.time_period).collect();
         // Also the periods around, for rollover tests.
         let extra: Vec<TimePeriod> = candidates
             .iter()
@@ -258,7 +265,11 @@ impl World {
         for tp in candidates {
             let keys = BackendKeys::derive(addr, tp).expect("keys");
             if let Ok(s) = intake(&keys, text, at, DEFAULT_MAX_DESCRIPTOR_LEN) {
-                let sids = s.intro_points.iter().map(|i| *i.ipt_sid_key().as_bytes()).collect();
+                let sids = s
+                    .intro_points
+                    .iter()
+                    .map(|i| *i.ipt_sid_key().as_bytes())
+                    .collect();
                 return (tp, u64::from(s.revision), sids);
             }
         }
@@ -300,13 +311,21 @@ fn publishes_everywhere_then_republishes_periodically() {
                 first_rev.insert(tp, rev);
             }
             assert_eq!(got, expected, "every responsible HSDir of every period");
-            assert_eq!(first.len(), expected.values().map(HashSet::len).sum::<usize>(), "once each");
+            assert_eq!(
+                first.len(),
+                expected.values().map(HashSet::len).sum::<usize>(),
+                "once each"
+            );
             assert!(handle.all_published());
             assert_eq!(handle.status()[0].phase, ServicePhase::Publishing);
 
             // 59 simulated minutes: fetches happen (every 5 min) but nothing changed.
             rt.advance_by(Duration::from_secs(59 * 60)).await;
-            assert_eq!(w.uploads().len(), first.len(), "no upload while nothing changes");
+            assert_eq!(
+                w.uploads().len(),
+                first.len(),
+                "no upload while nothing changes"
+            );
 
             // By 121 minutes the periodic republication has happened, once, everywhere.
             rt.advance_by(Duration::from_secs(62 * 60)).await;
@@ -316,7 +335,10 @@ fn publishes_everywhere_then_republishes_periodically() {
                 let (tp, rev, _) = w.decode(&u.text, u.at);
                 assert!(rev > first_rev[&tp], "revision counter increased");
                 let after = u.at.duration_since(first[0].at).expect("later");
-                assert!(after >= Duration::from_secs(60 * 60) && after <= Duration::from_secs(121 * 60), "{after:?}");
+                assert!(
+                    after >= Duration::from_secs(60 * 60) && after <= Duration::from_secs(121 * 60),
+                    "{after:?}"
+                );
             }
             handle.shutdown().await;
         })
@@ -331,7 +353,11 @@ fn failed_uploads_are_retried_with_backoff() {
         Box::pin(async move {
             let w = World::new(rt.clone(), 2);
             let expected = w.expected_hsdirs();
-            let flaky = *expected.values().next().and_then(|s| s.iter().next()).expect("an hsdir");
+            let flaky = *expected
+                .values()
+                .next()
+                .and_then(|s| s.iter().next())
+                .expect("an hsdir");
             // Enough failures that every period this HSDir serves sees several in a row.
             let periods_served = expected.values().filter(|s| s.contains(&flaky)).count();
             let failures_total = 4 * periods_served as u32;
@@ -340,17 +366,26 @@ fn failed_uploads_are_retried_with_backoff() {
             rt.advance_by(Duration::from_secs(10 * 60)).await;
             let ups = w.uploads();
             let flaky_ups: Vec<&Upload> = ups.iter().filter(|u| u.hsdir == flaky).collect();
-            assert_eq!(flaky_ups.iter().filter(|u| !u.accepted).count() as u32, failures_total);
+            assert_eq!(
+                flaky_ups.iter().filter(|u| !u.accepted).count() as u32,
+                failures_total
+            );
             // Per period (each has its own backoff): attempts until one success, with delays
             // from the 2 s, 4 s, 8 s... schedule, jittered to 50-100 %.
             let mut by_period: HashMap<TimePeriod, Vec<&Upload>> = HashMap::new();
             for u in &flaky_ups {
-                by_period.entry(w.decode(&u.text, u.at).0).or_default().push(u);
+                by_period
+                    .entry(w.decode(&u.text, u.at).0)
+                    .or_default()
+                    .push(u);
             }
             assert_eq!(by_period.len(), periods_served);
             for (tp, attempts) in &by_period {
                 assert_eq!(attempts.iter().filter(|u| u.accepted).count(), 1, "{tp:?}");
-                assert!(attempts.last().is_some_and(|u| u.accepted), "success ends the retries");
+                assert!(
+                    attempts.last().is_some_and(|u| u.accepted),
+                    "success ends the retries"
+                );
                 let gaps: Vec<Duration> = attempts
                     .windows(2)
                     .map(|w| w[1].at.duration_since(w[0].at).unwrap_or_default())
@@ -358,12 +393,18 @@ fn failed_uploads_are_retried_with_backoff() {
                 assert!(!gaps.is_empty());
                 for (k, g) in gaps.iter().enumerate() {
                     let nominal = Duration::from_secs(2 << k);
-                    assert!(*g >= nominal / 2 && *g <= nominal + Duration::from_secs(1), "{tp:?}: attempt {k}: {gaps:?}");
+                    assert!(
+                        *g >= nominal / 2 && *g <= nominal + Duration::from_secs(1),
+                        "{tp:?}: attempt {k}: {gaps:?}"
+                    );
                 }
             }
             // Every other HSDir got exactly one upload per period it serves.
             let others = ups.iter().filter(|u| u.hsdir != flaky).count();
-            let expected_others: usize = expected.values().map(|s| s.iter().filter(|h| **h != flaky).count()).sum();
+            let expected_others: usize = expected
+                .values()
+                .map(|s| s.iter().filter(|h| **h != flaky).count())
+                .sum();
             assert_eq!(others, expected_others);
             handle.shutdown().await;
         })
@@ -378,11 +419,19 @@ fn rejected_revision_counter_triggers_a_new_descriptor() {
         Box::pin(async move {
             let w = World::new(rt.clone(), 1);
             let expected = w.expected_hsdirs();
-            let picky = *expected.values().next().and_then(|s| s.iter().next()).expect("an hsdir");
+            let picky = *expected
+                .values()
+                .next()
+                .and_then(|s| s.iter().next())
+                .expect("an hsdir");
             w.transport.lock().reject_next.insert(picky, 1);
             let handle = w.launch();
             rt.advance_by(Duration::from_secs(60)).await;
-            let ups: Vec<Upload> = w.uploads().into_iter().filter(|u| u.hsdir == picky).collect();
+            let ups: Vec<Upload> = w
+                .uploads()
+                .into_iter()
+                .filter(|u| u.hsdir == picky)
+                .collect();
             let rejected = ups.iter().find(|u| !u.accepted).expect("a rejection");
             let (tp, rejected_rev, _) = w.decode(&rejected.text, rejected.at);
             let accepted_later = ups
@@ -421,10 +470,20 @@ fn backend_changes_are_republished() {
                 .collect();
             for u in &new {
                 let (_, _, sids) = w.decode(&u.text, u.at);
-                assert_eq!(sids, want, "backend 0's new intro points, none of backend 2's");
+                assert_eq!(
+                    sids, want,
+                    "backend 0's new intro points, none of backend 2's"
+                );
             }
             let st = &handle.status()[0];
-            assert!(st.instances[2].last_error.as_deref().unwrap_or("").contains("HSDirs"), "{st:?}");
+            assert!(
+                st.instances[2]
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("HSDirs"),
+                "{st:?}"
+            );
             handle.shutdown().await;
         })
     });
@@ -449,8 +508,12 @@ fn time_period_rollover_publishes_for_the_new_period() {
             w.backend_publishes(1);
             rt.advance_by(Duration::from_secs(60)).await;
             let after = w.expected_hsdirs();
-            let new_periods: Vec<&TimePeriod> = after.keys().filter(|p| !before.contains(p)).collect();
-            assert!(!new_periods.is_empty(), "the consensus moved to a new period");
+            let new_periods: Vec<&TimePeriod> =
+                after.keys().filter(|p| !before.contains(p)).collect();
+            assert!(
+                !new_periods.is_empty(),
+                "the consensus moved to a new period"
+            );
             let new: Vec<Upload> = w.uploads().into_iter().skip(n_first).collect();
             for p in new_periods {
                 let got: HashSet<RsaIdentity> = new

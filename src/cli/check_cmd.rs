@@ -1,13 +1,55 @@
-//! `onionbalance check`: validate a config and its keys offline.
+//! `onionbalance check`: validate a config and its keys offline, and with `--online` walk
+//! the path a client takes.
 
-use std::path::Path;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use onionbalance::config::{Config, ConfigError};
+use onionbalance::selftest::{self, Outcome};
 
-/// Validates `path` and prints each service; returns whether it is valid.
-pub fn run(path: &Path) -> Result<bool> {
-    match Config::load(path) {
+/// Options of `onionbalance check`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    /// The config file.
+    #[arg(short = 'c', long, env = onionbalance::config::ENV_CONFIG, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Also check over Tor: backends' descriptors and addresses, the frontend's descriptor,
+    /// connections through the frontend.
+    #[arg(long)]
+    pub online: bool,
+    /// Arti configuration for --online (default: the public Tor network).
+    #[arg(long, value_name = "FILE")]
+    pub arti_config: Option<PathBuf>,
+    /// Arti state/cache directory for --online without --arti-config.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Virtual port to connect to on backends and frontend.
+    #[arg(long, default_value_t = 80)]
+    pub port: u16,
+    /// Connections to make through the frontend.
+    #[arg(long, default_value_t = 4)]
+    pub attempts: usize,
+}
+
+/// Validates the config (and with `--online`, the deployment); returns whether all passed.
+pub fn run(args: &CheckArgs) -> Result<bool> {
+    let Some(cfg) = offline(args) else {
+        return Ok(false);
+    };
+    if !args.online {
+        return Ok(true);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(online(args, &cfg))
+}
+
+/// The offline part: prints the config or its problems.
+fn offline(args: &CheckArgs) -> Option<Config> {
+    match Config::load(&args.config) {
         Ok(cfg) => {
             for w in &cfg.warnings {
                 println!("warning: {w}");
@@ -27,13 +69,16 @@ pub fn run(path: &Path) -> Result<bool> {
             if let Some(sock) = &cfg.status_socket_location {
                 println!("status socket: {}", sock.display());
             }
-            Ok(true)
+            Some(cfg)
         }
         Err(ConfigError::Invalid { path, problems }) => {
             let todo: Vec<_> = problems.iter().filter(|p| p.placeholder).collect();
             let other: Vec<_> = problems.iter().filter(|p| !p.placeholder).collect();
             if !todo.is_empty() {
-                eprintln!("{}: instance addresses still to be filled in:", path.display());
+                eprintln!(
+                    "{}: instance addresses still to be filled in:",
+                    path.display()
+                );
                 for p in &todo {
                     eprintln!("  - {}", p.location);
                 }
@@ -44,11 +89,56 @@ pub fn run(path: &Path) -> Result<bool> {
                     eprintln!("  - {p}");
                 }
             }
-            Ok(false)
+            None
         }
         Err(e) => {
             eprintln!("{e}");
-            Ok(false)
+            None
         }
     }
+}
+
+/// The online part: bootstrap, then every step's verdict.
+async fn online(args: &CheckArgs, cfg: &Config) -> Result<bool> {
+    let started = Instant::now();
+    let arti =
+        super::run_cmd::arti_client_config(args.arti_config.as_deref(), args.data_dir.as_deref())?;
+    let client = onionbalance::balancer::create_client(arti)?;
+    match tokio::time::timeout(Duration::from_secs(180), client.bootstrap()).await {
+        Ok(Ok(())) => println!(
+            "[PASS] Tor bootstrap: {:.1}s",
+            started.elapsed().as_secs_f64()
+        ),
+        Ok(Err(e)) => {
+            println!("[FAIL] Tor bootstrap: {e}\n       fix: check network access, or --arti-config for a private network");
+            return Ok(false);
+        }
+        Err(_) => {
+            println!("[FAIL] Tor bootstrap: not done after 180 s\n       fix: check network access, or --arti-config for a private network");
+            return Ok(false);
+        }
+    }
+    let opts = selftest::Options {
+        port: args.port,
+        attempts: args.attempts,
+        ..Default::default()
+    };
+    let verdicts = selftest::run(cfg, &client, &opts).await;
+    for v in &verdicts {
+        println!("{v}");
+    }
+    let failed = verdicts
+        .iter()
+        .filter(|v| v.outcome == Outcome::Fail)
+        .count();
+    let warned = verdicts
+        .iter()
+        .filter(|v| v.outcome == Outcome::Warn)
+        .count();
+    println!(
+        "{}: {} checks, {failed} failed, {warned} warning(s)",
+        if failed == 0 { "PASS" } else { "FAIL" },
+        verdicts.len()
+    );
+    Ok(failed == 0)
 }

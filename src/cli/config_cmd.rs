@@ -48,7 +48,10 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
     let report = wizard::run(&opts, &mut rand::rng()).context("the config wizard failed")?;
     println!("Wrote {}", report.config_path.display());
     for (address, key_path, names) in &report.services {
-        println!("\nKey for {address}: {} (mode 0600; back it up, keep it secret)", key_path.display());
+        println!(
+            "\nKey for {address}: {} (mode 0600; back it up, keep it secret)",
+            key_path.display()
+        );
         print!("{}", wizard::backend_instructions(*address, names));
     }
     println!(
@@ -63,7 +66,10 @@ fn prompt(opts: &mut WizardOptions) -> Result<()> {
     let out = ask("Output directory", &opts.output.display().to_string())?;
     opts.output = PathBuf::from(out);
     if opts.import_key.is_none() {
-        let k = ask("Existing frontend key to import (empty: generate a new one)", "")?;
+        let k = ask(
+            "Existing frontend key to import (empty: generate a new one)",
+            "",
+        )?;
         if !k.is_empty() {
             opts.import_key = Some(PathBuf::from(k));
         }

@@ -1,12 +1,12 @@
 //! The command line: argument parsing, logging setup, dispatch. Each command lives in its
 //! own file; the work itself is in the library.
 
+pub mod backend_cmd;
 pub mod check_cmd;
 pub mod config_cmd;
 pub mod run_cmd;
 pub mod status_cmd;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -32,14 +32,13 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Generate a config file and frontend key(s) (the upstream `onionbalance-config`).
     Config(config_cmd::ConfigArgs),
+    /// Print (or write) each backend's torrc lines and ob_config file.
+    Backend(backend_cmd::BackendArgs),
     /// Show a running daemon's status (through its status socket).
     Status(status_cmd::StatusArgs),
-    /// Validate a config file and its keys offline; exit status 0 when valid.
-    Check {
-        /// The config file.
-        #[arg(short = 'c', long, env = onionbalance::config::ENV_CONFIG, value_name = "FILE")]
-        config: PathBuf,
-    },
+    /// Validate a config file and its keys (offline, or with --online over Tor); exit status
+    /// 0 when everything passed.
+    Check(check_cmd::CheckArgs),
 }
 
 /// Entry point: runs the command and maps the outcome to an exit code.
@@ -58,13 +57,17 @@ pub fn main() -> ExitCode {
             init_logging("info");
             config_cmd::run(&args).map(|()| true)
         }
+        Some(Command::Backend(args)) => {
+            init_logging("warn");
+            backend_cmd::run(&args)
+        }
         Some(Command::Status(args)) => {
             init_logging("warn");
             status_cmd::run(&args)
         }
-        Some(Command::Check { config }) => {
-            init_logging("info");
-            check_cmd::run(&config)
+        Some(Command::Check(args)) => {
+            init_logging("warn,tor_netdir=error");
+            check_cmd::run(&args)
         }
     };
     match result {

@@ -36,7 +36,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Log level: debug, info, warning, error or critical (as upstream); RUST_LOG overrides.
-    #[arg(short = 'v', long = "verbosity", value_name = "LEVEL", default_value = "info")]
+    #[arg(
+        short = 'v',
+        long = "verbosity",
+        value_name = "LEVEL",
+        default_value = "info"
+    )]
     pub verbosity: String,
     /// Upstream's control-port address: not needed (there is no system tor); ignored.
     #[arg(short = 'i', long = "ip", value_name = "ADDR", hide = true)]
@@ -68,7 +73,11 @@ impl RunArgs {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(args: &RunArgs) -> Result<bool> {
-    for (flag, v) in [("--ip", &args.ip), ("--port", &args.port), ("--socket", &args.socket)] {
+    for (flag, v) in [
+        ("--ip", &args.ip),
+        ("--port", &args.port),
+        ("--socket", &args.socket),
+    ] {
         if v.is_some() {
             warn!("{flag} is ignored: onionbalance embeds its own Tor client and needs no control port");
         }
@@ -92,12 +101,13 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
         warn!("{}: {w}", path.display());
     }
     for s in &config.services {
-        info!("service {} with {} instance(s)", s.address(), s.instances.len());
+        info!(
+            "service {} with {} instance(s)",
+            s.address(),
+            s.instances.len()
+        );
     }
-    let arti_config = match &args.arti_config {
-        Some(p) => load_arti_config(p)?,
-        None => public_network_config(args.data_dir.as_deref())?,
-    };
+    let arti_config = arti_client_config(args.arti_config.as_deref(), args.data_dir.as_deref())?;
     let client = create_client(arti_config)?;
     let mut events = client.bootstrap_events();
     let progress = tokio::spawn(async move {
@@ -143,7 +153,10 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
     }
     progress.abort();
     bootstrapped.store(true, Ordering::Relaxed);
-    info!("Tor client bootstrapped in {:.1}s", started.elapsed().as_secs_f64());
+    info!(
+        "Tor client bootstrapped in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     let socket_path = config.status_socket_location.clone();
     let mut handle = Balancer::new(config).launch(&client)?;
     if let Ok(mut s) = status_cell.lock() {
@@ -176,7 +189,10 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
         }
     }
     notify("STOPPING=1");
-    if tokio::time::timeout(SHUTDOWN_GRACE, handle.shutdown()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, handle.shutdown())
+        .await
+        .is_err()
+    {
         warn!("services did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
     }
     Ok(())
@@ -223,6 +239,18 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The Arti configuration: `arti_toml` if given, else the public network with our own
+/// storage directories.
+pub fn arti_client_config(
+    arti_toml: Option<&Path>,
+    data_dir: Option<&Path>,
+) -> Result<TorClientConfig> {
+    match arti_toml {
+        Some(p) => Ok(load_arti_config(p)?),
+        None => public_network_config(data_dir),
+    }
+}
+
 /// Arti's defaults (the public Tor network), with state and cache in our own directory.
 fn public_network_config(data_dir: Option<&Path>) -> Result<TorClientConfig> {
     let dir = match data_dir {
@@ -230,9 +258,12 @@ fn public_network_config(data_dir: Option<&Path>) -> Result<TorClientConfig> {
         None => default_data_dir()?,
     };
     let builder = TorClientConfigBuilder::from_directories(dir.join("state"), dir.join("cache"));
-    builder
-        .build()
-        .with_context(|| format!("cannot configure Arti with data directory {}", dir.display()))
+    builder.build().with_context(|| {
+        format!(
+            "cannot configure Arti with data directory {}",
+            dir.display()
+        )
+    })
 }
 
 /// `$STATE_DIRECTORY` (systemd), else `$XDG_DATA_HOME/onionbalance`, else
@@ -240,12 +271,18 @@ fn public_network_config(data_dir: Option<&Path>) -> Result<TorClientConfig> {
 fn default_data_dir() -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
         // systemd may pass several, colon-separated; the first is ours.
-        let first = d.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
+        let first = d
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         return Ok(PathBuf::from(first));
     }
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(d).join("onionbalance"));
     }
-    let home = std::env::var_os("HOME").context("cannot find a data directory: set --data-dir or HOME")?;
+    let home =
+        std::env::var_os("HOME").context("cannot find a data directory: set --data-dir or HOME")?;
     Ok(PathBuf::from(home).join(".local/share/onionbalance"))
 }

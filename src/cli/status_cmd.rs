@@ -22,7 +22,11 @@ pub struct StatusArgs {
 
 /// Prints the status; false if the daemon could not be reached.
 pub fn run(args: &StatusArgs) -> Result<bool> {
-    let path = match (&args.socket, std::env::var_os(ENV_STATUS_SOCKET), &args.config) {
+    let path = match (
+        &args.socket,
+        std::env::var_os(ENV_STATUS_SOCKET),
+        &args.config,
+    ) {
         (Some(p), _, _) => p.clone(),
         (None, Some(p), _) if !p.is_empty() => PathBuf::from(p),
         (None, _, Some(c)) => Config::load(c)?
@@ -35,7 +39,12 @@ pub fn run(args: &StatusArgs) -> Result<bool> {
         .build()?;
     let text = runtime
         .block_on(onionbalance::status_socket::query(&path))
-        .with_context(|| format!("cannot read the status socket {} (is the daemon running?)", path.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot read the status socket {} (is the daemon running?)",
+                path.display()
+            )
+        })?;
     if args.json {
         print!("{text}");
         return Ok(true);
@@ -49,11 +58,20 @@ pub fn run(args: &StatusArgs) -> Result<bool> {
 fn table(doc: &Value) -> String {
     use std::fmt::Write as _;
     let s = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
-    let n = |v: &Value| v.as_u64().map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+    let n = |v: &Value| {
+        v.as_u64()
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "-".into())
+    };
     let mut out = String::new();
     for svc in doc["services"].as_array().into_iter().flatten() {
         let _ = writeln!(out, "{}  [{}]", s(&svc["onionAddress"]), s(&svc["phase"]));
-        let _ = writeln!(out, "  first published: {}   last fetch: {}", s(&svc["firstPublished"]), s(&svc["lastFetch"]));
+        let _ = writeln!(
+            out,
+            "  first published: {}   last fetch: {}",
+            s(&svc["firstPublished"]),
+            s(&svc["lastFetch"])
+        );
         for p in svc["periods"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 out,
@@ -68,7 +86,11 @@ fn table(doc: &Value) -> String {
                 s(&p["nextRepublish"]),
             );
         }
-        let _ = writeln!(out, "  {:<12} {:<63} {:>5} {:<20} {:<20} problem", "instance", "address", "ipts", "received", "valid until");
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<63} {:>5} {:<20} {:<20} problem",
+            "instance", "address", "ipts", "received", "valid until"
+        );
         for i in svc["instances"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 out,

@@ -106,7 +106,9 @@ impl FrontendPeriodKeys {
             .map_err(|_| BuildError::ClockBeforeSrvPeriod)?;
         let secs = u32::try_from(offset.as_secs()).map_err(|_| BuildError::ClockBeforeSrvPeriod)?;
         let ope = self.ope.encrypt(SrvPeriodOffset::from(secs));
-        let floor = previous.map(|p| u64::from(p).saturating_add(1)).unwrap_or(0);
+        let floor = previous
+            .map(|p| u64::from(p).saturating_add(1))
+            .unwrap_or(0);
         Ok(RevisionCounter::from(ope.max(floor)))
     }
 }
@@ -154,7 +156,9 @@ pub enum BuildError {
     #[error("{0} intro points given, at most {MAX_INTRO_POINTS} fit in a descriptor")]
     TooManyIntroPoints(usize),
     /// The encoded descriptor would exceed the maximum size.
-    #[error("the descriptor would be larger than the {0}-byte maximum; publish fewer intro points")]
+    #[error(
+        "the descriptor would be larger than the {0}-byte maximum; publish fewer intro points"
+    )]
     TooLarge(usize),
     /// The clock is before the start of the shared-random period.
     #[error("the current time is before the start of the shared-random period: check this machine's clock")]
@@ -181,9 +185,12 @@ pub fn build_descriptor<R: rand::Rng + rand::CryptoRng>(
     // A fresh descriptor-signing key for every build: it is cheap (one key generation) and
     // means no signing key outlives the descriptor that uses it.
     let desc_sign = ed25519::Keypair::generate(rng);
-    let sign_cert =
-        create_desc_sign_key_cert(&desc_sign.verifying_key(), &keys.blinded_keypair, cert_expiry)
-            .map_err(|e| BuildError::Crypto(format!("cannot certify the signing key: {e}")))?;
+    let sign_cert = create_desc_sign_key_cert(
+        &desc_sign.verifying_key(),
+        &keys.blinded_keypair,
+        cert_expiry,
+    )
+    .map_err(|e| BuildError::Crypto(format!("cannot certify the signing key: {e}")))?;
     let lifetime_minutes = u16::try_from(DESCRIPTOR_LIFETIME.as_secs() / 60).unwrap_or(180);
     let mut builder = HsDescBuilder::default()
         .blinded_id(&keys.blinded_public)

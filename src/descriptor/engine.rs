@@ -25,7 +25,9 @@ use tor_hscrypto::RevisionCounter;
 use tor_netdoc::doc::hsdesc::IntroPointDesc;
 use tor_protover::Protocols;
 
-use super::build::{build_descriptor, BuildError, BuildRequest, BuiltDescriptor, FrontendPeriodKeys};
+use super::build::{
+    build_descriptor, BuildError, BuildRequest, BuiltDescriptor, FrontendPeriodKeys,
+};
 use super::intake::{intake_shared, BackendKeys, BackendSnapshot, IntakeError};
 use super::select::{resolve, select_intro_points};
 use super::{PublishPeriod, DEFAULT_MAX_DESCRIPTOR_LEN, MAX_INTRO_POINTS};
@@ -80,7 +82,10 @@ pub struct Engine {
 
 impl Engine {
     /// Creates the state for `frontend` with the given backends.
-    pub fn new(frontend: Arc<FrontendKey>, backends: impl IntoIterator<Item = OnionAddress>) -> Self {
+    pub fn new(
+        frontend: Arc<FrontendKey>,
+        backends: impl IntoIterator<Item = OnionAddress>,
+    ) -> Self {
         Engine {
             frontend,
             backends: backends
@@ -127,7 +132,11 @@ impl Engine {
     }
 
     /// The keys of backend `idx` for `period`, derived on first use in that period.
-    pub fn backend_keys(&mut self, idx: usize, period: TimePeriod) -> Option<Result<BackendKeys, IntakeError>> {
+    pub fn backend_keys(
+        &mut self,
+        idx: usize,
+        period: TimePeriod,
+    ) -> Option<Result<BackendKeys, IntakeError>> {
         let b = self.backends.get_mut(idx)?;
         if let Some(k) = b.keys.as_ref().filter(|k| k.period() == period) {
             return Some(Ok(k.clone()));
@@ -189,11 +198,19 @@ impl Engine {
 
     /// `Some(true)` when `text` is the snapshot we already hold for `idx` and `period` and it
     /// is still valid; `None` when `idx` is out of range.
-    fn is_unchanged(&self, idx: usize, period: TimePeriod, text: &str, now: SystemTime) -> Option<bool> {
+    fn is_unchanged(
+        &self,
+        idx: usize,
+        period: TimePeriod,
+        text: &str,
+        now: SystemTime,
+    ) -> Option<bool> {
         let b = self.backends.get(idx)?;
-        Some(b.snapshot.as_ref().is_some_and(|s| {
-            s.period == period && s.is_valid_at(now) && s.has_text(text)
-        }))
+        Some(
+            b.snapshot
+                .as_ref()
+                .is_some_and(|s| s.period == period && s.is_valid_at(now) && s.has_text(text)),
+        )
     }
 
     /// Stores the result of an intake for backend `idx`.
@@ -243,7 +260,10 @@ impl Engine {
     /// Replaces the list of backends (after a config reload), keeping what we know of those
     /// that stay. The selection becomes stale only if the set of backends changed.
     pub fn set_backends(&mut self, addresses: &[OnionAddress]) {
-        let mut old: Vec<Option<BackendState>> = std::mem::take(&mut self.backends).into_iter().map(Some).collect();
+        let mut old: Vec<Option<BackendState>> = std::mem::take(&mut self.backends)
+            .into_iter()
+            .map(Some)
+            .collect();
         let before: Vec<OnionAddress> = old.iter().flatten().map(|b| b.address).collect();
         for &address in addresses {
             let kept = old
@@ -304,8 +324,10 @@ impl Engine {
         let k = Arc::new(FrontendPeriodKeys::derive(&self.frontend, period)?);
         // Keep the few periods around this one; anything older is never needed again.
         let keep_from = period.interval_num().saturating_sub(2);
-        self.period_keys.retain(|p, _| p.interval_num() >= keep_from);
-        self.last_revision.retain(|p, _| p.interval_num() >= keep_from);
+        self.period_keys
+            .retain(|p, _| p.interval_num() >= keep_from);
+        self.last_revision
+            .retain(|p, _| p.interval_num() >= keep_from);
         self.period_keys.insert(period, k.clone());
         Ok(k)
     }
@@ -375,8 +397,14 @@ fn common_capabilities(backends: &[&BackendSnapshot]) -> (Option<(Protocols, u8)
     let Some(first) = backends.first() else {
         return (None, Protocols::default());
     };
-    let flow = if backends.iter().all(|b| b.flow_control == first.flow_control) {
-        first.flow_control.as_ref().map(|(p, n)| (p.clone(), n.get()))
+    let flow = if backends
+        .iter()
+        .all(|b| b.flow_control == first.flow_control)
+    {
+        first
+            .flow_control
+            .as_ref()
+            .map(|(p, n)| (p.clone(), n.get()))
     } else {
         None
     };

@@ -197,10 +197,12 @@ pub fn intake_shared(
     let bound = HsDesc::parse_decrypt_validate(&text, &keys.blind_id, &keys.subcredential, None)
         .map_err(|e| classify(e, &text, keys.address))?;
     let (valid_from, valid_until) = bound.bounds_start_end();
-    let desc = bound.if_valid_at(&now).map_err(|_| IntakeError::NotValidNow {
-        from: fmt_time(valid_from),
-        until: fmt_time(valid_until),
-    })?;
+    let desc = bound
+        .if_valid_at(&now)
+        .map_err(|_| IntakeError::NotValidNow {
+            from: fmt_time(valid_from),
+            until: fmt_time(valid_until),
+        })?;
     Ok(BackendSnapshot {
         address: keys.address,
         period: keys.period,

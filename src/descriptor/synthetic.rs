@@ -106,7 +106,8 @@ pub fn intro_point<R: rand::Rng + rand::CryptoRng>(rng: &mut R) -> IntroPointDes
     .filter_map(|ls| ls.encode().ok())
     .collect();
     let ntor = curve25519::PublicKey::from(&curve25519::StaticSecret::random_from_rng(&mut *rng));
-    let svc_ntor = curve25519::PublicKey::from(&curve25519::StaticSecret::random_from_rng(&mut *rng));
+    let svc_ntor =
+        curve25519::PublicKey::from(&curve25519::StaticSecret::random_from_rng(&mut *rng));
     let sid = ed25519::Keypair::generate(&mut *rng).verifying_key();
     IntroPointDesc::builder()
         .link_specifiers(specs)

@@ -182,7 +182,10 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         status: Arc<Mutex<ServiceStatus>>,
     ) -> Self {
         let now = runtime.now();
-        let engine = Engine::new(service.key.clone(), service.instances.iter().map(|i| i.address));
+        let engine = Engine::new(
+            service.key.clone(),
+            service.instances.iter().map(|i| i.address),
+        );
         let names = service.instances.iter().map(|i| i.name.clone()).collect();
         ServiceRunner {
             watch: vec![BackendWatch::default(); service.instances.len()],
@@ -227,7 +230,11 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         let mut stop = stop.fuse();
         let mut commands = commands.fuse();
         let mut events = self.netdirs.events().fuse();
-        info!("{}: service started with {} backend(s)", self.frontend(), self.names.len());
+        info!(
+            "{}: service started with {} backend(s)",
+            self.frontend(),
+            self.names.len()
+        );
         loop {
             {
                 let step = self.step().fuse();
@@ -237,7 +244,9 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                     () = step => {}
                 }
             }
-            let wait = self.next_wakeup().saturating_duration_since(self.runtime.now());
+            let wait = self
+                .next_wakeup()
+                .saturating_duration_since(self.runtime.now());
             debug!("{}: sleeping {:?}", self.frontend(), wait);
             let sleep = self.runtime.sleep(wait).fuse();
             futures::pin_mut!(sleep);
@@ -279,7 +288,11 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             .collect();
         self.engine.set_backends(&addresses);
         self.names = instances.into_iter().map(|i| i.name).collect();
-        info!("{}: config reloaded: {} backend(s)", self.frontend(), self.names.len());
+        info!(
+            "{}: config reloaded: {} backend(s)",
+            self.frontend(),
+            self.names.len()
+        );
         if added {
             self.next_fetch = self.runtime.now();
         }
@@ -311,7 +324,12 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         }
         // A backend's descriptor expiring changes the selection.
         let wall = self.runtime.wallclock();
-        for s in self.engine.backends().iter().filter_map(|b| b.snapshot.as_ref()) {
+        for s in self
+            .engine
+            .backends()
+            .iter()
+            .filter_map(|b| b.snapshot.as_ref())
+        {
             if let Some(until) = s.valid_until {
                 let left = until.duration_since(wall).unwrap_or_default();
                 t = t.min(now + left + Duration::from_secs(1));
@@ -390,7 +408,11 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                         }
                         Ok(Ok(None)) => out.not_found += 1,
                         Ok(Err(e)) => out.errors.push(format!("{}: {e}", h.id)),
-                        Err(_) => out.errors.push(format!("{}: {}", h.id, TransferError::Timeout(timeout))),
+                        Err(_) => out.errors.push(format!(
+                            "{}: {}",
+                            h.id,
+                            TransferError::Timeout(timeout)
+                        )),
                     }
                 }
                 out
@@ -401,7 +423,10 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         self.take_in(results, wall);
         let expired = self.engine.expire(self.runtime.wallclock());
         if expired > 0 {
-            warn!("{}: {expired} backend descriptor(s) expired: left the selection", self.frontend());
+            warn!(
+                "{}: {expired} backend descriptor(s) expired: left the selection",
+                self.frontend()
+            );
         }
         let missing = self
             .engine
@@ -434,10 +459,17 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                     items.push((f.idx, f.period, Arc::<str>::from(text)));
                 }
                 None if f.errors.is_empty() && f.not_found > 0 => {
-                    *self.counters.fetch_failures.entry("not-found".into()).or_default() += 1;
+                    *self
+                        .counters
+                        .fetch_failures
+                        .entry("not-found".into())
+                        .or_default() += 1;
                     // Every responsible HSDir answered and none has it: the backend is not
                     // publishing (stopped, or not yet started).
-                    let msg = format!("none of {} HSDirs has its descriptor (is it running?)", f.not_found);
+                    let msg = format!(
+                        "none of {} HSDirs has its descriptor (is it running?)",
+                        f.not_found
+                    );
                     if self.engine.forget(f.idx) {
                         warn!("{front}: backend {name}: {msg}: removed from the selection");
                     } else {
@@ -446,13 +478,19 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                     self.watch[f.idx].fetch_error = Some(msg);
                 }
                 None => {
-                    *self.counters.fetch_failures.entry("error".into()).or_default() += 1;
+                    *self
+                        .counters
+                        .fetch_failures
+                        .entry("error".into())
+                        .or_default() += 1;
                     let msg = format!(
                         "fetch failed ({} not found; {})",
                         f.not_found,
                         f.errors.join("; ")
                     );
-                    warn!("{front}: backend {name}: {msg}; keeping its last descriptor while valid");
+                    warn!(
+                        "{front}: backend {name}: {msg}; keeping its last descriptor while valid"
+                    );
                     self.watch[f.idx].fetch_error = Some(msg);
                 }
             }
@@ -473,15 +511,25 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                         .snapshot
                         .as_ref()
                         .map_or(0, |s| s.intro_points.len());
-                    info!("{front}: backend {name}: new descriptor, revision {}, {n} intro points", u64::from(revision));
+                    info!(
+                        "{front}: backend {name}: new descriptor, revision {}, {n} intro points",
+                        u64::from(revision)
+                    );
                     self.watch[idx].revision_seen = Some((revision, wall));
                 }
                 Some(Ok(IntakeOutcome::Unchanged)) => debug!("{front}: backend {name}: unchanged"),
                 Some(Ok(IntakeOutcome::Older { revision })) => {
-                    debug!("{front}: backend {name}: an HSDir served an older revision {}", u64::from(revision))
+                    debug!(
+                        "{front}: backend {name}: an HSDir served an older revision {}",
+                        u64::from(revision)
+                    )
                 }
                 Some(Err(e)) => {
-                    *self.counters.intake_rejections.entry(e.kind().to_owned()).or_default() += 1;
+                    *self
+                        .counters
+                        .intake_rejections
+                        .entry(e.kind().to_owned())
+                        .or_default() += 1;
                     warn!("{front}: backend {name}: descriptor rejected: {e}");
                 }
                 None => {}
@@ -507,7 +555,11 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
     /// The session keys of backend `idx`'s intro points, sorted (its "intro set").
     fn intro_set(&self, idx: usize) -> Option<Vec<[u8; 32]>> {
         let snap = self.engine.backends().get(idx)?.snapshot.as_ref()?;
-        let mut v: Vec<[u8; 32]> = snap.intro_points.iter().map(|i| *i.ipt_sid_key().as_bytes()).collect();
+        let mut v: Vec<[u8; 32]> = snap
+            .intro_points
+            .iter()
+            .map(|i| *i.ipt_sid_key().as_bytes())
+            .collect();
         v.sort_unstable();
         Some(v)
     }
@@ -534,7 +586,10 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         }
         let hsdirs: usize = rings.iter().map(|(_, h): &(_, Vec<HsDir>)| h.len()).sum();
         if self.publish.set_rings(rings) {
-            debug!("{}: new time period(s); {hsdirs} HSDir slots", self.frontend());
+            debug!(
+                "{}: new time period(s); {hsdirs} HSDir slots",
+                self.frontend()
+            );
         }
         self.rings_from = Some(valid_after);
     }
@@ -619,7 +674,11 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         let timeout = self.timing.upload_attempt_timeout;
         let outcomes: Vec<UploadOutcome> = futures::stream::iter(jobs)
             .map(|job: UploadJob| async move {
-                let attempt = transport.upload(netdir, job.hsdir.target.clone(), job.descriptor.text.clone());
+                let attempt = transport.upload(
+                    netdir,
+                    job.hsdir.target.clone(),
+                    job.descriptor.text.clone(),
+                );
                 let result = match runtime.timeout(timeout, attempt).await {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => Err(e),
@@ -644,14 +703,27 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             match &o.result {
                 Ok(()) => self.counters.uploads_ok += 1,
                 Err(f) => {
-                    *self.counters.upload_failures.entry(f.kind.to_owned()).or_default() += 1;
-                    debug!("{}: upload to {} failed: {}", self.frontend(), o.job.hsdir.id, f.message);
+                    *self
+                        .counters
+                        .upload_failures
+                        .entry(f.kind.to_owned())
+                        .or_default() += 1;
+                    debug!(
+                        "{}: upload to {} failed: {}",
+                        self.frontend(),
+                        o.job.hsdir.id,
+                        f.message
+                    );
                 }
             }
         }
         let mut per_period: HashMap<u64, (usize, usize, u64)> = HashMap::new();
         for o in &outcomes {
-            let e = per_period.entry(o.job.period.interval_num()).or_insert((0, 0, u64::from(o.job.descriptor.revision)));
+            let e = per_period.entry(o.job.period.interval_num()).or_insert((
+                0,
+                0,
+                u64::from(o.job.descriptor.revision),
+            ));
             if o.result.is_ok() {
                 e.0 += 1;
             } else {
@@ -659,7 +731,10 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             }
         }
         if self.publish.record(&outcomes, after, wall, &mut self.rng) {
-            warn!("{}: an HSDir rejected our descriptor's revision counter: building a new one", self.frontend());
+            warn!(
+                "{}: an HSDir rejected our descriptor's revision counter: building a new one",
+                self.frontend()
+            );
             self.rebuild_requested = true;
         }
         for st in self.publish.periods() {

@@ -83,7 +83,10 @@ pub struct PeriodState {
 impl PeriodState {
     /// How many HSDirs hold the current descriptor.
     pub fn accepted(&self) -> usize {
-        self.hsdirs.values().filter(|h| !h.is_dirty() && h.uploaded.is_some()).count()
+        self.hsdirs
+            .values()
+            .filter(|h| !h.is_dirty() && h.uploaded.is_some())
+            .count()
     }
 
     /// How many HSDirs failed their last attempt.
@@ -164,7 +167,9 @@ impl PublishState {
             st.period = period;
             let mut old = std::mem::take(&mut st.hsdirs);
             for h in hsdirs {
-                let mut hs = old.remove(&h.id).unwrap_or_else(|| HsDirState::new(h.clone()));
+                let mut hs = old
+                    .remove(&h.id)
+                    .unwrap_or_else(|| HsDirState::new(h.clone()));
                 hs.hsdir = h;
                 if hs.assigned.is_none() {
                     hs.assigned = st.descriptor.clone();

@@ -1,0 +1,276 @@
+//! Operator features on a private Tor network: systemd readiness, the status socket and
+//! `onionbalance status`, metrics, SIGHUP reload (unchanged / changed / invalid), and
+//! `onionbalance check --online`, including a backend configured without instance mode.
+//!
+//! Needs C tor (`apt-get install tor`); without it this test fails, it never skips.
+
+mod support;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use support::frontend::Daemon;
+use support::TestNet;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+const BIN: &str = env!("CARGO_BIN_EXE_onionbalance");
+
+/// The frontend's (first period's) revision counter and accepted uploads, from the status.
+async fn published_state(d: &Daemon) -> Result<(Vec<u64>, u64, usize)> {
+    let doc = d.status().await?;
+    let svc = &doc["services"][0];
+    let revs = svc["periods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["revisionCounter"].as_u64())
+        .collect();
+    let uploads = svc["counters"]["uploadsOk"].as_u64().unwrap_or(0);
+    let instances = svc["instances"].as_array().map_or(0, Vec::len);
+    Ok((revs, uploads, instances))
+}
+
+/// Waits until every HSDir of every period holds a descriptor built after `after_revs`.
+async fn wait_republished(d: &Daemon, after_revs: &[u64], within: Duration) -> Result<Vec<u64>> {
+    let deadline = Instant::now() + within;
+    loop {
+        let doc = d.status().await?;
+        let periods = doc["services"][0]["periods"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let revs: Vec<u64> = periods
+            .iter()
+            .filter_map(|p| p["revisionCounter"].as_u64())
+            .collect();
+        let newer = !revs.is_empty() && revs.iter().all(|r| after_revs.iter().all(|a| r > a));
+        let everywhere = periods.iter().all(|p| {
+            p["hsdirs"].as_u64() > Some(0) && p["hsdirsAccepted"].as_u64() == p["hsdirs"].as_u64()
+        });
+        if newer && everywhere {
+            return Ok(revs);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no republication within {within:?}: {doc:#}\n{}",
+                d.log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs `onionbalance check --online` for `config` on the network; (exit success, output).
+fn check_online(d: &Daemon, config: &std::path::Path, attempts: &str) -> Result<(bool, String)> {
+    let out = Command::new(BIN)
+        .args(["check", "--online", "--attempts", attempts, "-c"])
+        .arg(config)
+        .arg("--arti-config")
+        .arg(d.dir.join("check-arti.toml"))
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_features_on_a_private_network() -> Result<()> {
+    // Backends 0 and 1 are instances of the frontend; backend 2 is a plain onion service.
+    let net = TestNet::builder()
+        .backends(2)
+        .plain_backends(1)
+        .start()
+        .await?;
+    let tor_pids = net.tor_pids();
+    assert!(!net.backend_is_instance(2));
+    let dir = net.run_dir().join("frontend");
+    std::fs::create_dir_all(&dir)?;
+
+    // systemd stand-in and a free port for metrics.
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path)?;
+    notify.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let notify_env = notify_path.display().to_string();
+    let mut d = Daemon::start_with(
+        &net,
+        &dir,
+        &[0],
+        &["--metrics-listen", &metrics_addr],
+        &[("NOTIFY_SOCKET", &notify_env)],
+    )?;
+
+    // 1. Readiness: READY=1 arrives, and only once the descriptor is on the HSDirs.
+    let mut buf = [0u8; 256];
+    let n = tokio::task::block_in_place(|| notify.recv(&mut buf))
+        .context("no READY=1 from the daemon")?;
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(msg.contains("READY=1"), "{msg}");
+    let doc = d.status().await?;
+    assert!(
+        !doc["services"][0]["firstPublished"].is_null(),
+        "READY before publication: {doc:#}"
+    );
+    eprintln!("READY=1 after {:.2} s", d.started.elapsed().as_secs_f64());
+
+    // 2. Status socket: mode 0600, upstream fields; `onionbalance status` prints a table.
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&d.socket)?.permissions().mode() & 0o777,
+        0o600
+    );
+    let svc = &doc["services"][0];
+    assert_eq!(svc["onionAddress"], net.frontend_address());
+    assert!(svc.get("publishAttemptFirstDescriptor").is_some());
+    let inst = &svc["instances"][0];
+    assert_eq!(inst["onionAddress"], net.backend_address(0));
+    assert!(inst["introPointsNum"].as_u64() > Some(0));
+    assert!(!inst["descriptorReceived"].is_null());
+    let out = Command::new(BIN)
+        .args(["status", "-c"])
+        .arg(dir.join("config.yaml"))
+        .output()?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(
+        table.contains(net.frontend_address()) && table.contains(net.backend_name(0)),
+        "{table}"
+    );
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--socket"])
+        .arg(&d.socket)
+        .output()?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(json["services"][0]["onionAddress"], net.frontend_address());
+
+    // 3. Metrics.
+    let mut s = tokio::net::TcpStream::connect(&metrics_addr).await?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await?;
+    let svc_label = format!("service=\"{}\"", net.frontend_address());
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    assert!(text.contains("onionbalance_bootstrapped 1"), "{text}");
+    assert!(
+        text.contains(&format!("onionbalance_backends_healthy{{{svc_label}}} 1")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "onionbalance_uploads_total{{{svc_label},result=\"ok\"}}"
+        )),
+        "{text}"
+    );
+
+    // 4. Reload with the same config: nothing is republished.
+    let (revs, uploads, _) = published_state(&d).await?;
+    let mark = d.log_text().len();
+    d.sighup()?;
+    let line = d
+        .wait_log(mark, "removed,", Duration::from_secs(10))
+        .await?;
+    assert!(line.contains("1 unchanged"), "{line}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (revs2, uploads2, _) = published_state(&d).await?;
+    assert_eq!(
+        (revs2, uploads2),
+        (revs.clone(), uploads),
+        "an unchanged reload republished"
+    );
+
+    // 5. Reload adding backend 1: it is fetched and published, the rest keeps its state.
+    Daemon::write_config(&net, &dir, &[0, 1])?;
+    let mark = d.log_text().len();
+    d.sighup()?;
+    let line = d
+        .wait_log(mark, "removed,", Duration::from_secs(10))
+        .await?;
+    assert!(line.contains("1 changed"), "{line}");
+    let revs = wait_republished(&d, &revs, Duration::from_secs(60)).await?;
+    let doc = d.status().await?;
+    let instances = doc["services"][0]["instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(instances.len(), 2);
+    assert!(
+        instances
+            .iter()
+            .all(|i| i["introPointsNum"].as_u64() > Some(0)),
+        "{doc:#}"
+    );
+
+    // 6. An invalid config is rejected and the running one stays.
+    let good = std::fs::read_to_string(dir.join("config.yaml"))?;
+    std::fs::write(
+        dir.join("config.yaml"),
+        "services:\n- key: missing.key\n  instances: []\n",
+    )?;
+    let mark = d.log_text().len();
+    d.sighup()?;
+    d.wait_log(mark, "config reload rejected", Duration::from_secs(10))
+        .await?;
+    let said = d.log_text()[mark..].to_owned();
+    assert!(said.contains("missing.key"), "{said}");
+    assert!(d.is_running());
+    let (_, _, n) = published_state(&d).await?;
+    assert_eq!(
+        n, 2,
+        "the running configuration changed after a rejected reload"
+    );
+    std::fs::write(dir.join("config.yaml"), &good)?;
+
+    // 7. check --online passes for the instance backends.
+    std::fs::write(
+        dir.join("check-arti.toml"),
+        support::frontend::with_storage(net.arti_toml(), &dir.join("check-arti"))?,
+    )?;
+    let (ok, out) = check_online(&d, &dir.join("config.yaml"), "2")?;
+    eprintln!("{out}");
+    assert!(ok, "check --online failed on a working deployment:\n{out}");
+    assert!(
+        out.contains("[PASS] frontend") && out.contains("through the frontend"),
+        "{out}"
+    );
+
+    // 8. A backend without instance mode: publish a frontend with only backend 2; it answers
+    // at its own address but not through the frontend, and the check says why.
+    Daemon::write_config(&net, &dir, &[2])?;
+    let mark = d.log_text().len();
+    d.sighup()?;
+    d.wait_log(mark, "removed,", Duration::from_secs(10))
+        .await?;
+    wait_republished(&d, &revs, Duration::from_secs(60)).await?;
+    let (ok, out) = check_online(&d, &dir.join("config.yaml"), "1")?;
+    eprintln!("{out}");
+    assert!(
+        !ok,
+        "check --online passed with a backend that is not an instance:\n{out}"
+    );
+    assert!(out.contains("own address: port 80 answered"), "{out}");
+    assert!(
+        out.contains("[FAIL] frontend") && out.contains("HiddenServiceOnionBalanceInstance 1"),
+        "{out}"
+    );
+
+    // 9. SIGTERM stops it promptly; no tor process of the network is left afterwards.
+    let took = d.stop()?;
+    assert!(took < Duration::from_secs(5));
+    drop(net);
+    for pid in tor_pids {
+        assert!(
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |s| s.contains(") Z ")),
+            "tor {pid} still running"
+        );
+    }
+    Ok(())
+}
