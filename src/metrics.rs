@@ -162,13 +162,17 @@ pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -
     out
 }
 
-/// Serves `GET /metrics` (any path, in fact) on `addr` until the task is dropped.
+/// Binds the metrics endpoint (so that a bad address fails at start, not later).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves `GET /metrics` (any path, in fact) on `listener` until the task is dropped.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: TcpListener,
     source: StatusSource,
     bootstrapped: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
     loop {
         let (mut stream, _) = listener.accept().await?;
         let body = render(

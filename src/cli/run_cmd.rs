@@ -136,10 +136,13 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
     let bootstrapped = Arc::new(AtomicBool::new(false));
     let _metrics_task = match args.metrics_listen {
         Some(addr) => {
+            let listener = onionbalance::metrics::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
             let (src, flag) = (status_source.clone(), bootstrapped.clone());
             info!("metrics on http://{addr}/metrics");
             Some(AbortOnDrop(tokio::spawn(async move {
-                if let Err(e) = onionbalance::metrics::serve(addr, src, flag).await {
+                if let Err(e) = onionbalance::metrics::serve(listener, src, flag).await {
                     warn!("metrics endpoint {addr} stopped: {e}");
                 }
             })))
