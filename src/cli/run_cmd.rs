@@ -89,7 +89,11 @@ pub fn run(args: &RunArgs) -> Result<bool> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run_async(args, &path))?;
+    let result = runtime.block_on(run_async(args, &path));
+    // Do not wait for Arti's background work (it may be mid-way through a circuit or a
+    // state write): the services have stopped, and the promise is to exit within seconds.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    result?;
     Ok(true)
 }
 
