@@ -1,0 +1,1424 @@
+//! A private Tor network on 127.0.0.1 for integration tests: C tor directory authorities,
+//! relays, onion-service backends (Onionbalance instances) with in-process HTTP servers, and
+//! a C tor client to reach them.
+//!
+//! ```ignore
+//! let net = TestNet::builder().backends(2).start().await?;
+//! let body = net.fetch(net.backend_address(0), "/").await?;
+//! ```
+//!
+//! # How it starts (phases, each timed and printed to stderr)
+//! 1. **setup**: a fresh temp dir, every port of the run allocated up front, authority keys
+//!    (`tor-gencert`) and fingerprints (`tor --list-fingerprint`), torrcs, the Arti TOML.
+//! 2. **authorities**: started; ready when their DirPorts accept connections.
+//! 3. **relays**: started at once after the authorities.
+//! 4. **consensus**: wait until every authority serves a consensus listing every authority
+//!    and relay as `Running` and `HSDir`, and all its microdescriptors. Starting services
+//!    earlier works too, but then they upload to the HSDirs of a partial ring or wait for
+//!    missing directory documents, and timing becomes unpredictable.
+//! 5. **client + backends**: started together; ready when the client reports 100 %
+//!    bootstrap and every backend's descriptor uploads have all been answered (at least one
+//!    acknowledged), watched through `HS_DESC` control events.
+//!
+//! # How it stops
+//! Every tor is our direct child (`RunAsDaemon 0`). Dropping the [`TestNet`] — also during a
+//! panic — sends SIGTERM to each by PID, waits up to 5 s, then SIGKILLs what is left, and
+//! reaps them all. If the test process is killed outright, `__OwningControllerProcess` makes
+//! every tor exit by itself within seconds. Nothing is ever stopped by name.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use onionbalance::arti_toml::{self, Authority, PrivateNetwork, Storage};
+use tokio::net::TcpStream;
+use tokio::time::{sleep, timeout, Instant};
+use tor_llcrypto::pk::ed25519::Ed25519Identity;
+use tor_llcrypto::pk::rsa::RsaIdentity;
+
+use super::control::ControlConnection;
+use super::http::{self, HttpServer};
+use super::socks;
+use super::torrc::{self, Torrc};
+
+/// The C tor binary (Debian package `tor`).
+const TOR: &str = "tor";
+/// The authority key generator (Debian package `tor`).
+const TOR_GENCERT: &str = "tor-gencert";
+
+/// Deadline for the authorities' DirPorts to listen.
+const AUTHORITIES_TIMEOUT: Duration = Duration::from_secs(20);
+/// Deadline for every authority to serve a complete consensus (measured here: 9–20 s).
+const CONSENSUS_TIMEOUT: Duration = Duration::from_secs(120);
+/// Deadline for the client to bootstrap (once a consensus exists).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Deadline for a backend to have its descriptor uploaded (once a consensus exists).
+const BACKEND_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a stopped tor gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Default time budget of one [`TestNet::fetch`], retries included.
+pub const FETCH_BUDGET: Duration = Duration::from_secs(30);
+/// The longest a single fetch attempt may take before we retry on fresh circuits: on a
+/// loopback network a working rendezvous takes a second or two; a stalled one never ends.
+const FETCH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Set this environment variable to keep every run directory, for debugging.
+pub const KEEP_ENV: &str = "ONIONBALANCE_TESTNET_KEEP";
+/// How many log lines an error message quotes.
+const LOG_TAIL_LINES: usize = 30;
+
+/// Configures and starts a [`TestNet`].
+#[derive(Debug, Clone)]
+pub struct TestNetBuilder {
+    /// Number of directory authorities.
+    authorities: usize,
+    /// Number of (exit) relays besides the authorities.
+    relays: usize,
+    /// Number of backends in Onionbalance instance mode.
+    backends: usize,
+    /// Number of extra ordinary onion services (no instance mode), after the instances.
+    plain_backends: usize,
+    /// The frontend address for the instances' `ob_config`; random if `None`.
+    frontend_address: Option<String>,
+    /// Whether the Arti TOML disables vanguards.
+    disable_vanguards: bool,
+    /// Keep the run directory after the network stops.
+    keep_run_dir: bool,
+}
+
+impl Default for TestNetBuilder {
+    fn default() -> Self {
+        TestNetBuilder {
+            authorities: 3,
+            relays: 5,
+            backends: 2,
+            plain_backends: 0,
+            frontend_address: None,
+            disable_vanguards: false,
+            keep_run_dir: std::env::var_os(KEEP_ENV).is_some(),
+        }
+    }
+}
+
+impl TestNetBuilder {
+    /// Number of directory authorities (default 3; at least 1).
+    pub fn authorities(mut self, n: usize) -> Self {
+        self.authorities = n;
+        self
+    }
+
+    /// Number of relays besides the authorities (default 5). With 3 authorities, 5 relays
+    /// carry Arti's default vanguards-lite for clients and frontends alike (`design.md` §5);
+    /// an Arti client also got through with 2 or 3 here, but frontends, intro-point choice and
+    /// failover tests want relays to spare.
+    pub fn relays(mut self, n: usize) -> Self {
+        self.relays = n;
+        self
+    }
+
+    /// Number of onion-service backends in Onionbalance instance mode (default 2).
+    pub fn backends(mut self, n: usize) -> Self {
+        self.backends = n;
+        self
+    }
+
+    /// Number of additional onion services *without* instance mode (default 0); they come
+    /// after the instances in the backend numbering.
+    pub fn plain_backends(mut self, n: usize) -> Self {
+        self.plain_backends = n;
+        self
+    }
+
+    /// The frontend (`MasterOnionAddress`) the instances serve, with or without `.onion`.
+    /// `None` (the default): a fresh random key, whose PEM file the network keeps
+    /// ([`TestNet::frontend_key_path`]).
+    pub fn frontend_address(mut self, address: Option<String>) -> Self {
+        self.frontend_address = address;
+        self
+    }
+
+    /// Write `[vanguards] mode = "disabled"` into the Arti TOML (default: vanguards stay on).
+    pub fn disable_vanguards(mut self, disable: bool) -> Self {
+        self.disable_vanguards = disable;
+        self
+    }
+
+    /// Keep the run directory (logs, torrcs, keys) after the network stops (default: delete,
+    /// unless the environment variable `ONIONBALANCE_TESTNET_KEEP` is set).
+    pub fn keep_run_dir(mut self, keep: bool) -> Self {
+        self.keep_run_dir = keep;
+        self
+    }
+
+    /// Builds the network and waits until every backend is reachable in principle (see the
+    /// module docs for the phases). On failure, everything started so far is stopped.
+    pub async fn start(self) -> Result<TestNet> {
+        TestNet::start(self).await
+    }
+}
+
+/// One tor process of the network and its files.
+#[derive(Debug)]
+struct TorNode {
+    /// Name in messages and directory name (`auth0`, `relay2`, `client`, `backend1`).
+    name: String,
+    /// Its data directory (holding its torrc and logs too).
+    dir: PathBuf,
+    /// Its control port on 127.0.0.1.
+    control_port: u16,
+    /// The running process, if started and not stopped.
+    child: Option<Child>,
+}
+
+impl TorNode {
+    /// The torrc path.
+    fn torrc(&self) -> PathBuf {
+        self.dir.join("torrc")
+    }
+
+    /// Starts tor on this node's torrc.
+    fn spawn(&mut self) -> Result<()> {
+        let out = fs::File::create(self.dir.join("stdout.log")).context("create stdout.log")?;
+        let err = out.try_clone().context("clone stdout.log handle")?;
+        let child = Command::new(TOR)
+            .arg("-f")
+            .arg(self.torrc())
+            // Never read the system's defaults file: the network must be what the torrc says.
+            .args(["--defaults-torrc", "/dev/null"])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("start tor for {}", self.name))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The PID, if running.
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Fails (with the log tail) if the process has exited.
+    fn check_alive(&mut self) -> Result<()> {
+        let Some(child) = self.child.as_mut() else {
+            bail!("{} is not running", self.name);
+        };
+        match child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => {
+                self.child = None;
+                bail!("{} exited ({status}).\n{}", self.name, self.log_tail())
+            }
+            Err(e) => bail!("cannot check on {}: {e}", self.name),
+        }
+    }
+
+    /// The last lines of the node's notice log (or of its stdout, if tor failed so early
+    /// that it never opened the log), as a block for error messages.
+    fn log_tail(&self) -> String {
+        let mut out = String::new();
+        for file in ["notice.log", "stdout.log"] {
+            let path = self.dir.join(file);
+            let Ok(text) = fs::read_to_string(&path) else {
+                continue;
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            let _ = writeln!(
+                out,
+                "--- last {} lines of {} ---",
+                tail.len(),
+                path.display()
+            );
+            for line in tail {
+                let _ = writeln!(out, "{line}");
+            }
+            break;
+        }
+        if out.is_empty() {
+            let _ = writeln!(
+                out,
+                "--- {} wrote no log in {} ---",
+                self.name,
+                self.dir.display()
+            );
+        }
+        out
+    }
+
+    /// An authenticated control connection, waiting up to `deadline` for tor to open it.
+    async fn control(&self, deadline: Instant) -> Result<ControlConnection> {
+        ControlConnection::connect_when_ready(
+            self.control_port,
+            &self.dir.join("control_auth_cookie"),
+            deadline,
+        )
+        .await
+        .with_context(|| format!("control port of {}", self.name))
+    }
+}
+
+/// An onion service of the network.
+#[derive(Debug)]
+struct Backend {
+    /// Its tor process.
+    node: TorNode,
+    /// Its HTTP server (runs while the network exists, also while tor is stopped).
+    http: HttpServer,
+    /// Its address, with `.onion` (known once tor has started the first time).
+    address: String,
+    /// Whether it runs in Onionbalance instance mode.
+    instance: bool,
+}
+
+/// The run directory: deleted on drop, unless the builder asked to keep it.
+#[derive(Debug)]
+enum RunDir {
+    /// Deleted when dropped.
+    Temp(tempfile::TempDir),
+    /// Kept.
+    Kept(PathBuf),
+}
+
+impl RunDir {
+    /// The directory.
+    fn path(&self) -> &Path {
+        match self {
+            RunDir::Temp(t) => t.path(),
+            RunDir::Kept(p) => p,
+        }
+    }
+}
+
+/// A running private Tor network. Dropping it stops every process it started.
+#[derive(Debug)]
+pub struct TestNet {
+    /// Authorities, then relays.
+    relays: Vec<TorNode>,
+    /// The SOCKS client.
+    client: TorNode,
+    /// The client's SOCKS port.
+    socks_port: u16,
+    /// The onion services.
+    backends: Vec<Backend>,
+    /// The frontend address (with `.onion`) the instances serve.
+    frontend_address: String,
+    /// PEM (PKCS#8) file of the frontend key, if we generated it.
+    frontend_key_path: Option<PathBuf>,
+    /// The Arti configuration for this network.
+    arti_toml: String,
+    /// Where it is written.
+    arti_toml_path: PathBuf,
+    /// How long each phase of [`TestNetBuilder::start`] took.
+    phases: Vec<(String, Duration)>,
+    /// Everything on disk. Declared last: dropped after the processes are stopped.
+    run_dir: RunDir,
+}
+
+/// Prints and records phase durations.
+struct PhaseClock {
+    /// When the whole start began.
+    started: Instant,
+    /// When the current phase began.
+    phase_started: Instant,
+    /// Finished phases.
+    phases: Vec<(String, Duration)>,
+}
+
+impl PhaseClock {
+    /// Starts the clock.
+    fn new() -> Self {
+        let now = Instant::now();
+        PhaseClock {
+            started: now,
+            phase_started: now,
+            phases: Vec::new(),
+        }
+    }
+
+    /// Ends the current phase.
+    fn done(&mut self, phase: &str) {
+        let took = self.phase_started.elapsed();
+        eprintln!(
+            "testnet: {phase:<18} {:>6.1} s   (since start {:>5.1} s)",
+            took.as_secs_f64(),
+            self.started.elapsed().as_secs_f64()
+        );
+        self.phases.push((phase.to_owned(), took));
+        self.phase_started = Instant::now();
+    }
+}
+
+/// Ports of the run, held bound until all are chosen so no two nodes get the same one.
+struct PortAllocator {
+    /// The reserved ports.
+    held: Vec<TcpListener>,
+    /// Range to choose from.
+    range: std::ops::Range<u16>,
+}
+
+impl PortAllocator {
+    /// An allocator choosing below the kernel's ephemeral port range.
+    ///
+    /// Why not port 0: the ports are released before tor binds them, up to a minute later
+    /// for the last phase, and meanwhile every outgoing connection of every tor on this
+    /// machine takes a port from the ephemeral range — one of ours, now and then, which
+    /// makes that tor fail with "Address already in use". Below the range, only another
+    /// explicit bind can collide.
+    fn new() -> Self {
+        let ephemeral_start = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32768);
+        // Never an empty range, whatever the kernel says.
+        let end = ephemeral_start.max(4096);
+        let low = 10_000u16.min(end / 2);
+        PortAllocator {
+            held: Vec::new(),
+            range: low..end,
+        }
+    }
+
+    /// A port that is free now and not given out before in this run.
+    fn allocate(&mut self) -> Result<u16> {
+        for _ in 0..1000 {
+            let port = rand::random_range(self.range.clone());
+            match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+                Ok(listener) => {
+                    self.held.push(listener);
+                    return Ok(port);
+                }
+                Err(e) if e.kind() == ErrorKind::AddrInUse => continue,
+                Err(e) => return Err(e).context("probe a free port"),
+            }
+        }
+        // Fall back to the kernel's choice rather than fail.
+        let listener =
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind a free loopback port")?;
+        let port = listener.local_addr().context("local address")?.port();
+        self.held.push(listener);
+        Ok(port)
+    }
+}
+
+/// Ports of one authority or relay.
+#[derive(Debug, Clone, Copy)]
+struct RelayPorts {
+    /// ORPort.
+    or_port: u16,
+    /// DirPort.
+    dir_port: u16,
+    /// ControlPort.
+    control_port: u16,
+}
+
+impl TestNet {
+    /// A builder with the defaults: 3 authorities, 5 relays, 2 instance backends, random
+    /// frontend address.
+    pub fn builder() -> TestNetBuilder {
+        TestNetBuilder::default()
+    }
+
+    /// See [`TestNetBuilder::start`].
+    async fn start(cfg: TestNetBuilder) -> Result<TestNet> {
+        if cfg.authorities == 0 {
+            bail!("a test network needs at least one authority");
+        }
+        check_tools()?;
+        let mut clock = PhaseClock::new();
+
+        let run_dir = tempfile::Builder::new()
+            .prefix("onionbalance-testnet-")
+            .tempdir()
+            .context("create the run directory")?;
+        let run_dir = if cfg.keep_run_dir {
+            RunDir::Kept(run_dir.keep())
+        } else {
+            RunDir::Temp(run_dir)
+        };
+        let root = run_dir.path().to_owned();
+        if root
+            .to_str()
+            .is_none_or(|s| s.contains(char::is_whitespace))
+        {
+            bail!(
+                "the run directory {} has spaces or non-UTF-8 characters, which torrc paths \
+                 cannot hold: set TMPDIR to a plain path",
+                root.display()
+            );
+        }
+        eprintln!("testnet: run directory {}", root.display());
+
+        // Every port of the run, chosen now (see PortAllocator for why not port 0).
+        let mut ports = PortAllocator::new();
+        let n_relays = cfg.authorities + cfg.relays;
+        let mut relay_ports = Vec::with_capacity(n_relays);
+        for _ in 0..n_relays {
+            relay_ports.push(RelayPorts {
+                or_port: ports.allocate()?,
+                dir_port: ports.allocate()?,
+                control_port: ports.allocate()?,
+            });
+        }
+        let client_control = ports.allocate()?;
+        let socks_port = ports.allocate()?;
+        let n_backends = cfg.backends + cfg.plain_backends;
+        let mut backend_controls = Vec::with_capacity(n_backends);
+        for _ in 0..n_backends {
+            backend_controls.push(ports.allocate()?);
+        }
+        drop(ports);
+
+        // Authority identities.
+        let auth_dirs: Vec<PathBuf> = (0..cfg.authorities)
+            .map(|i| root.join(format!("auth{i}")))
+            .collect();
+        let authorities = make_authority_keys(&auth_dirs, &relay_ports[..cfg.authorities])?;
+        let dir_authority_lines: Vec<String> = authorities
+            .iter()
+            .zip(&relay_ports)
+            .map(|(a, p)| {
+                format!(
+                    "{} orport={} no-v2 v3ident={} 127.0.0.1:{} {}",
+                    a.nickname,
+                    p.or_port,
+                    a.v3ident.as_hex_upper(),
+                    p.dir_port,
+                    a.rsa_identity.as_hex_upper()
+                )
+            })
+            .collect();
+
+        // Frontend address for the instances' ob_config.
+        let (frontend_address, frontend_key_path) = match &cfg.frontend_address {
+            Some(addr) => {
+                let addr = with_onion_suffix(addr);
+                // C tor would only say "invalid ob_config" in a log: fail here, clearly.
+                addr.parse::<tor_hscrypto::pk::HsId>().map_err(|e| {
+                    anyhow!("frontend address {addr:?} is not a v3 onion address: {e}")
+                })?;
+                (addr, None)
+            }
+            None => {
+                let path = root.join("frontend.pem");
+                (generate_frontend_key(&path)?, Some(path))
+            }
+        };
+
+        let owner_pid = std::process::id();
+        let common = |dir: &Path, nickname: &str, control_port: u16| {
+            torrc::common(&torrc::Common {
+                data_dir: dir,
+                nickname,
+                control_port,
+                owner_pid,
+                dir_authorities: &dir_authority_lines,
+            })
+        };
+
+        // Authorities and relays.
+        let mut relays = Vec::with_capacity(n_relays);
+        for (i, p) in relay_ports.iter().enumerate() {
+            let is_authority = i < cfg.authorities;
+            let name = if is_authority {
+                format!("auth{i}")
+            } else {
+                format!("relay{}", i - cfg.authorities)
+            };
+            let dir = root.join(&name);
+            make_private_dir(&dir)?;
+            let mut t = common(&dir, &name, p.control_port);
+            let contact = format!("{name}@test.invalid");
+            if is_authority {
+                torrc::authority(&mut t, p.or_port, p.dir_port, &contact);
+            } else {
+                torrc::relay(&mut t, p.or_port, p.dir_port, &contact);
+            }
+            relays.push(write_node(name, dir, p.control_port, &t)?);
+        }
+
+        // Client.
+        let client_dir = root.join("client");
+        make_private_dir(&client_dir)?;
+        let mut t = common(&client_dir, "client", client_control);
+        torrc::client(&mut t, socks_port);
+        let client = write_node("client".into(), client_dir, client_control, &t)?;
+
+        // Backends, with their HTTP servers and ob_config files.
+        let mut backends = Vec::with_capacity(n_backends);
+        for (i, &control_port) in backend_controls.iter().enumerate() {
+            let instance = i < cfg.backends;
+            let name = format!("backend{i}");
+            let http = HttpServer::start(format!("hello from backend {name}\n"))?;
+            let dir = root.join(&name);
+            make_private_dir(&dir)?;
+            let hs_dir = dir.join("hs");
+            make_private_dir(&hs_dir)?;
+            if instance {
+                fs::write(
+                    hs_dir.join("ob_config"),
+                    format!("MasterOnionAddress {frontend_address}\n"),
+                )
+                .context("write ob_config")?;
+            }
+            let mut t = common(&dir, &name, control_port);
+            torrc::backend(&mut t, &hs_dir, http.port(), instance);
+            backends.push(Backend {
+                node: write_node(name, dir, control_port, &t)?,
+                http,
+                address: String::new(),
+                instance,
+            });
+        }
+
+        // Arti configuration for this network.
+        let network = PrivateNetwork {
+            authorities,
+            storage: Storage::under(&root.join("arti")),
+            hsdir_interval_minutes: arti_toml::testing_hsdir_interval_minutes(
+                torrc::VOTING_INTERVAL_SECS,
+            )
+            .context("voting interval")?,
+            disable_vanguards: cfg.disable_vanguards,
+        };
+        let arti_toml = network.render();
+        let arti_toml_path = root.join("arti.toml");
+        fs::write(&arti_toml_path, &arti_toml).context("write arti.toml")?;
+        clock.done("setup");
+
+        // From here on, `net` owns the processes: an early return drops it and stops them.
+        let mut net = TestNet {
+            relays,
+            client,
+            socks_port,
+            backends,
+            frontend_address,
+            frontend_key_path,
+            arti_toml,
+            arti_toml_path,
+            phases: Vec::new(),
+            run_dir,
+        };
+        net.start_phases(&mut clock, cfg.authorities, &relay_ports)
+            .await?;
+        net.phases = clock.phases;
+        Ok(net)
+    }
+
+    /// Phases 2–5 of the module docs.
+    async fn start_phases(
+        &mut self,
+        clock: &mut PhaseClock,
+        n_authorities: usize,
+        relay_ports: &[RelayPorts],
+    ) -> Result<()> {
+        for node in &mut self.relays[..n_authorities] {
+            node.spawn()?;
+        }
+        let deadline = Instant::now() + AUTHORITIES_TIMEOUT;
+        for (i, p) in relay_ports[..n_authorities].iter().enumerate() {
+            loop {
+                self.relays[i].check_alive()?;
+                if TcpStream::connect(("127.0.0.1", p.dir_port)).await.is_ok() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    bail!(
+                        "authority {} did not open its DirPort {} within {AUTHORITIES_TIMEOUT:?}\n{}",
+                        self.relays[i].name,
+                        p.dir_port,
+                        self.relays[i].log_tail()
+                    );
+                }
+                sleep(Duration::from_millis(100)).await;
+            }
+        }
+        clock.done("authorities");
+
+        for node in &mut self.relays[n_authorities..] {
+            node.spawn()?;
+        }
+        clock.done("relays started");
+
+        let deadline = Instant::now() + CONSENSUS_TIMEOUT;
+        let authority_dir_ports: Vec<u16> = relay_ports[..n_authorities]
+            .iter()
+            .map(|p| p.dir_port)
+            .collect();
+        self.wait_for_consensus(&authority_dir_ports, deadline)
+            .await?;
+        clock.done("consensus");
+
+        self.client.spawn()?;
+        for i in 0..self.backends.len() {
+            self.backends[i].node.spawn()?;
+        }
+        let client_deadline = Instant::now() + CLIENT_TIMEOUT;
+        let backend_deadline = Instant::now() + BACKEND_TIMEOUT;
+        let spawned = Instant::now();
+        let mut controls = Vec::with_capacity(self.backends.len());
+        for i in 0..self.backends.len() {
+            controls.push(self.enable_backend(i, backend_deadline).await?);
+        }
+        // Watched one after the other, but all running meanwhile: the total is the slowest
+        // backend, not the sum.
+        for (i, ctl) in controls.into_iter().enumerate() {
+            self.wait_for_upload(i, ctl, backend_deadline).await?;
+            eprintln!(
+                "testnet: {} ({}) published {:.1} s after start",
+                self.backends[i].node.name,
+                self.backends[i].address,
+                spawned.elapsed().as_secs_f64()
+            );
+        }
+        self.wait_for_client(client_deadline).await?;
+        eprintln!(
+            "testnet: client bootstrapped {:.1} s after start",
+            spawned.elapsed().as_secs_f64()
+        );
+        clock.done("client + backends");
+        Ok(())
+    }
+
+    /// Waits until every authority serves a (microdescriptor) consensus in which every
+    /// authority and relay is `Running` with the `HSDir` flag, and serves all of its
+    /// microdescriptors.
+    ///
+    /// Why every authority and every microdescriptor: clients and services fetch from the
+    /// authorities (`FetchDirInfoEarly`, see `torrc.rs`), and a consensus needs only two of
+    /// three votes, so one authority may still lack a relay's descriptor. A client that asks
+    /// it gets 7 of 8 microdescriptors, is below `PathsNeededToBuildCircuits`, and retries
+    /// only ~10 s later.
+    async fn wait_for_consensus(&mut self, dir_ports: &[u16], deadline: Instant) -> Result<()> {
+        let expected = self.relays.len();
+        let mut last = String::from("no consensus yet");
+        loop {
+            for node in &mut self.relays {
+                node.check_alive()?;
+            }
+            let mut ready = 0;
+            for (i, &port) in dir_ports.iter().enumerate() {
+                match timeout(Duration::from_secs(5), authority_is_ready(port, expected)).await {
+                    Ok(Ok(summary)) => {
+                        ready += 1;
+                        if ready == dir_ports.len() {
+                            eprintln!("testnet: consensus: {}", summary.describe());
+                            return Ok(());
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        last = format!("{}: {e:#}", self.relays[i].name);
+                        break;
+                    }
+                    Err(_) => {
+                        last = format!("{}: no answer", self.relays[i].name);
+                        break;
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the authorities do not all serve a consensus with all {expected} relays as \
+                     running HSDirs, and their microdescriptors, within {CONSENSUS_TIMEOUT:?} \
+                     (last seen: {last})\n{}",
+                    self.relays[0].log_tail()
+                );
+            }
+            sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Waits until the client reports 100 % bootstrap.
+    async fn wait_for_client(&mut self, deadline: Instant) -> Result<()> {
+        let mut ctl = self.client.control(deadline).await?;
+        let mut phase = String::new();
+        loop {
+            self.client.check_alive()?;
+            phase = ctl.getinfo("status/bootstrap-phase").await.unwrap_or(phase);
+            if phase.contains("PROGRESS=100") {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the client did not bootstrap in time (last: {phase})\n{}",
+                    self.client.log_tail()
+                );
+            }
+            sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// For a backend whose tor was just spawned: learns its address, subscribes to its
+    /// descriptor events and lets it connect. Returns the control connection to watch with
+    /// [`wait_for_upload`](Self::wait_for_upload).
+    async fn enable_backend(&mut self, i: usize, deadline: Instant) -> Result<ControlConnection> {
+        let backend = &mut self.backends[i];
+        let mut ctl = backend.node.control(deadline).await?;
+
+        // tor writes `hostname` while loading its configuration, before the control port opens.
+        let hostname_path = backend.node.dir.join("hs").join("hostname");
+        let address = fs::read_to_string(&hostname_path)
+            .with_context(|| format!("read {}", hostname_path.display()))?
+            .trim()
+            .to_owned();
+        if !backend.address.is_empty() && backend.address != address {
+            bail!(
+                "{} changed address from {} to {address}",
+                backend.node.name,
+                backend.address
+            );
+        }
+        backend.address = address;
+
+        // Subscribe first, then let it connect: no upload can happen before we listen.
+        ctl.command_ok("SETEVENTS HS_DESC").await?;
+        ctl.command_ok("SETCONF DisableNetwork=0").await?;
+        Ok(ctl)
+    }
+
+    /// Waits until the descriptor uploads of backend `i` (watched on `ctl`, see
+    /// [`enable_backend`](Self::enable_backend)) have all been answered, at least one of them
+    /// acknowledged.
+    async fn wait_for_upload(
+        &mut self,
+        i: usize,
+        mut ctl: ControlConnection,
+        deadline: Instant,
+    ) -> Result<()> {
+        let backend = &mut self.backends[i];
+        let bare = backend
+            .address
+            .strip_suffix(".onion")
+            .unwrap_or(&backend.address)
+            .to_owned();
+        // Uploads not yet answered, per HSDir (one HSDir may get the descriptors of two
+        // time periods).
+        let mut pending: HashMap<String, usize> = HashMap::new();
+        let mut acknowledged = 0usize;
+        let mut failures = Vec::new();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let event = match timeout(remaining, ctl.next_event()).await {
+                Ok(Ok(event)) => event,
+                Ok(Err(e)) => {
+                    // Most likely tor died: say so, with its log.
+                    backend.node.check_alive()?;
+                    return Err(e.context(format!("watching {}", backend.node.name)));
+                }
+                Err(_) => {
+                    backend.node.check_alive()?;
+                    bail!(
+                        "{} did not get its descriptor uploaded in time ({acknowledged} \
+                         acknowledged, {} pending, failures: {failures:?})\n{}",
+                        backend.node.name,
+                        pending.len(),
+                        backend.node.log_tail()
+                    );
+                }
+            };
+            let Some(text) = event.lines.first().map(|l| l.text.as_str()) else {
+                continue;
+            };
+            // "HS_DESC <action> <address> <auth> <hsdir> ..."
+            let words: Vec<&str> = text.split_whitespace().collect();
+            if words.len() < 5 || words[0] != "HS_DESC" || words[2] != bare {
+                continue;
+            }
+            let hsdir = words[4].to_owned();
+            let answered = |pending: &mut HashMap<String, usize>| {
+                if let Some(n) = pending.get_mut(&hsdir) {
+                    *n -= 1;
+                    if *n == 0 {
+                        pending.remove(&hsdir);
+                    }
+                }
+            };
+            match words[1] {
+                "UPLOAD" => *pending.entry(hsdir.clone()).or_default() += 1,
+                "UPLOADED" => {
+                    answered(&mut pending);
+                    acknowledged += 1;
+                }
+                "FAILED" => {
+                    answered(&mut pending);
+                    failures.push(text.to_owned());
+                }
+                _ => {}
+            }
+            if acknowledged > 0 && pending.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Fetches `http://<onion_host><path>` through the C tor client and returns the body of a
+    /// `200` response. Each attempt uses fresh circuits (a random SOCKS username); attempts
+    /// are retried for up to [`FETCH_BUDGET`], because rendezvous on small networks stall now
+    /// and then.
+    pub async fn fetch(&self, onion_host: &str, path: &str) -> Result<String> {
+        self.fetch_with_budget(onion_host, path, FETCH_BUDGET).await
+    }
+
+    /// [`fetch`](Self::fetch) with another time budget.
+    pub async fn fetch_with_budget(
+        &self,
+        onion_host: &str,
+        path: &str,
+        budget: Duration,
+    ) -> Result<String> {
+        let started = Instant::now();
+        let deadline = started + budget;
+        let mut errors = Vec::new();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                bail!(
+                    "could not fetch http://{onion_host}{path} within {budget:?} ({} attempts):\n  {}",
+                    errors.len(),
+                    errors.join("\n  ")
+                );
+            }
+            let isolation = format!("fetch-{:016x}", rand::random::<u64>());
+            let attempt = timeout(remaining.min(FETCH_ATTEMPT_TIMEOUT), async {
+                let mut stream =
+                    socks::connect(self.socks_port, onion_host, 80, &isolation).await?;
+                http::get(&mut stream, onion_host, path).await
+            })
+            .await;
+            let at = started.elapsed().as_secs_f64();
+            let error = match attempt {
+                Ok(Ok(resp)) if resp.status == 200 => return Ok(resp.body),
+                Ok(Ok(resp)) => format!("HTTP status {}", resp.status),
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(_) => "attempt timed out".to_owned(),
+            };
+            eprintln!("testnet: fetch {onion_host}{path}: attempt failed after {at:.1} s: {error}");
+            errors.push(format!("{at:.1} s: {error}"));
+            // Do not spin on instant failures (a descriptor not uploaded yet).
+            sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Stops backend `i`'s tor (its HTTP server keeps running). Its keys stay on disk.
+    pub async fn stop_backend(&mut self, i: usize) -> Result<()> {
+        let node = &mut self.backend_mut(i)?.node;
+        let name = node.name.clone();
+        let mut children: Vec<(String, Child)> =
+            node.child.take().map(|c| (name, c)).into_iter().collect();
+        tokio::task::spawn_blocking(move || stop_children(&mut children))
+            .await
+            .context("stop task panicked")?;
+        Ok(())
+    }
+
+    /// Starts backend `i`'s tor again (same keys, same address) and waits until its
+    /// descriptor is uploaded.
+    pub async fn start_backend(&mut self, i: usize) -> Result<()> {
+        let backend = self.backend_mut(i)?;
+        if backend.node.child.is_some() {
+            bail!("{} is already running", backend.node.name);
+        }
+        backend.node.spawn()?;
+        let deadline = Instant::now() + BACKEND_TIMEOUT;
+        let ctl = self.enable_backend(i, deadline).await?;
+        self.wait_for_upload(i, ctl, deadline).await
+    }
+
+    /// The descriptor backend `i` currently publishes, exactly as its tor returns it
+    /// (`GETINFO hs/service/desc/id/<address>`; lines end in `\n`).
+    pub async fn backend_descriptor(&self, i: usize) -> Result<String> {
+        let backend = self.backend(i)?;
+        let bare = backend
+            .address
+            .strip_suffix(".onion")
+            .unwrap_or(&backend.address);
+        let mut ctl = backend.node.control(Instant::now()).await?;
+        ctl.getinfo(&format!("hs/service/desc/id/{bare}")).await
+    }
+
+    /// Asks the client for new circuits and to forget cached onion-service descriptors
+    /// (`SIGNAL NEWNYM`; tor rate-limits it to one every 10 s and delays extra ones).
+    pub async fn newnym(&self) -> Result<()> {
+        let mut ctl = self.client.control(Instant::now()).await?;
+        ctl.command_ok("SIGNAL NEWNYM").await?;
+        Ok(())
+    }
+
+    /// An authenticated control connection to the client.
+    pub async fn client_control(&self) -> Result<ControlConnection> {
+        self.client.control(Instant::now()).await
+    }
+
+    /// An authenticated control connection to backend `i`.
+    pub async fn backend_control(&self, i: usize) -> Result<ControlConnection> {
+        self.backend(i)?.node.control(Instant::now()).await
+    }
+
+    /// The tor version the network runs (`GETINFO version` of the client).
+    pub async fn tor_version(&self) -> Result<String> {
+        self.client_control().await?.getinfo("version").await
+    }
+
+    /// Number of backends (instances first, then plain services).
+    pub fn backend_count(&self) -> usize {
+        self.backends.len()
+    }
+
+    /// Backend `i`'s onion address, with `.onion`. Panics if there is no backend `i` (a bug
+    /// in the test).
+    pub fn backend_address(&self, i: usize) -> &str {
+        match self.backend(i) {
+            Ok(b) => &b.address,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Every backend's onion address, with `.onion`, in order.
+    pub fn backend_addresses(&self) -> Vec<String> {
+        self.backends.iter().map(|b| b.address.clone()).collect()
+    }
+
+    /// Backend `i`'s name (`backend<i>`), which its HTTP server puts in every response
+    /// (`hello from backend backend<i>`).
+    pub fn backend_name(&self, i: usize) -> &str {
+        match self.backend(i) {
+            Ok(b) => &b.node.name,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Whether backend `i` runs in Onionbalance instance mode.
+    pub fn backend_is_instance(&self, i: usize) -> bool {
+        self.backend(i).map(|b| b.instance).unwrap_or(false)
+    }
+
+    /// The frontend address (with `.onion`) the instances accept introductions for.
+    pub fn frontend_address(&self) -> &str {
+        &self.frontend_address
+    }
+
+    /// The generated frontend key (PKCS#8 PEM, as upstream Onionbalance stores it), if the
+    /// builder was not given a frontend address.
+    pub fn frontend_key_path(&self) -> Option<&Path> {
+        self.frontend_key_path.as_deref()
+    }
+
+    /// The client's SOCKS port on 127.0.0.1.
+    pub fn socks_port(&self) -> u16 {
+        self.socks_port
+    }
+
+    /// The directory holding every node's files, logs and the Arti TOML.
+    pub fn run_dir(&self) -> &Path {
+        self.run_dir.path()
+    }
+
+    /// The Arti configuration file for this network.
+    pub fn arti_toml_path(&self) -> &Path {
+        &self.arti_toml_path
+    }
+
+    /// The Arti configuration for this network, as text.
+    pub fn arti_toml(&self) -> &str {
+        &self.arti_toml
+    }
+
+    /// How long each start phase took.
+    pub fn phase_timings(&self) -> &[(String, Duration)] {
+        &self.phases
+    }
+
+    /// PIDs of every running tor of the network.
+    pub fn tor_pids(&self) -> Vec<u32> {
+        self.all_nodes().filter_map(TorNode::pid).collect()
+    }
+
+    /// The last lines of every node's notice log, for a failing test to print.
+    pub fn log_tails(&self) -> String {
+        self.all_nodes().map(TorNode::log_tail).collect()
+    }
+
+    /// Every tor node.
+    fn all_nodes(&self) -> impl Iterator<Item = &TorNode> {
+        self.relays
+            .iter()
+            .chain(std::iter::once(&self.client))
+            .chain(self.backends.iter().map(|b| &b.node))
+    }
+
+    /// Backend `i`, or an error naming the valid range.
+    fn backend(&self, i: usize) -> Result<&Backend> {
+        let n = self.backends.len();
+        self.backends
+            .get(i)
+            .ok_or_else(|| anyhow!("no backend {i}: the network has {n}"))
+    }
+
+    /// Backend `i`, mutably.
+    fn backend_mut(&mut self, i: usize) -> Result<&mut Backend> {
+        let n = self.backends.len();
+        self.backends
+            .get_mut(i)
+            .ok_or_else(|| anyhow!("no backend {i}: the network has {n}"))
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        let mut children: Vec<(String, Child)> = Vec::new();
+        let nodes = self
+            .relays
+            .iter_mut()
+            .chain(std::iter::once(&mut self.client))
+            .chain(self.backends.iter_mut().map(|b| &mut b.node));
+        for node in nodes {
+            if let Some(child) = node.child.take() {
+                children.push((node.name.clone(), child));
+            }
+        }
+        stop_children(&mut children);
+        if let RunDir::Kept(dir) = &self.run_dir {
+            eprintln!("testnet: run directory kept: {}", dir.display());
+        }
+    }
+}
+
+/// Stops processes we started: SIGTERM to each by PID, up to [`STOP_GRACE`] to exit, then
+/// SIGKILL; reaps all. Blocking (runs in `Drop`).
+fn stop_children(children: &mut Vec<(String, Child)>) {
+    for (_, child) in children.iter_mut() {
+        if matches!(child.try_wait(), Ok(None)) {
+            // std has no SIGTERM; kill(1) sends it to exactly this PID.
+            let sent = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if !sent.is_ok_and(|s| s.success()) {
+                let _ = child.kill();
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + STOP_GRACE;
+    loop {
+        children.retain_mut(|(_, child)| matches!(child.try_wait(), Ok(None)));
+        if children.is_empty() || std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (name, child) in children.iter_mut() {
+        eprintln!(
+            "testnet: {name} (pid {}) ignored SIGTERM for {STOP_GRACE:?}: SIGKILL",
+            child.id()
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    children.clear();
+}
+
+/// Fails with installation advice if `tor` or `tor-gencert` cannot be run.
+fn check_tools() -> Result<()> {
+    for (tool, arg) in [(TOR, "--version"), (TOR_GENCERT, "--help")] {
+        let run = Command::new(tool)
+            .arg(arg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if let Err(e) = run {
+            bail!(
+                "cannot run `{tool}` ({e}): the private-network tests need C tor. \
+                 Install it with `apt-get install tor` (it brings `tor-gencert` too)."
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Creates a directory readable by us only (tor refuses group/world-readable data dirs).
+fn make_private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("create {}", dir.display()))
+}
+
+/// Writes a node's torrc and returns the (not yet started) node.
+fn write_node(name: String, dir: PathBuf, control_port: u16, t: &Torrc) -> Result<TorNode> {
+    let node = TorNode {
+        name,
+        dir,
+        control_port,
+        child: None,
+    };
+    fs::write(node.torrc(), t.render())
+        .with_context(|| format!("write {}", node.torrc().display()))?;
+    Ok(node)
+}
+
+/// Generates every authority's keys (in parallel) and reads their identities.
+fn make_authority_keys(dirs: &[PathBuf], ports: &[RelayPorts]) -> Result<Vec<Authority>> {
+    // tor-gencert: the v3 identity and signing keys and the certificate. The passphrase only
+    // protects the identity key file on disk; it is read from stdin.
+    let mut gencerts = Vec::new();
+    for (dir, p) in dirs.iter().zip(ports) {
+        let keys = dir.join("keys");
+        make_private_dir(&keys)?;
+        let mut child = Command::new(TOR_GENCERT)
+            .args(["--create-identity-key", "--passphrase-fd", "0", "-m", "12"])
+            .arg("-i")
+            .arg(keys.join("authority_identity_key"))
+            .arg("-s")
+            .arg(keys.join("authority_signing_key"))
+            .arg("-c")
+            .arg(keys.join("authority_certificate"))
+            .arg("-a")
+            .arg(format!("127.0.0.1:{}", p.dir_port))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("run tor-gencert")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write as _;
+            stdin
+                .write_all(b"testnet\n")
+                .context("give tor-gencert its passphrase")?;
+        }
+        gencerts.push(child);
+    }
+    for child in gencerts {
+        let out = child.wait_with_output().context("wait for tor-gencert")?;
+        if !out.status.success() {
+            bail!(
+                "tor-gencert failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    // tor --list-fingerprint: the relay identity keys, and the `fingerprint` files.
+    let mut listers = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let child = Command::new(TOR)
+            .args(["--ignore-missing-torrc", "-f", "/dev/null"])
+            .args(["--defaults-torrc", "/dev/null"])
+            .args(["--orport", "1", "--nickname", &format!("auth{i}")])
+            .arg("--datadirectory")
+            .arg(dir)
+            .arg("--list-fingerprint")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("run tor --list-fingerprint")?;
+        listers.push(child);
+    }
+    for child in listers {
+        let out = child
+            .wait_with_output()
+            .context("wait for tor --list-fingerprint")?;
+        if !out.status.success() {
+            bail!(
+                "tor --list-fingerprint failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+
+    let mut authorities = Vec::new();
+    for (dir, p) in dirs.iter().zip(ports) {
+        authorities.push(read_authority(dir, p.or_port)?);
+    }
+    Ok(authorities)
+}
+
+/// Reads an authority's identities from the files tor and tor-gencert wrote.
+fn read_authority(dir: &Path, or_port: u16) -> Result<Authority> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))
+    };
+    let cert = read("keys/authority_certificate")?;
+    let v3ident = cert
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint "))
+        .and_then(|hex| RsaIdentity::from_hex(hex.trim()))
+        .context("no fingerprint line in authority_certificate")?;
+    let fp = read("fingerprint")?;
+    let (nickname, rsa_hex) = fp
+        .trim()
+        .split_once(' ')
+        .context("malformed fingerprint file")?;
+    let rsa_identity = RsaIdentity::from_hex(rsa_hex.trim()).context("malformed fingerprint")?;
+    let ed = read("fingerprint-ed25519")?;
+    let ed25519_identity = ed
+        .split_whitespace()
+        .nth(1)
+        .and_then(Ed25519Identity::from_base64)
+        .context("malformed fingerprint-ed25519")?;
+    Ok(Authority {
+        nickname: nickname.to_owned(),
+        v3ident,
+        rsa_identity,
+        ed25519_identity,
+        orport: SocketAddr::from((Ipv4Addr::LOCALHOST, or_port)),
+    })
+}
+
+/// Generates a random ed25519 frontend key, writes it as PKCS#8 PEM (the upstream
+/// Onionbalance key format) to `path`, and returns its onion address (with `.onion`).
+fn generate_frontend_key(path: &Path) -> Result<String> {
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+    use ed25519_dalek::pkcs8::{EncodePrivateKey as _, KeypairBytes};
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let seed = rand::random::<[u8; 32]>();
+    let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .to_bytes();
+    // PKCS#8 v1 (seed only), as Python's `cryptography` writes it for upstream Onionbalance.
+    let pem = KeypairBytes {
+        secret_key: seed,
+        public_key: None,
+    }
+    .to_pkcs8_pem(LineEnding::LF)
+    .map_err(|e| anyhow!("encode frontend key: {e}"))?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    file.write_all(pem.as_bytes())
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(onion_address(&public))
+}
+
+/// The v3 onion address (with `.onion`) of an ed25519 public key.
+pub fn onion_address(public_key: &[u8; 32]) -> String {
+    use safelog::DisplayRedacted as _;
+    tor_hscrypto::pk::HsId::from(*public_key)
+        .display_unredacted()
+        .to_string()
+}
+
+/// `address` with a `.onion` suffix.
+fn with_onion_suffix(address: &str) -> String {
+    let address = address.trim();
+    if address.ends_with(".onion") {
+        address.to_owned()
+    } else {
+        format!("{address}.onion")
+    }
+}
+
+/// Path of the microdescriptor consensus (the flavor clients use) on a DirPort.
+const MD_CONSENSUS: &str = "/tor/status-vote/current/consensus-microdesc";
+
+/// `GET path` from the DirPort at `127.0.0.1:dir_port`; the body of a 200 answer.
+async fn dir_get(dir_port: u16, path: &str) -> Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", dir_port)).await?;
+    let resp = http::get(&mut stream, &format!("127.0.0.1:{dir_port}"), path).await?;
+    if resp.status != 200 {
+        bail!("HTTP {} for {path}", resp.status);
+    }
+    Ok(resp.body)
+}
+
+/// Whether the authority at `dir_port` serves a complete consensus and every
+/// microdescriptor it lists; the consensus summary if so.
+async fn authority_is_ready(dir_port: u16, expected: usize) -> Result<ConsensusSummary> {
+    let summary = ConsensusSummary::parse(&dir_get(dir_port, MD_CONSENSUS).await?);
+    if !summary.is_complete(expected) {
+        bail!("incomplete consensus: {}", summary.describe());
+    }
+    // Digests are unpadded base64, as the `/tor/micro/d/` URL wants them.
+    let path = format!("/tor/micro/d/{}", summary.microdescs.join("-"));
+    let served = dir_get(dir_port, &path)
+        .await?
+        .lines()
+        .filter(|l| l.starts_with("ntor-onion-key "))
+        .count();
+    if served < summary.microdescs.len() {
+        bail!(
+            "serves {served} of {} microdescriptors",
+            summary.microdescs.len()
+        );
+    }
+    Ok(summary)
+}
+
+/// What a consensus says about the relays, as far as readiness is concerned.
+#[derive(Debug, Default)]
+struct ConsensusSummary {
+    /// Number of routers listed.
+    routers: usize,
+    /// Routers with both `Running` and `HSDir`.
+    hsdirs_running: usize,
+    /// How many routers carry each flag.
+    flags: std::collections::BTreeMap<String, usize>,
+    /// The consensus' valid-after time.
+    valid_after: String,
+    /// Microdescriptor digests (`m` lines of a microdescriptor consensus).
+    microdescs: Vec<String>,
+}
+
+impl ConsensusSummary {
+    /// Reads the `r`, `s` and `valid-after` lines.
+    fn parse(text: &str) -> Self {
+        let mut s = ConsensusSummary::default();
+        for line in text.lines() {
+            if line.starts_with("r ") {
+                s.routers += 1;
+            } else if let Some(flags) = line.strip_prefix("s ") {
+                let flags: Vec<&str> = flags.split_whitespace().collect();
+                if flags.contains(&"Running") && flags.contains(&"HSDir") {
+                    s.hsdirs_running += 1;
+                }
+                for f in flags {
+                    *s.flags.entry(f.to_owned()).or_default() += 1;
+                }
+            } else if let Some(digest) = line.strip_prefix("m ") {
+                s.microdescs.push(digest.trim().to_owned());
+            } else if let Some(va) = line.strip_prefix("valid-after ") {
+                s.valid_after = va.to_owned();
+            }
+        }
+        s
+    }
+
+    /// Whether all `expected` routers are listed, each as a running HSDir.
+    fn is_complete(&self, expected: usize) -> bool {
+        self.routers == expected && self.hsdirs_running == expected
+    }
+
+    /// One line for logs.
+    fn describe(&self) -> String {
+        let flags: Vec<String> = self.flags.iter().map(|(f, n)| format!("{f}:{n}")).collect();
+        format!(
+            "valid-after {}, {} routers, {} running HSDirs; flags {}",
+            self.valid_after,
+            self.routers,
+            self.hsdirs_running,
+            flags.join(" ")
+        )
+    }
+}
