@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use onionbalance::descriptor::{
-    intake, BackendKeys, Engine, IntakeError, IntakeOutcome, PublishPeriod, DEFAULT_MAX_DESCRIPTOR_LEN,
+    intake, BackendKeys, Engine, IntakeError, IntakeOutcome, PublishPeriod,
+    DEFAULT_MAX_DESCRIPTOR_LEN,
 };
 use onionbalance::{FrontendKey, OnionAddress};
 use rand::SeedableRng as _;
@@ -39,11 +40,22 @@ fn ctor_descriptors_pass_intake() {
         let keys = BackendKeys::derive(addr, period).expect("keys");
         let snap = intake(&keys, &text, meta.captured_at(), DEFAULT_MAX_DESCRIPTOR_LEN)
             .unwrap_or_else(|e| panic!("{}: {e}", meta.name));
-        assert_eq!(u64::from(snap.revision), meta.revision_counter, "{}", meta.name);
+        assert_eq!(
+            u64::from(snap.revision),
+            meta.revision_counter,
+            "{}",
+            meta.name
+        );
         assert_eq!(snap.intro_points.len(), meta.intro_points, "{}", meta.name);
         assert!(snap.is_valid_at(meta.captured_at()));
         // C tor writes IPv4, RSA and Ed25519 link specifiers for each intro point.
-        assert!(snap.intro_points.iter().all(|i| i.link_specifiers().len() >= 2), "{}", meta.name);
+        assert!(
+            snap.intro_points
+                .iter()
+                .all(|i| i.link_specifiers().len() >= 2),
+            "{}",
+            meta.name
+        );
     }
 }
 
@@ -57,14 +69,24 @@ fn ctor_descriptors_are_rejected_when_they_should_be() {
     let period = meta.time_period().expect("period");
     let when = meta.captured_at();
     let wrong: OnionAddress = other.onion_address.parse().expect("address");
-    let err = intake(&BackendKeys::derive(wrong, period).expect("keys"), text, when, DEFAULT_MAX_DESCRIPTOR_LEN)
-        .expect_err("other service");
+    let err = intake(
+        &BackendKeys::derive(wrong, period).expect("keys"),
+        text,
+        when,
+        DEFAULT_MAX_DESCRIPTOR_LEN,
+    )
+    .expect_err("other service");
     assert!(matches!(err, IntakeError::WrongService(_)), "{err}");
 
     let addr: OnionAddress = meta.onion_address.parse().expect("address");
     let next = period.next().expect("next period");
-    let err = intake(&BackendKeys::derive(addr, next).expect("keys"), text, when, DEFAULT_MAX_DESCRIPTOR_LEN)
-        .expect_err("other period");
+    let err = intake(
+        &BackendKeys::derive(addr, next).expect("keys"),
+        text,
+        when,
+        DEFAULT_MAX_DESCRIPTOR_LEN,
+    )
+    .expect_err("other period");
     assert!(matches!(err, IntakeError::WrongService(_)), "{err}");
 
     let keys = BackendKeys::derive(addr, period).expect("keys");
@@ -72,7 +94,10 @@ fn ctor_descriptors_are_rejected_when_they_should_be() {
     let err = intake(&keys, text, later, DEFAULT_MAX_DESCRIPTOR_LEN).expect_err("expired");
     assert!(matches!(err, IntakeError::NotValidNow { .. }), "{err}");
 
-    let line = text.lines().find(|l| l.starts_with("revision-counter ")).expect("line");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("revision-counter "))
+        .expect("line");
     let tampered = text.replacen(line, &format!("{line}1"), 1);
     let err = intake(&keys, &tampered, when, DEFAULT_MAX_DESCRIPTOR_LEN).expect_err("tampered");
     assert!(matches!(err, IntakeError::BadSignature(_)), "{err}");
@@ -82,22 +107,38 @@ fn ctor_descriptors_are_rejected_when_they_should_be() {
 /// with their link specifiers and keys unchanged, and carries their flow-control line.
 #[test]
 fn frontend_built_from_ctor_intro_points_round_trips() {
-    let all: Vec<(FixtureMeta, String)> = load().into_iter().filter(|(m, _)| m.instance_mode).collect();
+    let all: Vec<(FixtureMeta, String)> = load()
+        .into_iter()
+        .filter(|(m, _)| m.instance_mode)
+        .collect();
     let period = all[0].0.time_period().expect("period");
     let when = all[0].0.captured_at();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let frontend = Arc::new(FrontendKey::generate(&mut rng));
-    let addrs: Vec<OnionAddress> = all.iter().map(|(m, _)| m.onion_address.parse().expect("address")).collect();
+    let addrs: Vec<OnionAddress> = all
+        .iter()
+        .map(|(m, _)| m.onion_address.parse().expect("address"))
+        .collect();
     let mut engine = Engine::new(frontend.clone(), addrs.clone());
     let mut want = HashSet::new();
     for (i, (meta, text)) in all.iter().enumerate() {
         let tp = meta.time_period().expect("period");
-        let out = engine.take_in(i, tp, Arc::from(text.as_str()), when).expect("index");
-        assert!(matches!(out, Ok(IntakeOutcome::Updated { .. })), "{}: {out:?}", meta.name);
+        let out = engine
+            .take_in(i, tp, Arc::from(text.as_str()), when)
+            .expect("index");
+        assert!(
+            matches!(out, Ok(IntakeOutcome::Updated { .. })),
+            "{}: {out:?}",
+            meta.name
+        );
         let snap = engine.backends()[i].snapshot.as_ref().expect("snapshot");
         for ip in &snap.intro_points {
             want.insert((
-                ip.link_specifiers().iter().map(|l| format!("{l:?}")).collect::<Vec<_>>().join("|"),
+                ip.link_specifiers()
+                    .iter()
+                    .map(|l| format!("{l:?}"))
+                    .collect::<Vec<_>>()
+                    .join("|"),
                 *ip.ipt_ntor_key().as_bytes(),
                 *ip.ipt_sid_key().as_bytes(),
                 *ip.svc_ntor_key().as_bytes(),
@@ -106,16 +147,28 @@ fn frontend_built_from_ctor_intro_points_round_trips() {
     }
     let srv_start = period.range().expect("range").start;
     let built = engine
-        .build(&[PublishPeriod { time_period: period, srv_start }], when, &mut rng)
+        .build(
+            &[PublishPeriod {
+                time_period: period,
+                srv_start,
+            }],
+            when,
+            &mut rng,
+        )
         .expect("build");
     let keys = BackendKeys::derive(frontend.address(), period).expect("keys");
-    let snap = intake(&keys, &built[0].text, when, DEFAULT_MAX_DESCRIPTOR_LEN).expect("frontend descriptor parses");
+    let snap = intake(&keys, &built[0].text, when, DEFAULT_MAX_DESCRIPTOR_LEN)
+        .expect("frontend descriptor parses");
     let got: HashSet<_> = snap
         .intro_points
         .iter()
         .map(|ip| {
             (
-                ip.link_specifiers().iter().map(|l| format!("{l:?}")).collect::<Vec<_>>().join("|"),
+                ip.link_specifiers()
+                    .iter()
+                    .map(|l| format!("{l:?}"))
+                    .collect::<Vec<_>>()
+                    .join("|"),
                 *ip.ipt_ntor_key().as_bytes(),
                 *ip.ipt_sid_key().as_bytes(),
                 *ip.svc_ntor_key().as_bytes(),
@@ -123,7 +176,10 @@ fn frontend_built_from_ctor_intro_points_round_trips() {
         })
         .collect();
     assert_eq!(got, want);
-    let backend_flow = engine.backends()[0].snapshot.as_ref().and_then(|s| s.flow_control.clone());
+    let backend_flow = engine.backends()[0]
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.flow_control.clone());
     assert!(backend_flow.is_some(), "C tor 0.4.9 declares flow-control");
     assert_eq!(snap.flow_control, backend_flow, "flow-control carried over");
 }

@@ -19,7 +19,10 @@ fn unit_has_readiness_reload_user_state_and_sandboxing() {
         "SystemCallFilter=@system-service",
         "ExecStart=/usr/local/bin/onionbalance run -c /etc/onionbalance/config.yaml",
     ] {
-        assert!(UNIT.lines().any(|l| l.trim() == line), "unit file lacks {line:?}");
+        assert!(
+            UNIT.lines().any(|l| l.trim() == line),
+            "unit file lacks {line:?}"
+        );
     }
 }
 
@@ -32,11 +35,25 @@ fn systemd_analyze_verify_accepts_the_unit() {
     assert!(out.status.success());
     // Verify a copy whose ExecStart points at the binary just built (verify checks it exists).
     let dir = tempfile::tempdir().expect("tempdir");
-    let unit = UNIT.replace("/usr/local/bin/onionbalance", env!("CARGO_BIN_EXE_onionbalance"));
+    let unit = UNIT.replace(
+        "/usr/local/bin/onionbalance",
+        env!("CARGO_BIN_EXE_onionbalance"),
+    );
     let path = dir.path().join("onionbalance.service");
     std::fs::write(&path, unit).expect("write unit");
-    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("run systemd-analyze");
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "systemd-analyze verify failed:\n{said}");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("run systemd-analyze");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{said}"
+    );
     assert!(!said.contains("Unknown key"), "{said}");
 }
