@@ -103,6 +103,56 @@ impl<R: Runtime> ArtiTransport<R> {
     }
 }
 
+/// Obtains a tunnel with `$launch` (a future), then its source info and a BEGIN_DIR stream.
+/// (A macro because Arti's client-dir and service-dir tunnel types share no trait.)
+macro_rules! open_dir_stream {
+    ($launch:expr) => {{
+        let tunnel = $launch
+            .await
+            .map_err(|e| TransferError::Circuit(e.to_string()))?;
+        let source = tor_dirclient::SourceInfo::from_tunnel(&tunnel)
+            .map_err(|e| TransferError::Circuit(e.to_string()))?;
+        let stream = tunnel
+            .begin_dir_stream()
+            .await
+            .map_err(|e| TransferError::Stream(e.to_string()))?;
+        (source, stream)
+    }};
+}
+
+impl<R: Runtime> ArtiTransport<R> {
+    /// The client's onion-service circuit pool.
+    fn pool(&self) -> Result<Arc<tor_circmgr::hspool::HsCircPool<R>>, TransferError> {
+        self.client
+            .hs_circ_pool()
+            .map_err(|e| TransferError::NoCircuitPool(e.to_string()))
+    }
+
+    /// Sends `req` on `stream` and returns the response (any status).
+    async fn send<Q, S>(
+        &self,
+        req: &Q,
+        stream: &mut S,
+        source: Option<tor_dirclient::SourceInfo>,
+    ) -> Result<tor_dirclient::DirResponse, TransferError>
+    where
+        Q: tor_dirclient::request::Requestable + Sync,
+        S: futures::AsyncRead + futures::AsyncWrite + Send + Unpin,
+    {
+        tor_dirclient::send_request(self.client.runtime(), req, stream, source)
+            .await
+            .map_err(|e| TransferError::Request(e.to_string()))
+    }
+}
+
+/// The error for a response that is neither success nor "not found".
+fn status_error(resp: &tor_dirclient::DirResponse) -> TransferError {
+    TransferError::Status {
+        code: resp.status_code(),
+        message: resp.status_message().unwrap_or_default().to_owned(),
+    }
+}
+
 impl<R: Runtime> DirTransport for ArtiTransport<R> {
     fn fetch<'a>(
         &'a self,
@@ -112,36 +162,19 @@ impl<R: Runtime> DirTransport for ArtiTransport<R> {
         max_len: usize,
     ) -> BoxFuture<'a, Result<Option<String>, TransferError>> {
         Box::pin(async move {
-            let pool = self
-                .client
-                .hs_circ_pool()
-                .map_err(|e| TransferError::NoCircuitPool(e.to_string()))?;
-            let tunnel = pool
-                .get_or_launch_client_dir(netdir, hsdir)
-                .await
-                .map_err(|e| TransferError::Circuit(e.to_string()))?;
-            let source = tor_dirclient::SourceInfo::from_tunnel(&tunnel)
-                .map_err(|e| TransferError::Circuit(e.to_string()))?;
-            let mut stream = tunnel
-                .begin_dir_stream()
-                .await
-                .map_err(|e| TransferError::Stream(e.to_string()))?;
+            let pool = self.pool()?;
+            let (source, mut stream) =
+                open_dir_stream!(pool.get_or_launch_client_dir(netdir, hsdir));
             let mut req = tor_dirclient::request::HsDescDownloadRequest::new(blind_id);
             req.set_max_len(max_len);
-            let resp =
-                tor_dirclient::send_request(self.client.runtime(), &req, &mut stream, source)
-                    .await
-                    .map_err(|e| TransferError::Request(e.to_string()))?;
+            let resp = self.send(&req, &mut stream, source).await?;
             match resp.status_code() {
                 200 => resp
                     .into_output_string()
                     .map(Some)
                     .map_err(|e| TransferError::Request(e.to_string())),
                 404 => Ok(None),
-                code => Err(TransferError::Status {
-                    code,
-                    message: resp.status_message().unwrap_or_default().to_owned(),
-                }),
+                _ => Err(status_error(&resp)),
             }
         })
     }
@@ -153,31 +186,13 @@ impl<R: Runtime> DirTransport for ArtiTransport<R> {
         descriptor: Arc<str>,
     ) -> BoxFuture<'a, Result<(), TransferError>> {
         Box::pin(async move {
-            let pool = self
-                .client
-                .hs_circ_pool()
-                .map_err(|e| TransferError::NoCircuitPool(e.to_string()))?;
-            let tunnel = pool
-                .get_or_launch_svc_dir(netdir, hsdir)
-                .await
-                .map_err(|e| TransferError::Circuit(e.to_string()))?;
-            let source = tor_dirclient::SourceInfo::from_tunnel(&tunnel)
-                .map_err(|e| TransferError::Circuit(e.to_string()))?;
-            let mut stream = tunnel
-                .begin_dir_stream()
-                .await
-                .map_err(|e| TransferError::Stream(e.to_string()))?;
+            let pool = self.pool()?;
+            let (source, mut stream) = open_dir_stream!(pool.get_or_launch_svc_dir(netdir, hsdir));
             let req = tor_dirclient::request::HsDescUploadRequest::new(descriptor);
-            let resp =
-                tor_dirclient::send_request(self.client.runtime(), &req, &mut stream, source)
-                    .await
-                    .map_err(|e| TransferError::Request(e.to_string()))?;
+            let resp = self.send(&req, &mut stream, source).await?;
             match resp.status_code() {
                 200 => Ok(()),
-                code => Err(TransferError::Status {
-                    code,
-                    message: resp.status_message().unwrap_or_default().to_owned(),
-                }),
+                _ => Err(status_error(&resp)),
             }
         })
     }

@@ -1,6 +1,7 @@
 //! The command line: argument parsing, logging setup, dispatch. Each command lives in its
 //! own file; the work itself is in the library.
 
+pub mod arti_config_cmd;
 pub mod backend_cmd;
 pub mod check_cmd;
 pub mod config_cmd;
@@ -34,6 +35,8 @@ enum Command {
     Config(config_cmd::ConfigArgs),
     /// Print (or write) each backend's torrc lines and ob_config file.
     Backend(backend_cmd::BackendArgs),
+    /// Write an Arti TOML for a chutney network (from its net/nodes directory).
+    ArtiConfig(arti_config_cmd::ArtiConfigArgs),
     /// Show a running daemon's status (through its status socket).
     Status(status_cmd::StatusArgs),
     /// Validate a config file and its keys (offline, or with --online over Tor); exit status
@@ -60,6 +63,10 @@ pub fn main() -> ExitCode {
         Some(Command::Backend(args)) => {
             init_logging("warn");
             backend_cmd::run(&args)
+        }
+        Some(Command::ArtiConfig(args)) => {
+            init_logging("warn");
+            arti_config_cmd::run(&args)
         }
         Some(Command::Status(args)) => {
             init_logging("warn");

@@ -1,0 +1,274 @@
+//! The command line, offline: the wizard and `check` (with placeholders, then filled in),
+//! `onionbalance-config`, `backend`, `arti-config --chutney`, and exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const OB: &str = env!("CARGO_BIN_EXE_onionbalance");
+const OB_CONFIG: &str = env!("CARGO_BIN_EXE_onionbalance-config");
+const BACKEND_A: &str = "az6zyp4pcmodrlstxctjtrfguoofriku52llgrzklo5llznqowspqxad.onion";
+const BACKEND_B: &str = "nbvwr3rbofr42gr47qfcjohqxq75h7xbzi4oywh2rvigbmqmizqjodid.onion";
+
+fn run(cmd: &str, args: &[&str], dir: &Path) -> (Output, String) {
+    let out = Command::new(cmd)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("ONIONBALANCE_CONFIG")
+        .env_remove("ONIONBALANCE_STATUS_SOCKET_LOCATION")
+        .output()
+        .expect("run");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
+
+/// `config --no-interactive` writes a 0600 key named after the address it prints and a
+/// config; `check` names the instances still to fill in and fails; once filled in it passes
+/// and lists them; the wizard never overwrites.
+#[test]
+fn wizard_then_check() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (out, text) = run(
+        OB,
+        &[
+            "config",
+            "--no-interactive",
+            "--output",
+            "cfg",
+            "-n",
+            "2",
+            "-t",
+            "web",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    let addr = text
+        .split_whitespace()
+        .find(|w| w.len() == 62 && w.ends_with(".onion"))
+        .expect("the wizard prints the frontend address")
+        .to_owned();
+    let key = tmp
+        .path()
+        .join("cfg")
+        .join(format!("{}.key", addr.trim_end_matches(".onion")));
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&key)
+            .expect("key file")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert!(
+        text.contains("HiddenServiceOnionBalanceInstance 1")
+            && text.contains(&format!("MasterOnionAddress {addr}")),
+        "{text}"
+    );
+
+    let (out, text) = run(OB, &["check", "-c", "cfg/config.yaml"], tmp.path());
+    assert!(!out.status.success());
+    assert!(text.contains("still to be filled in"), "{text}");
+    assert!(
+        text.contains("instance 1 \"web1\"") && text.contains("instance 2 \"web2\""),
+        "{text}"
+    );
+
+    let path = tmp.path().join("cfg/config.yaml");
+    let yaml = std::fs::read_to_string(&path).expect("config");
+    let yaml = yaml
+        .replace("TODO-web1-onion-address", BACKEND_A)
+        .replace("TODO-web2-onion-address", BACKEND_B);
+    std::fs::write(&path, yaml).expect("write");
+    let (out, text) = run(OB, &["check", "-c", "cfg/config.yaml"], tmp.path());
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("frontend {addr}"))
+            && text.contains(BACKEND_A)
+            && text.contains(BACKEND_B),
+        "{text}"
+    );
+
+    let (out, text) = run(
+        OB,
+        &["config", "--no-interactive", "--output", "cfg"],
+        tmp.path(),
+    );
+    assert!(
+        !out.status.success() && text.contains("already exists"),
+        "{text}"
+    );
+}
+
+/// `onionbalance-config` is the same wizard under upstream's name, and imports keys.
+#[test]
+fn onionbalance_config_binary_imports_a_ctor_key() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/ctor");
+    let key = fixture.join("hs_ed25519_secret_key");
+    let hostname = std::fs::read_to_string(fixture.join("hostname")).expect("hostname");
+    let (out, text) = run(
+        OB_CONFIG,
+        &[
+            "--no-interactive",
+            "--key",
+            key.to_str().expect("utf-8"),
+            "--output",
+            "out",
+            "-n",
+            "1",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(hostname.trim()), "{text}");
+}
+
+/// `backend` prints each instance's torrc lines and ob_config, also before the addresses
+/// are known, and writes them with `--write`.
+#[test]
+fn backend_setup_files() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (out, text) = run(
+        OB,
+        &["config", "--no-interactive", "--output", "cfg"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    let (out, text) = run(
+        OB,
+        &[
+            "backend",
+            "-c",
+            "cfg/config.yaml",
+            "--target",
+            "127.0.0.1:8080",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("HiddenServicePort 80 127.0.0.1:8080"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("HiddenServiceOnionBalanceInstance 1").count(),
+        2,
+        "{text}"
+    );
+    let (out, text) = run(
+        OB,
+        &["backend", "-c", "cfg/config.yaml", "--write", "be"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    let ob = std::fs::read_to_string(tmp.path().join("be/node2/ob_config")).expect("ob_config");
+    assert!(
+        ob.starts_with("MasterOnionAddress ") && ob.trim_end().ends_with(".onion"),
+        "{ob}"
+    );
+    assert!(std::fs::read_to_string(tmp.path().join("be/node1/torrc"))
+        .expect("torrc")
+        .contains("HiddenServiceDir"));
+}
+
+/// `arti-config --chutney` turns a chutney `net/nodes` directory into an Arti TOML with the
+/// authorities, the 8-minute time period of a 20 s voting interval, and loopback settings.
+#[test]
+fn arti_config_from_chutney_nodes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let nodes = tmp.path().join("net/nodes");
+    for i in 0..3u8 {
+        let dir = nodes.join(format!("00{i}a"));
+        std::fs::create_dir_all(dir.join("keys")).expect("mkdir");
+        let hex = |b: u8| format!("{b:02X}").repeat(20);
+        std::fs::write(
+            dir.join("keys/authority_certificate"),
+            format!(
+                "dir-key-certificate-version 3\nfingerprint {}\n",
+                hex(0xa0 + i)
+            ),
+        )
+        .expect("cert");
+        std::fs::write(
+            dir.join("fingerprint"),
+            format!("test00{i}a {}\n", hex(0xb0 + i)),
+        )
+        .expect("fp");
+        std::fs::write(
+            dir.join("fingerprint-ed25519"),
+            format!("test00{i}a {}\n", "A".repeat(43)),
+        )
+        .expect("ed");
+        std::fs::write(
+            dir.join("torrc"),
+            format!(
+                "TestingTorNetwork 1\nAddress 127.0.0.1\nOrPort 500{i}\nV3AuthVotingInterval 20\n"
+            ),
+        )
+        .expect("torrc");
+    }
+    let (out, text) = run(
+        OB,
+        &[
+            "arti-config",
+            "--chutney",
+            "net/nodes",
+            "--output",
+            "arti.toml",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    let toml = std::fs::read_to_string(tmp.path().join("arti.toml")).expect("toml");
+    assert!(toml.contains("hsdir_interval = 8"), "{toml}");
+    assert!(
+        toml.contains(&"A1".repeat(20)) && toml.contains("127.0.0.1:5002"),
+        "{toml}"
+    );
+    assert!(toml.contains("allow_local_addrs = true"), "{toml}");
+    // never overwrites
+    let (out, _) = run(
+        OB,
+        &[
+            "arti-config",
+            "--chutney",
+            "net/nodes",
+            "--output",
+            "arti.toml",
+        ],
+        tmp.path(),
+    );
+    assert!(!out.status.success());
+}
+
+/// Upstream's control-port flags are accepted (with a warning), and a missing config is a
+/// clear error with a non-zero exit.
+#[test]
+fn upstream_flags_and_missing_config() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (out, text) = run(
+        OB,
+        &[
+            "-c",
+            "nope.yaml",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "9051",
+            "-v",
+            "info",
+        ],
+        tmp.path(),
+    );
+    assert!(!out.status.success());
+    assert!(text.contains("needs no control port"), "{text}");
+    assert!(
+        text.contains("cannot read config file") && text.contains("onionbalance config"),
+        "{text}"
+    );
+}
