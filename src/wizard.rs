@@ -173,6 +173,10 @@ pub fn backend_instructions(frontend: OnionAddress, instance_names: &[String]) -
         out,
         "     into the config in place of its TODO- placeholder."
     );
+    let _ = writeln!(
+        out,
+        "  (`onionbalance backend -c <config>` prints each instance's torrc lines and ob_config.)"
+    );
     out
 }
 
