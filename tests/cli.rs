@@ -272,3 +272,33 @@ fn upstream_flags_and_missing_config() {
         "{text}"
     );
 }
+
+/// A key file others can read is used, with a warning naming the file and the `chmod`.
+#[test]
+fn readable_key_file_gets_a_chmod_warning() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (out, text) = run(
+        OB,
+        &["config", "--no-interactive", "--output", "cfg", "-n", "1"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    let path = tmp.path().join("cfg/config.yaml");
+    let yaml = std::fs::read_to_string(&path)
+        .expect("config")
+        .replace("TODO-node1-onion-address", BACKEND_A);
+    std::fs::write(&path, yaml).expect("write");
+    let key = std::fs::read_dir(tmp.path().join("cfg"))
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "key"))
+        .expect("key file");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (out, text) = run(OB, &["check", "-c", "cfg/config.yaml"], tmp.path());
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("chmod 600 {}", key.display())) || text.contains("chmod 600 cfg/"),
+        "{text}"
+    );
+}
