@@ -232,13 +232,6 @@ impl Config {
         }
         .run(raw, path)
     }
-
-    /// Every backend address of every service, for quick membership checks.
-    pub fn all_instances(&self) -> impl Iterator<Item = (&ServiceConfig, &InstanceConfig)> {
-        self.services
-            .iter()
-            .flat_map(|s| s.instances.iter().map(move |i| (s, i)))
-    }
 }
 
 /// Collects problems while turning a [`RawConfig`] into a [`Config`].

@@ -122,15 +122,6 @@ impl Engine {
         &self.backends
     }
 
-    /// Records that the revision counter `rev` was used for `period` (e.g. one found on an
-    /// HSDir after a restart), so later builds go above it.
-    pub fn note_revision(&mut self, period: TimePeriod, rev: RevisionCounter) {
-        let e = self.last_revision.entry(period).or_insert(rev);
-        if *e < rev {
-            *e = rev;
-        }
-    }
-
     /// The keys of backend `idx` for `period`, derived on first use in that period.
     pub fn backend_keys(
         &mut self,
@@ -300,11 +291,6 @@ impl Engine {
     /// True when the backends' intro points changed since the last build.
     pub fn needs_build(&self) -> bool {
         self.dirty
-    }
-
-    /// Marks the selection stale, e.g. because the set of periods or HSDirs changed.
-    pub fn mark_dirty(&mut self) {
-        self.dirty = true;
     }
 
     /// Snapshots usable at `now`, in backend order.

@@ -105,11 +105,6 @@ impl BackendSnapshot {
     pub fn is_valid_at(&self, when: SystemTime) -> bool {
         self.valid_from.is_none_or(|t| t <= when) && self.valid_until.is_none_or(|t| when <= t)
     }
-
-    /// Length of the descriptor text in bytes.
-    pub fn text_len(&self) -> usize {
-        self.text.len()
-    }
 }
 
 /// Why a backend descriptor was rejected.

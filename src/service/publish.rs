@@ -273,24 +273,6 @@ impl PublishState {
             .filter_map(|h| h.not_before)
             .min()
     }
-
-    /// True when some dirty HSDir may be tried right now.
-    pub fn any_due(&self, now: Instant) -> bool {
-        self.periods
-            .values()
-            .flat_map(|p| p.hsdirs.values())
-            .any(|h| h.is_due(now))
-    }
-
-    /// Time since the oldest current descriptor was built.
-    pub fn oldest_build(&self) -> Option<SystemTime> {
-        self.periods.values().filter_map(|p| p.built_at).min()
-    }
-
-    /// Forget every upload, e.g. after the frontend's key changed.
-    pub fn clear(&mut self) {
-        self.periods.clear();
-    }
 }
 
 /// A republish interval: uniformly random in `[min, max]`, like C tor and Arti, so that
