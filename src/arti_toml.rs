@@ -477,6 +477,17 @@ mod tests {
     /// message if that does not work, or if any key was silently ignored (a typo, or a key
     /// from another Arti version: serde ignores unknown keys, so parsing alone proves little).
     fn assert_arti_accepts(text: &str) -> arti_client::TorClientConfig {
+        let ignored = keys_arti_ignores(text);
+        assert!(ignored.is_empty(), "Arti ignores these keys: {ignored:?}");
+        let builder: TorClientConfigBuilder =
+            toml::from_str(text).expect("TorClientConfigBuilder rejects this TOML");
+        builder
+            .build()
+            .expect("TorClientConfigBuilder::build fails")
+    }
+
+    /// The keys of `text` that Arti's config builder drops without a word.
+    fn keys_arti_ignores(text: &str) -> Vec<String> {
         let builder: TorClientConfigBuilder =
             toml::from_str(text).expect("TorClientConfigBuilder rejects this TOML");
         // Compare the keys we wrote with the keys the builder kept. The builder serializes
@@ -486,10 +497,7 @@ mod tests {
         let kept = serde_yaml::to_value(&builder).expect("builder serializes");
         let mut ignored = Vec::new();
         unknown_keys(&original, &kept, "", &mut ignored);
-        assert!(ignored.is_empty(), "Arti ignores these keys: {ignored:?}");
-        builder
-            .build()
-            .expect("TorClientConfigBuilder::build fails")
+        ignored
     }
 
     /// Collects the keys of `original` that are missing from `kept`.
@@ -523,11 +531,16 @@ mod tests {
     fn ignored_keys_are_detected() {
         let typo =
             "[path_rules]\nipv4_subnet_family_prefix = 33\nipv4_subnet_familly_prefix = 33\n";
-        let caught = std::panic::catch_unwind(|| assert_arti_accepts(typo));
-        assert!(caught.is_err(), "a misspelt key went unnoticed");
+        assert_eq!(
+            keys_arti_ignores(typo),
+            [".path_rules.ipv4_subnet_familly_prefix"],
+            "a misspelt key went unnoticed"
+        );
         let unknown_section = "[proxy]\nsocks_listen = 9150\n";
-        let caught = std::panic::catch_unwind(|| assert_arti_accepts(unknown_section));
-        assert!(caught.is_err(), "an unknown section went unnoticed");
+        assert!(
+            !keys_arti_ignores(unknown_section).is_empty(),
+            "an unknown section went unnoticed"
+        );
     }
 
     fn sample_network() -> PrivateNetwork {
