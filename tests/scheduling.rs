@@ -60,6 +60,8 @@ struct Script {
     reject_next: HashMap<RsaIdentity, u32>,
     /// Wall clock of the simulation.
     clock: Option<MockRuntime>,
+    /// Every fetch: when, and for which blinded id.
+    fetches: Vec<(SystemTime, HsBlindId)>,
 }
 
 #[derive(Clone, Default)]
@@ -79,7 +81,10 @@ impl DirTransport for ScriptedTransport {
         blind_id: HsBlindId,
         _max_len: usize,
     ) -> BoxFuture<'a, Result<Option<String>, TransferError>> {
-        let r = self.lock().stored.get(&blind_id).cloned();
+        let mut s = self.lock();
+        let at = s.clock.as_ref().map(|c| c.wallclock()).expect("clock");
+        s.fetches.push((at, blind_id));
+        let r = s.stored.get(&blind_id).cloned();
         Box::pin(async move { Ok(r) })
     }
 
@@ -541,6 +546,44 @@ fn nothing_is_published_without_backends() {
             assert!(w.uploads().is_empty());
             assert_eq!(handle.status()[0].phase, ServicePhase::NoBackends);
             assert!(!handle.all_published());
+            handle.shutdown().await;
+        })
+    });
+}
+
+/// A backend that stays down is fetched again soon, then less and less often, never more
+/// rarely than the regular 5-minute interval.
+#[test]
+fn missing_backend_refetch_backs_off() {
+    sim(|rt| {
+        Box::pin(async move {
+            let mut w = World::new(rt.clone(), 2);
+            w.backend_vanishes(1);
+            let nd = w.provider.timely_netdir().expect("netdir");
+            let tp = nd.hs_time_period();
+            let gone = BackendKeys::derive(w.backends[1].address(), tp)
+                .expect("keys")
+                .blind_id();
+            let handle = w.launch();
+            rt.advance_by(Duration::from_secs(30 * 60)).await;
+            // One round asks several HSDirs at the same instant: count distinct instants.
+            let mut rounds: Vec<SystemTime> = w
+                .transport
+                .lock()
+                .fetches
+                .iter()
+                .filter(|(_, id)| *id == gone)
+                .map(|(t, _)| *t)
+                .collect();
+            rounds.dedup();
+            let gaps: Vec<u64> = rounds
+                .windows(2)
+                .map(|p| p[1].duration_since(p[0]).unwrap_or_default().as_secs())
+                .collect();
+            assert_eq!(&gaps[..6], &[15, 30, 60, 120, 240, 300], "{gaps:?}");
+            assert!(gaps[6..].iter().all(|g| *g == 300), "{gaps:?}");
+            // The working backend is still published.
+            assert!(handle.all_published());
             handle.shutdown().await;
         })
     });

@@ -2,8 +2,10 @@
 //!
 //! # When do we fetch?
 //!
-//! At start; then every [`Timing::fetch_interval`]; sooner ([`Timing::fetch_retry`]) while
-//! some backend has no usable descriptor; and on every new consensus (at most once per
+//! At start; then every [`Timing::fetch_interval`]; sooner while some backend has no usable
+//! descriptor ([`Timing::fetch_retry`], doubling each round up to the regular interval, so a
+//! backend that is down for good does not keep us fetching every few seconds); and on every
+//! new consensus (at most once per
 //! [`Timing::min_fetch_gap`]), since a new consensus can move a backend's descriptor to other
 //! HSDirs or start a new time period.
 //!
@@ -59,7 +61,8 @@ use publish::{PublishState, UploadFailure, UploadJob, UploadOutcome};
 pub struct Timing {
     /// Regular interval between fetches of every backend's descriptor (default 5 min).
     pub fetch_interval: Duration,
-    /// Interval while some backend has no usable descriptor (default 15 s).
+    /// First interval while some backend has no usable descriptor (default 15 s); it doubles
+    /// with each such round, up to `fetch_interval`.
     pub fetch_retry: Duration,
     /// Least time between two fetch rounds triggered by new consensuses (default 10 s).
     pub min_fetch_gap: Duration,
@@ -169,6 +172,8 @@ pub struct ServiceRunner<R: Runtime, T: DirTransport> {
     last_fetch_wall: Option<SystemTime>,
     /// Event counts.
     counters: Counters,
+    /// Consecutive fetch rounds that left some backend without a usable descriptor.
+    missing_rounds: u32,
 }
 
 impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
@@ -207,6 +212,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             first_published: None,
             last_fetch_wall: None,
             counters: Counters::default(),
+            missing_rounds: 0,
         }
     }
 
@@ -434,8 +440,14 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             .iter()
             .any(|b| b.snapshot.as_ref().is_none_or(|s| !s.is_valid_at(wall)));
         let interval = if missing {
-            self.timing.fetch_retry
+            let factor = 1u32 << self.missing_rounds.min(8);
+            self.missing_rounds = self.missing_rounds.saturating_add(1);
+            self.timing
+                .fetch_retry
+                .saturating_mul(factor)
+                .min(self.timing.fetch_interval)
         } else {
+            self.missing_rounds = 0;
             self.timing.fetch_interval
         };
         self.next_fetch = started + interval;
