@@ -83,7 +83,11 @@ async fn frontend_balances_two_backends() -> Result<()> {
         answered.as_secs_f64()
     );
 
-    // 2. Over 20 isolated requests both backends answer.
+    // 2. Over 20 isolated requests both backends answer. (Wait until both are in the
+    // descriptor: the first publication may lack a backend whose descriptor came late, and
+    // the client would keep that descriptor.)
+    daemon.wait_all_backends_published().await?;
+    net.newnym().await?;
     let bodies = fetch_many(&net, &front, 20).await?;
     assert_all_answered(&bodies, &[net.backend_name(0), net.backend_name(1)]);
 
@@ -184,7 +188,7 @@ async fn frontend_balances_three_backends() -> Result<()> {
     let tor_pids = net.tor_pids();
     let front = net.frontend_address().to_owned();
     let mut daemon = Daemon::start(&net, &net.run_dir().join("frontend"), &[0, 1, 2])?;
-    daemon.wait_published().await?;
+    daemon.wait_all_backends_published().await?;
     let bodies = fetch_many(&net, &front, 24).await?;
     assert_all_answered(
         &bodies,

@@ -178,6 +178,47 @@ impl Daemon {
         }
     }
 
+    /// Waits until the published descriptors list the intro points of every configured
+    /// backend (each has a descriptor, every period's descriptor holds all their intro points,
+    /// and every HSDir of every period holds it); returns the time since start.
+    ///
+    /// [`Daemon::wait_published`] is enough to reach the frontend; this is for tests that
+    /// need every backend to be reachable through it.
+    pub async fn wait_all_backends_published(&self) -> Result<Duration> {
+        let deadline = Instant::now() + PUBLISH_DEADLINE;
+        loop {
+            if let Ok(doc) = self.status().await {
+                let svc = &doc["services"][0];
+                let instances = svc["instances"].as_array().cloned().unwrap_or_default();
+                let ipts: u64 = instances
+                    .iter()
+                    .filter_map(|i| i["introPointsNum"].as_u64())
+                    .sum();
+                let all_have = !instances.is_empty()
+                    && instances
+                        .iter()
+                        .all(|i| i["introPointsNum"].as_u64() > Some(0));
+                let periods = svc["periods"].as_array().cloned().unwrap_or_default();
+                let complete = !periods.is_empty()
+                    && periods.iter().all(|p| {
+                        p["introPoints"].as_u64() == Some(ipts.min(20))
+                            && p["hsdirs"].as_u64() > Some(0)
+                            && p["hsdirsAccepted"].as_u64() == p["hsdirs"].as_u64()
+                    });
+                if all_have && complete {
+                    return Ok(self.started.elapsed());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "not every backend published within {PUBLISH_DEADLINE:?}; daemon log:\n{}",
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Peak resident memory so far (VmHWM), in kB.
     pub fn peak_rss_kb(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
