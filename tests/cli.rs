@@ -25,6 +25,16 @@ fn run(cmd: &str, args: &[&str], dir: &Path) -> (Output, String) {
     (out, text)
 }
 
+/// Replaces the wizard's placeholder of each named instance with an address, as an operator
+/// does once the backends are set up.
+fn fill_in(config: &Path, addresses: &[(&str, &str)]) {
+    let mut yaml = std::fs::read_to_string(config).expect("config");
+    for (name, address) in addresses {
+        yaml = yaml.replace(&format!("TODO-{name}-onion-address"), address);
+    }
+    std::fs::write(config, yaml).expect("write config");
+}
+
 /// `config --no-interactive` writes a 0600 key named after the address it prints and a
 /// config; `check` names the instances still to fill in and fails; once filled in it passes
 /// and lists them; the wizard never overwrites.
@@ -78,12 +88,10 @@ fn wizard_then_check() {
         "{text}"
     );
 
-    let path = tmp.path().join("cfg/config.yaml");
-    let yaml = std::fs::read_to_string(&path).expect("config");
-    let yaml = yaml
-        .replace("TODO-web1-onion-address", BACKEND_A)
-        .replace("TODO-web2-onion-address", BACKEND_B);
-    std::fs::write(&path, yaml).expect("write");
+    fill_in(
+        &tmp.path().join("cfg/config.yaml"),
+        &[("web1", BACKEND_A), ("web2", BACKEND_B)],
+    );
     let (out, text) = run(OB, &["check", "-c", "cfg/config.yaml"], tmp.path());
     assert!(out.status.success(), "{text}");
     assert!(
@@ -283,11 +291,7 @@ fn readable_key_file_gets_a_chmod_warning() {
         tmp.path(),
     );
     assert!(out.status.success(), "{text}");
-    let path = tmp.path().join("cfg/config.yaml");
-    let yaml = std::fs::read_to_string(&path)
-        .expect("config")
-        .replace("TODO-node1-onion-address", BACKEND_A);
-    std::fs::write(&path, yaml).expect("write");
+    fill_in(&tmp.path().join("cfg/config.yaml"), &[("node1", BACKEND_A)]);
     let key = std::fs::read_dir(tmp.path().join("cfg"))
         .expect("dir")
         .filter_map(|e| e.ok().map(|e| e.path()))

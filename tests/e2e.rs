@@ -11,7 +11,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use support::frontend::{arti_client, arti_fetch, with_storage, Daemon};
+use support::frontend::{arti_client, arti_fetch, assert_no_process_left, with_storage, Daemon};
 use support::TestNet;
 
 /// Fetches `/` from `onion` through the C tor client `n` times on fresh circuits; returns the
@@ -198,30 +198,16 @@ async fn frontend_balances_three_backends() -> Result<()> {
             net.backend_name(2),
         ],
     );
-    let doc = daemon.status().await?;
-    let instances = doc["services"][0]["instances"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let instances = daemon.instances().await?;
     assert_eq!(instances.len(), 3);
     assert!(
         instances
             .iter()
             .all(|i| i["introPointsNum"].as_u64() > Some(0)),
-        "{doc:#}"
+        "{instances:#?}"
     );
     daemon.stop()?;
     drop(net);
     assert_no_process_left(&tor_pids);
     Ok(())
-}
-
-/// No tor process of the network is left.
-fn assert_no_process_left(pids: &[u32]) {
-    for pid in pids {
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| !s.contains(") Z "))
-            .unwrap_or(false);
-        assert!(!alive, "tor process {pid} is still running");
-    }
 }

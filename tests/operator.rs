@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use support::frontend::Daemon;
+use support::frontend::{assert_no_process_left, Daemon};
 use support::TestNet;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -195,17 +195,13 @@ async fn operator_features_on_a_private_network() -> Result<()> {
         .await?;
     assert!(line.contains("1 changed"), "{line}");
     let revs = wait_republished(&d, &revs, Duration::from_secs(60)).await?;
-    let doc = d.status().await?;
-    let instances = doc["services"][0]["instances"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let instances = d.instances().await?;
     assert_eq!(instances.len(), 2);
     assert!(
         instances
             .iter()
             .all(|i| i["introPointsNum"].as_u64() > Some(0)),
-        "{doc:#}"
+        "{instances:#?}"
     );
 
     // 6. An invalid config is rejected and the running one stays.
@@ -265,12 +261,6 @@ async fn operator_features_on_a_private_network() -> Result<()> {
     let took = d.stop()?;
     assert!(took < Duration::from_secs(5));
     drop(net);
-    for pid in tor_pids {
-        assert!(
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map_or(true, |s| s.contains(") Z ")),
-            "tor {pid} still running"
-        );
-    }
+    assert_no_process_left(&tor_pids);
     Ok(())
 }

@@ -219,6 +219,15 @@ impl Daemon {
         }
     }
 
+    /// The first service's instances from the status document.
+    pub async fn instances(&self) -> Result<Vec<serde_json::Value>> {
+        let doc = self.status().await?;
+        Ok(doc["services"][0]["instances"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
     /// Peak resident memory so far (VmHWM), in kB.
     pub fn peak_rss_kb(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
@@ -317,4 +326,14 @@ pub async fn arti_fetch(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     bail!("Arti could not reach {onion}: {errors:?}")
+}
+
+/// Asserts that none of `pids` (a network's tor processes) is still running.
+pub fn assert_no_process_left(pids: &[u32]) {
+    for pid in pids {
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false);
+        assert!(!alive, "tor process {pid} is still running");
+    }
 }
