@@ -62,6 +62,8 @@ pub struct Balancer {
     config: Config,
     /// How fast.
     timing: Timing,
+    /// Where runners keep their revision counters, if anywhere.
+    state_dir: Option<std::path::PathBuf>,
 }
 
 /// One running service.
@@ -110,7 +112,17 @@ impl Balancer {
         Balancer {
             config,
             timing: Timing::default(),
+            state_dir: None,
         }
+    }
+
+    /// Keeps state (the last revision counter published per period, see
+    /// [`crate::service::revision_store`]) under `dir`, so that a restart never publishes a
+    /// lower revision counter than the HSDirs hold, even after the clock stepped back.
+    /// Without it the counters follow the clock alone.
+    pub fn with_state_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
     }
 
     /// Uses `timing` instead of the defaults.
@@ -146,6 +158,7 @@ impl Balancer {
         transport: Arc<T>,
     ) -> Result<BalancerHandle, BalancerError> {
         let timing = self.timing.clone();
+        let state_dir = self.state_dir.clone();
         let spawner: Spawner = Arc::new(move |svc: &ServiceConfig| {
             let status = Arc::new(Mutex::new(ServiceStatus {
                 onion_address: svc.address().to_string(),
@@ -158,6 +171,7 @@ impl Balancer {
                 svc,
                 timing.clone(),
                 status.clone(),
+                state_dir.clone(),
             );
             let (stop, stopped) = oneshot::channel();
             let (commands, command_rx) = mpsc::unbounded();

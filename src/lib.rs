@@ -16,6 +16,11 @@
 //! | [`keys`] | frontend identity keys: generate, load (PKCS#8 PEM, C tor), save (0600) |
 //! | [`config`] | the upstream-compatible YAML config file, validated with file/service/instance context |
 //! | [`descriptor`] | intake of backend descriptors, selection of intro points, building our own descriptors (no I/O, time is an argument) |
+//! | [`ring`] | which HSDirs hold which descriptor, per time period |
+//! | [`net`], [`fetch`] | moving descriptors over 3-hop circuits; fetching one descriptor from its HSDirs |
+//! | [`service`] | one frontend kept published: the runner, its backends, publication state and timers |
+//! | [`balancer`] | the library's front door: runs the services on an Arti client |
+//! | [`status`], [`status_socket`], [`metrics`] | what an operator sees |
 //! | [`arti_toml`] | Arti configuration for private (chutney / test) Tor networks |
 //! | [`wizard`] | the `onionbalance config` generator |
 //!
@@ -28,6 +33,7 @@ pub mod arti_toml;
 pub mod balancer;
 pub mod config;
 pub mod descriptor;
+pub mod fetch;
 pub mod keys;
 pub mod metrics;
 pub mod net;

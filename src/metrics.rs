@@ -62,6 +62,11 @@ pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -
             );
             push("hsdirs_accepted", l.clone(), p.hsdirs_accepted.to_string());
             push("hsdirs_failed", l.clone(), p.hsdirs_failed.to_string());
+            push(
+                "hsdir_refusals_in_a_row",
+                l.clone(),
+                p.refusals_in_a_row.to_string(),
+            );
             if let Some(built) = p.built_at {
                 let age = now.duration_since(built).unwrap_or_default().as_secs();
                 push("descriptor_age_seconds", l, age.to_string());
@@ -87,6 +92,11 @@ pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -
                 n.to_string(),
             );
         }
+        push(
+            "backend_changes_total",
+            svc.clone(),
+            c.backend_changes.to_string(),
+        );
         push("builds_total", svc.clone(), c.builds.to_string());
         push(
             "uploads_total",
@@ -141,6 +151,16 @@ pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -
             "intake_rejections_total",
             "counter",
             "fetched backend descriptors rejected, by reason",
+        ),
+        (
+            "hsdir_refusals_in_a_row",
+            "gauge",
+            "HTTP 400 answers in a row for this period; 5 or more: check the clock and that no other frontend publishes with this key",
+        ),
+        (
+            "backend_changes_total",
+            "counter",
+            "backend descriptors that brought other intro points",
         ),
         ("builds_total", "counter", "descriptors built"),
         ("uploads_total", "counter", "descriptor uploads by result"),
@@ -217,6 +237,7 @@ mod tests {
                 intro_points: 6,
                 hsdirs: 8,
                 hsdirs_accepted: 8,
+                refusals_in_a_row: 5,
                 built_at: Some(now - std::time::Duration::from_secs(90)),
                 ..Default::default()
             }],
@@ -240,6 +261,7 @@ mod tests {
             "onionbalance_fetches_total{service=\"f.onion\",result=\"ok\"} 7",
             "onionbalance_uploads_total{service=\"f.onion\",result=\"timeout\"} 2",
             "# TYPE onionbalance_uploads_total counter",
+            "onionbalance_hsdir_refusals_in_a_row{service=\"f.onion\",time_period=\"42\"} 5",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

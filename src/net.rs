@@ -59,9 +59,9 @@ impl TransferError {
         }
     }
 
-    /// True when an HSDir rejected an upload because it holds a descriptor with an equal or
-    /// higher revision counter: uploading the same descriptor again cannot succeed, a new one
-    /// (with a higher counter) can.
+    /// True when an HSDir refused to store an upload (HTTP 400). A C tor HSDir says 400 for
+    /// any storage failure (a revision counter not above the one it holds, a parse failure,
+    /// a full cache), so this is not proof that the counter was too low.
     pub fn is_rejected_upload(&self) -> bool {
         matches!(self, TransferError::Status { code: 400, .. })
     }
@@ -100,6 +100,11 @@ impl<R: Runtime> ArtiTransport<R> {
     /// Uses `client`'s circuits.
     pub fn new(client: Arc<TorClient<R>>) -> Self {
         ArtiTransport { client }
+    }
+
+    /// The client's runtime (for timeouts around requests).
+    pub fn runtime(&self) -> R {
+        self.client.runtime().clone()
     }
 }
 

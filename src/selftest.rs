@@ -12,19 +12,17 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use arti_client::{StreamPrefs, TorClient};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tor_hscrypto::pk::HsBlindId;
 use tor_netdir::NetDir;
 use tor_rtcompat::Runtime;
 
 use crate::config::{Config, ServiceConfig};
-use crate::descriptor::{intake, BackendKeys, BackendSnapshot};
-use crate::net::{ArtiTransport, DirTransport as _};
+use crate::descriptor::{BackendKeys, BackendSnapshot};
+use crate::net::ArtiTransport;
 use crate::onion::OnionAddress;
-use crate::ring;
 
 /// How a step went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,43 +267,35 @@ async fn check_service<R: Runtime>(
     });
 }
 
-/// Fetches and verifies the current descriptor of `address`, as a client would.
+/// Fetches and verifies the current descriptor of `address`, as a client would (with the
+/// runner's own fetch rules, [`crate::fetch`]).
 async fn fetch<R: Runtime>(
     transport: &ArtiTransport<R>,
     netdir: &Arc<NetDir>,
     address: OnionAddress,
     opts: &Options,
 ) -> Result<Option<BackendSnapshot>, String> {
-    let period = netdir.hs_time_period();
-    let keys = BackendKeys::derive(address, period).map_err(|e| e.to_string())?;
-    let blind_id: HsBlindId = keys.blind_id();
-    let hsdirs = ring::fetch_hsdirs(netdir, blind_id, period, &mut rand::rng())
-        .map_err(|e| e.to_string())?;
-    let max_len = usize::try_from(netdir.params().hsdir_max_desc_size.get())
-        .unwrap_or(crate::descriptor::DEFAULT_MAX_DESCRIPTOR_LEN);
-    let mut errors = Vec::new();
-    let mut not_found = 0;
-    for h in hsdirs {
-        match tokio::time::timeout(
-            opts.fetch_timeout,
-            transport.fetch(netdir, h.target.clone(), blind_id, max_len),
-        )
-        .await
-        {
-            Ok(Ok(Some(text))) => {
-                return intake(&keys, &text, SystemTime::now(), max_len)
-                    .map(Some)
-                    .map_err(|e| format!("descriptor rejected: {e}"));
-            }
-            Ok(Ok(None)) => not_found += 1,
-            Ok(Err(e)) => errors.push(e.to_string()),
-            Err(_) => errors.push("timed out".into()),
+    let keys = BackendKeys::derive(address, netdir.hs_time_period()).map_err(|e| e.to_string())?;
+    let hsdirs =
+        crate::fetch::hsdirs_for(netdir, &keys, &mut rand::rng()).map_err(|e| e.to_string())?;
+    let req = crate::fetch::FetchRequest {
+        keys,
+        known_revision: None,
+        attempt_timeout: opts.fetch_timeout,
+        max_len: usize::try_from(netdir.params().hsdir_max_desc_size.get())
+            .unwrap_or(crate::descriptor::DEFAULT_MAX_DESCRIPTOR_LEN),
+    };
+    let runtime = transport.runtime();
+    let report = crate::fetch::fetch_descriptor(&runtime, transport, netdir, &hsdirs, &req).await;
+    match report.outcome {
+        crate::fetch::FetchOutcome::Fetched(snapshot) => Ok(Some(snapshot)),
+        crate::fetch::FetchOutcome::NotFound => Ok(None),
+        crate::fetch::FetchOutcome::SameRevision(_) | crate::fetch::FetchOutcome::Failed => {
+            Err(format!(
+                "could not get a valid descriptor from its HSDirs: {}",
+                report.problem()
+            ))
         }
-    }
-    if errors.is_empty() || not_found > 0 {
-        Ok(None)
-    } else {
-        Err(format!("could not ask its HSDirs: {}", errors.join("; ")))
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Counters {
     pub fetch_failures: BTreeMap<String, u64>,
     /// Fetched descriptors rejected at intake, by reason.
     pub intake_rejections: BTreeMap<String, u64>,
+    /// Backend descriptors that brought other intro points than before.
+    pub backend_changes: u64,
     /// Descriptors built.
     pub builds: u64,
     /// Uploads an HSDir accepted.
@@ -88,18 +90,26 @@ pub struct PeriodStatus {
     pub built_at: Option<SystemTime>,
     /// Intro points in it.
     pub intro_points: usize,
+    /// The backends it lists.
+    pub backends: Vec<String>,
     /// Responsible HSDirs.
     pub hsdirs: usize,
     /// HSDirs holding the current descriptor.
     pub hsdirs_accepted: usize,
     /// HSDirs whose last upload failed (being retried).
     pub hsdirs_failed: usize,
-    /// When the next periodic republication is due.
+    /// When the next periodic refresh of this period's descriptor is due.
     #[serde(serialize_with = "opt_time")]
     pub next_republish: Option<SystemTime>,
     /// When we last tried to upload for this period.
     #[serde(serialize_with = "opt_time")]
     pub last_upload_attempt: Option<SystemTime>,
+    /// The most descriptors one HSDir of this period refused (HTTP 400) in a row; from 5 on,
+    /// something is wrong (a clock far behind, or another frontend publishing with the same
+    /// key) and that HSDir is retried only every 30 minutes.
+    pub refusals_in_a_row: u32,
+    /// The last refusal, as the HSDir worded it.
+    pub last_refusal: Option<String>,
 }
 
 /// Status of one backend instance.

@@ -6,10 +6,10 @@ use std::time::{Duration, SystemTime};
 
 use onionbalance::descriptor::build::build_for_period;
 use onionbalance::descriptor::select::resolve;
-use onionbalance::descriptor::synthetic::{periods_around, SyntheticBackend};
+use onionbalance::descriptor::synthetic::{intro_point_on, periods_around, SyntheticBackend};
 use onionbalance::descriptor::{
-    intake, select_intro_points, BackendKeys, BuildError, BuildRequest, Engine, FrontendPeriodKeys,
-    IntakeError, IntakeOutcome, PublishPeriod, DEFAULT_MAX_DESCRIPTOR_LEN,
+    intake, intro_point_relay, select_intro_points, BackendKeys, BuildError, BuildRequest, Engine,
+    FrontendPeriodKeys, IntakeError, PublishPeriod, DEFAULT_MAX_DESCRIPTOR_LEN,
 };
 use onionbalance::FrontendKey;
 use rand::rngs::StdRng;
@@ -43,20 +43,22 @@ fn frontend_descriptor_round_trips() {
         .map(|_| SyntheticBackend::generate(&mut r, 3))
         .collect();
     let frontend = Arc::new(FrontendKey::generate(&mut r));
-    let mut engine = Engine::new(frontend.clone(), backends.iter().map(|b| b.address()));
-    for (i, b) in backends.iter().enumerate() {
-        let text = b
-            .descriptor(&periods[0], t, &mut r)
-            .expect("backend descriptor");
-        let out = engine
-            .take_in(i, periods[0].time_period, text.into(), t)
-            .expect("index");
-        assert!(matches!(out, Ok(IntakeOutcome::Updated { .. })), "{out:?}");
-    }
-    assert!(engine.needs_build());
-    let built = engine.build(&periods, t, &mut r).expect("build");
-    assert!(!engine.needs_build());
-    assert_eq!(built.len(), 2);
+    let mut engine = Engine::new(frontend.clone());
+    let snapshots: Vec<_> = backends
+        .iter()
+        .map(|b| {
+            let text = b
+                .descriptor(&periods[0], t, &mut r)
+                .expect("backend descriptor");
+            let keys = BackendKeys::derive(b.address(), periods[0].time_period).expect("keys");
+            intake(&keys, &text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect("intake")
+        })
+        .collect();
+    let refs: Vec<_> = snapshots.iter().collect();
+    let built: Vec<_> = periods
+        .iter()
+        .map(|p| engine.build(p, &refs, t, &mut r).expect("build").descriptor)
+        .collect();
     let backend_sids: HashSet<[u8; 32]> = backends
         .iter()
         .flat_map(|b| b.intro_points.iter().map(|i| *i.ipt_sid_key().as_bytes()))
@@ -297,76 +299,135 @@ fn revision_counter_strictly_increases() {
         keys.revision_counter(p.srv_start, p.srv_start - Duration::from_secs(1), None),
         Err(BuildError::ClockBeforeSrvPeriod)
     ));
-    // Through the engine: two builds in the same second get increasing counters.
+    // Through the engine: two builds in the same second get increasing counters, and a
+    // floor from an earlier run (the revision store) is respected.
     let backend = SyntheticBackend::generate(&mut r, 3);
-    let mut engine = Engine::new(Arc::new(frontend), [backend.address()]);
+    let mut engine = Engine::new(Arc::new(frontend));
     let text = backend.descriptor(&p, t, &mut r).expect("descriptor");
-    engine
-        .take_in(0, p.time_period, text.into(), t)
-        .expect("idx")
-        .expect("intake");
-    let first = engine.build(&[p], t, &mut r).expect("build");
-    let second = engine.build(&[p], t, &mut r).expect("build");
-    assert!(second[0].revision > first[0].revision);
+    let keys = BackendKeys::derive(backend.address(), p.time_period).expect("keys");
+    let snap = intake(&keys, &text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect("intake");
+    let first = engine.build(&p, &[&snap], t, &mut r).expect("build");
+    let second = engine.build(&p, &[&snap], t, &mut r).expect("build");
+    assert!(second.descriptor.revision > first.descriptor.revision);
+    let floor = u64::from(second.descriptor.revision) + 1000;
+    engine.raise_revision_floor(p.time_period, floor.into());
+    let third = engine.build(&p, &[&snap], t, &mut r).expect("build");
+    assert!(u64::from(third.descriptor.revision) > floor);
 }
 
-/// The engine recognises unchanged descriptors, keeps the last good snapshot over a bad one
-/// and over an older one, and drops snapshots when their validity ends.
+/// Building refuses to publish a descriptor without intro points: once every certificate
+/// has expired, there is nothing to list.
 #[test]
-fn engine_keeps_good_state() {
+fn nothing_to_build_once_everything_expired() {
     let mut r = rng(8);
     let t = now();
     let p = current(t);
     let a = SyntheticBackend::generate(&mut r, 3);
-    let b = SyntheticBackend::generate(&mut r, 2);
-    let frontend = Arc::new(FrontendKey::generate(&mut r));
-    let mut engine = Engine::new(frontend, [a.address(), b.address()]);
-    let tp = p.time_period;
-    let a1: Arc<str> = a.descriptor(&p, t, &mut r).expect("desc").into();
-    let a2: Arc<str> = a
-        .descriptor(&p, t + Duration::from_secs(600), &mut r)
-        .expect("desc")
-        .into();
-    let b1: Arc<str> = b.descriptor(&p, t, &mut r).expect("desc").into();
-    let res = engine.take_in_many(vec![(0, tp, a1.clone()), (1, tp, b1.clone())], t);
-    assert!(
-        res.iter()
-            .all(|x| matches!(x, Some(Ok(IntakeOutcome::Updated { .. })))),
-        "{res:?}"
-    );
-    engine.build(&[p], t, &mut r).expect("build");
-    // Same texts again: recognised, nothing to rebuild.
-    let res = engine.take_in_many(vec![(0, tp, a1.clone()), (1, tp, b1.clone())], t);
-    assert!(
-        res.iter()
-            .all(|x| matches!(x, Some(Ok(IntakeOutcome::Unchanged)))),
-        "{res:?}"
-    );
-    assert!(!engine.needs_build());
-    // Newer revision replaces; then the older one is ignored.
-    let later = t + Duration::from_secs(700);
-    assert!(matches!(
-        engine.take_in(0, tp, a2.clone(), later),
-        Some(Ok(IntakeOutcome::Updated { .. }))
-    ));
-    assert!(matches!(
-        engine.take_in(0, tp, a1, later),
-        Some(Ok(IntakeOutcome::Older { .. }))
-    ));
-    // A bad descriptor is an error and the good snapshot stays.
-    let bad: Arc<str> = Arc::from("hs-descriptor 3\nnonsense\n");
-    assert!(matches!(engine.take_in(1, tp, bad, later), Some(Err(_))));
-    assert!(engine.backends()[1].snapshot.is_some());
-    assert!(engine.backends()[1].last_error.is_some());
-    assert_eq!(engine.usable(later).len(), 2);
-    // Out-of-range index: None, not a panic.
-    assert!(engine.take_in(9, tp, a2, later).is_none());
-    // 55 hours later every certificate has expired: snapshots go, and building refuses to
-    // publish an empty descriptor.
+    let keys = BackendKeys::derive(a.address(), p.time_period).expect("keys");
+    let snap = intake(
+        &keys,
+        &a.descriptor(&p, t, &mut r).expect("desc"),
+        t,
+        DEFAULT_MAX_DESCRIPTOR_LEN,
+    )
+    .expect("intake");
+    let mut engine = Engine::new(Arc::new(FrontendKey::generate(&mut r)));
+    engine
+        .build(&p, &[&snap], t, &mut r)
+        .expect("build while valid");
     let much_later = t + Duration::from_secs(55 * 3600);
-    assert_eq!(engine.expire(much_later), 2);
     assert!(matches!(
-        engine.build(&[p], much_later, &mut r),
+        engine.build(&p, &[&snap], much_later, &mut r),
         Err(BuildError::NoIntroPoints)
     ));
+}
+
+/// Snapshots of backends whose intro points sit on the given relays (one intro point per
+/// listed relay id).
+fn backends_on(layout: &[&[u8]], r: &mut StdRng) -> Vec<onionbalance::descriptor::BackendSnapshot> {
+    let t = now();
+    let p = current(t);
+    layout
+        .iter()
+        .map(|relays| {
+            let mut b = SyntheticBackend::generate(r, 0);
+            b.intro_points = relays
+                .iter()
+                .map(|id| intro_point_on(r, [*id; 20]).expect("intro point"))
+                .collect();
+            let keys = BackendKeys::derive(b.address(), p.time_period).expect("keys");
+            let text = b.descriptor(&p, t, r).expect("descriptor");
+            intake(&keys, &text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect("intake")
+        })
+        .collect()
+}
+
+/// Per backend, how many intro points were chosen; and the chosen relays are distinct.
+fn shares(snaps: &[onionbalance::descriptor::BackendSnapshot], seed: u64) -> Vec<usize> {
+    let refs: Vec<_> = snaps.iter().collect();
+    let chosen = select_intro_points(&refs, 20, &mut rng(seed));
+    let relays: Vec<_> = resolve(&refs, &chosen)
+        .into_iter()
+        .map(|i| intro_point_relay(i).expect("relay"))
+        .collect();
+    let distinct: HashSet<_> = relays.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        relays.len(),
+        "one intro point per relay: {relays:?}"
+    );
+    let mut counts = vec![0; snaps.len()];
+    for c in &chosen {
+        counts[c.backend] += 1;
+    }
+    counts
+}
+
+/// Backends that share relays: each relay carries one intro point, and the relays are
+/// shared out so that every backend is reachable by C tor clients, whatever the seed.
+#[test]
+fn shared_relays_carry_one_intro_point_and_every_backend_gets_one() {
+    let mut r = rng(12);
+    // Three backends all on the same three relays (a small network).
+    let same = backends_on(&[&[1, 2, 3], &[1, 2, 3], &[1, 2, 3]], &mut r);
+    // One backend with a single relay that another also uses: the other must yield it.
+    let narrow = backends_on(&[&[1, 2], &[1], &[2, 3]], &mut r);
+    // More backends than relays: as many backends as relays are served.
+    let crowded = backends_on(&[&[1, 2], &[1, 2], &[1, 2]], &mut r);
+    for seed in 0..40 {
+        assert_eq!(shares(&same, seed), vec![1, 1, 1], "seed {seed}");
+        assert_eq!(shares(&narrow, seed), vec![1, 1, 1], "seed {seed}");
+        let c = shares(&crowded, seed);
+        assert_eq!(c.iter().sum::<usize>(), 2, "seed {seed}: {c:?}");
+        assert!(c.iter().all(|&n| n <= 1), "seed {seed}: {c:?}");
+    }
+}
+
+/// Shares are equal within one intro point, whatever each backend publishes, except where a
+/// backend's own relays run out.
+#[test]
+fn shares_are_equal_not_proportional() {
+    let mut r = rng(13);
+    let ids = |from: u8, n: u8| -> Vec<u8> { (from..from + n).collect() };
+    let (a, b, c, d, e) = (
+        ids(10, 10),
+        ids(30, 10),
+        ids(50, 10),
+        ids(70, 2),
+        ids(90, 2),
+    );
+    let snaps = backends_on(&[&a, &b, &c, &d, &e], &mut r);
+    for seed in 0..20 {
+        let mut got = shares(&snaps, seed);
+        assert_eq!(got.iter().sum::<usize>(), 20);
+        assert_eq!(&got[3..], &[2, 2], "limited by their own relays");
+        got.truncate(3);
+        got.sort_unstable();
+        assert_eq!(got, vec![5, 5, 6], "seed {seed}");
+    }
+    // Sharing relays with a greedy neighbour: the neighbour moves to its other relays.
+    let snaps = backends_on(&[&[1, 2, 3, 4, 5, 6], &[1, 2, 3]], &mut r);
+    for seed in 0..20 {
+        assert_eq!(shares(&snaps, seed), vec![3, 3], "seed {seed}");
+    }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use onionbalance::descriptor::{
-    intake, BackendKeys, Engine, IntakeError, IntakeOutcome, PublishPeriod,
+    intake, intro_point_relay, BackendKeys, Engine, IntakeError, PublishPeriod,
     DEFAULT_MAX_DESCRIPTOR_LEN,
 };
 use onionbalance::{FrontendKey, OnionAddress};
@@ -103,8 +103,10 @@ fn ctor_descriptors_are_rejected_when_they_should_be() {
     assert!(matches!(err, IntakeError::BadSignature(_)), "{err}");
 }
 
-/// A frontend descriptor built from the C tor backends' intro points lists all of them
-/// with their link specifiers and keys unchanged, and carries their flow-control line.
+/// A frontend descriptor built from the C tor backends' intro points lists them with their
+/// link specifiers and keys unchanged, at most one per relay (C tor clients use only the
+/// first intro point listed for a relay), every backend at least once, and carries their
+/// flow-control line.
 #[test]
 fn frontend_built_from_ctor_intro_points_round_trips() {
     let all: Vec<(FixtureMeta, String)> = load()
@@ -115,23 +117,15 @@ fn frontend_built_from_ctor_intro_points_round_trips() {
     let when = all[0].0.captured_at();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let frontend = Arc::new(FrontendKey::generate(&mut rng));
-    let addrs: Vec<OnionAddress> = all
-        .iter()
-        .map(|(m, _)| m.onion_address.parse().expect("address"))
-        .collect();
-    let mut engine = Engine::new(frontend.clone(), addrs.clone());
+    let mut engine = Engine::new(frontend.clone());
     let mut want = HashSet::new();
-    for (i, (meta, text)) in all.iter().enumerate() {
+    let mut snapshots = Vec::new();
+    for (meta, text) in &all {
         let tp = meta.time_period().expect("period");
-        let out = engine
-            .take_in(i, tp, Arc::from(text.as_str()), when)
-            .expect("index");
-        assert!(
-            matches!(out, Ok(IntakeOutcome::Updated { .. })),
-            "{}: {out:?}",
-            meta.name
-        );
-        let snap = engine.backends()[i].snapshot.as_ref().expect("snapshot");
+        let address: OnionAddress = meta.onion_address.parse().expect("address");
+        let keys = BackendKeys::derive(address, tp).expect("keys");
+        let snap = intake(&keys, text, when, DEFAULT_MAX_DESCRIPTOR_LEN)
+            .unwrap_or_else(|e| panic!("{}: {e}", meta.name));
         for ip in &snap.intro_points {
             want.insert((
                 ip.link_specifiers()
@@ -144,21 +138,41 @@ fn frontend_built_from_ctor_intro_points_round_trips() {
                 *ip.svc_ntor_key().as_bytes(),
             ));
         }
+        snapshots.push(snap);
     }
+    let relays_available: HashSet<_> = snapshots
+        .iter()
+        .flat_map(|s| s.intro_points.iter().filter_map(intro_point_relay))
+        .collect();
     let srv_start = period.range().expect("range").start;
+    let refs: Vec<_> = snapshots.iter().collect();
     let built = engine
         .build(
-            &[PublishPeriod {
+            &PublishPeriod {
                 time_period: period,
                 srv_start,
-            }],
+            },
+            &refs,
             when,
             &mut rng,
         )
         .expect("build");
+    let mut listed_backends: Vec<usize> = built.backends.clone();
+    listed_backends.sort_unstable();
+    listed_backends.dedup();
+    assert_eq!(
+        listed_backends.len(),
+        snapshots.len(),
+        "every backend listed"
+    );
     let keys = BackendKeys::derive(frontend.address(), period).expect("keys");
-    let snap = intake(&keys, &built[0].text, when, DEFAULT_MAX_DESCRIPTOR_LEN)
-        .expect("frontend descriptor parses");
+    let snap = intake(
+        &keys,
+        &built.descriptor.text,
+        when,
+        DEFAULT_MAX_DESCRIPTOR_LEN,
+    )
+    .expect("frontend descriptor parses");
     let got: HashSet<_> = snap
         .intro_points
         .iter()
@@ -175,11 +189,25 @@ fn frontend_built_from_ctor_intro_points_round_trips() {
             )
         })
         .collect();
-    assert_eq!(got, want);
-    let backend_flow = engine.backends()[0]
-        .snapshot
-        .as_ref()
-        .and_then(|s| s.flow_control.clone());
+    assert!(got.is_subset(&want), "intro points listed unchanged");
+    let relays: Vec<_> = snap
+        .intro_points
+        .iter()
+        .filter_map(intro_point_relay)
+        .collect();
+    let distinct: HashSet<_> = relays.iter().collect();
+    assert_eq!(
+        relays.len(),
+        snap.intro_points.len(),
+        "every intro point names its relay"
+    );
+    assert_eq!(distinct.len(), relays.len(), "one intro point per relay");
+    assert_eq!(
+        relays.len(),
+        relays_available.len().min(20),
+        "every relay the backends use carries one intro point"
+    );
+    let backend_flow = snapshots[0].flow_control.clone();
     assert!(backend_flow.is_some(), "C tor 0.4.9 declares flow-control");
     assert_eq!(snap.flow_control, backend_flow, "flow-control carried over");
 }

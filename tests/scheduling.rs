@@ -9,26 +9,28 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
 use onionbalance::config::{Config, InstanceConfig, ServiceConfig};
 use onionbalance::descriptor::synthetic::SyntheticBackend;
 use onionbalance::descriptor::{
-    intake, BackendKeys, FrontendPeriodKeys, PublishPeriod, DEFAULT_MAX_DESCRIPTOR_LEN,
+    claimed_revision, intake, BackendKeys, FrontendPeriodKeys, PublishPeriod,
+    DEFAULT_MAX_DESCRIPTOR_LEN,
 };
 use onionbalance::net::{DirTransport, TransferError};
 use onionbalance::service::Timing;
 use onionbalance::status::ServicePhase;
 use onionbalance::{Balancer, FrontendKey, OnionAddress};
 use rand::rngs::StdRng;
-use rand::SeedableRng as _;
+use rand::{Rng as _, SeedableRng as _};
 use tor_hscrypto::pk::HsBlindId;
 use tor_hscrypto::time::TimePeriod;
 use tor_linkspec::{HasRelayIds as _, OwnedCircTarget};
 use tor_llcrypto::pk::rsa::RsaIdentity;
 use tor_netdir::testprovider::TestNetDirProvider;
 use tor_netdir::{NetDir, NetDirProvider};
+use tor_netdoc::doc::hsdesc::{HsDesc, IntroPointDesc};
 use tor_netdoc::doc::netstatus::Lifetime;
 use tor_rtcompat::{SleepProvider as _, ToplevelBlockOn as _};
 use tor_rtmock::MockRuntime;
@@ -38,30 +40,67 @@ use tor_rtmock::MockRuntime;
 struct Upload {
     /// Simulated wall-clock time.
     at: SystemTime,
+    /// Simulated monotonic time.
+    when: Instant,
     /// The HSDir.
     hsdir: RsaIdentity,
     /// The descriptor.
     text: Arc<str>,
+    /// The frontend period it is for (recognised by its blinded key), if recognised.
+    period: Option<TimePeriod>,
+    /// The revision counter it claims.
+    revision: u64,
     /// Whether the scripted HSDir accepted it.
     accepted: bool,
 }
 
-/// A scripted HSDir network: serves backend descriptors by blinded id, records uploads, and
-/// fails uploads on demand.
+/// A scripted HSDir network. Like real HSDirs: every HSDir holds its *own encoding* of a
+/// backend's descriptor (C tor encodes once per HSDir upload), and an HSDir refuses (HTTP
+/// 400) a frontend descriptor whose revision counter is not above the one it holds. On
+/// demand: HSDirs that fail the next uploads, that refuse everything, or that never answer.
 #[derive(Default)]
 struct Script {
-    /// Descriptors HSDirs hold, by blinded id.
-    stored: HashMap<HsBlindId, String>,
+    /// Backend descriptors each HSDir holds: by (blinded id, HSDir).
+    stored: HashMap<(HsBlindId, RsaIdentity), String>,
     /// Every upload.
     uploads: Vec<Upload>,
+    /// The revision each HSDir holds for each frontend blinded id.
+    held: HashMap<(RsaIdentity, HsBlindId), u64>,
     /// HSDirs that fail the next N uploads (connection failure).
     fail_next: HashMap<RsaIdentity, u32>,
-    /// HSDirs that reject the next N uploads with HTTP 400 (revision counter).
-    reject_next: HashMap<RsaIdentity, u32>,
-    /// Wall clock of the simulation.
+    /// HSDirs that refuse every upload with HTTP 400.
+    refuse_always: HashSet<RsaIdentity>,
+    /// HSDirs that never answer (the request hangs until our timeout).
+    hang: HashSet<RsaIdentity>,
+    /// Blinded ids whose fetches hang at every HSDir (a backend behind a broken ring).
+    hang_fetch_for: HashSet<HsBlindId>,
+    /// Simulation clock.
     clock: Option<MockRuntime>,
-    /// Every fetch: when, and for which blinded id.
-    fetches: Vec<(SystemTime, HsBlindId)>,
+    /// The frontend, to recognise which period an upload is for.
+    frontend: Option<Arc<FrontendKey>>,
+    /// Frontend blinded ids by period (cache).
+    front_ids: HashMap<TimePeriod, HsBlindId>,
+    /// Every fetch: when, for which blinded id, at which HSDir.
+    fetches: Vec<(SystemTime, HsBlindId, RsaIdentity)>,
+}
+
+impl Script {
+    /// The frontend period and blinded id `text` is for, among the periods of `nd`.
+    fn recognise(&mut self, nd: &NetDir, text: &str) -> Option<(TimePeriod, HsBlindId)> {
+        let frontend = self.frontend.clone()?;
+        for p in periods(nd) {
+            let tp = p.time_period;
+            let id = *self.front_ids.entry(tp).or_insert_with(|| {
+                FrontendPeriodKeys::derive(&frontend, tp)
+                    .expect("keys")
+                    .blind_id()
+            });
+            if HsDesc::parse(text, &id).is_ok() {
+                return Some((tp, id));
+            }
+        }
+        None
+    }
 }
 
 #[derive(Clone, Default)]
@@ -77,44 +116,75 @@ impl DirTransport for ScriptedTransport {
     fn fetch<'a>(
         &'a self,
         _netdir: &'a NetDir,
-        _hsdir: OwnedCircTarget,
+        hsdir: OwnedCircTarget,
         blind_id: HsBlindId,
         _max_len: usize,
     ) -> BoxFuture<'a, Result<Option<String>, TransferError>> {
+        let id = *hsdir.rsa_identity().expect("rsa id");
         let mut s = self.lock();
         let at = s.clock.as_ref().map(|c| c.wallclock()).expect("clock");
-        s.fetches.push((at, blind_id));
-        let r = s.stored.get(&blind_id).cloned();
+        s.fetches.push((at, blind_id, id));
+        if s.hang.contains(&id) || s.hang_fetch_for.contains(&blind_id) {
+            return Box::pin(futures::future::pending());
+        }
+        let r = s.stored.get(&(blind_id, id)).cloned();
         Box::pin(async move { Ok(r) })
     }
 
     fn upload<'a>(
         &'a self,
-        _netdir: &'a NetDir,
+        netdir: &'a NetDir,
         hsdir: OwnedCircTarget,
         descriptor: Arc<str>,
     ) -> BoxFuture<'a, Result<(), TransferError>> {
         let id = *hsdir.rsa_identity().expect("rsa id");
         let mut s = self.lock();
-        let at = s.clock.as_ref().map(|c| c.wallclock()).expect("clock");
-        let result = if let Some(n) = s.fail_next.get_mut(&id).filter(|n| **n > 0) {
+        let clock = s.clock.clone().expect("clock");
+        let recognised = s.recognise(netdir, &descriptor);
+        let revision = claimed_revision(&descriptor).map_or(0, u64::from);
+        let hang = s.hang.contains(&id);
+        let result = if hang {
+            Err(TransferError::Timeout(Duration::ZERO)) // never delivered: see below
+        } else if let Some(n) = s.fail_next.get_mut(&id).filter(|n| **n > 0) {
             *n -= 1;
             Err(TransferError::Circuit("scripted failure".into()))
-        } else if let Some(n) = s.reject_next.get_mut(&id).filter(|n| **n > 0) {
-            *n -= 1;
+        } else if s.refuse_always.contains(&id) {
             Err(TransferError::Status {
                 code: 400,
-                message: "revision counter too low".into(),
+                message: "scripted refusal".into(),
             })
         } else {
-            Ok(())
+            match recognised {
+                Some((_, blind)) => {
+                    let held = s.held.entry((id, blind)).or_insert(0);
+                    if revision <= *held && *held != 0 {
+                        Err(TransferError::Status {
+                            code: 400,
+                            message: "revision counter too low".into(),
+                        })
+                    } else {
+                        *held = revision;
+                        Ok(())
+                    }
+                }
+                None => Err(TransferError::Status {
+                    code: 400,
+                    message: "not a descriptor for a period in the consensus".into(),
+                }),
+            }
         };
         s.uploads.push(Upload {
-            at,
+            at: clock.wallclock(),
+            when: clock.now(),
             hsdir: id,
             text: descriptor,
+            period: recognised.map(|(tp, _)| tp),
+            revision,
             accepted: result.is_ok(),
         });
+        if hang {
+            return Box::pin(futures::future::pending());
+        }
         Box::pin(async move { result })
     }
 }
@@ -129,8 +199,12 @@ fn netdir_at(valid_after: SystemTime) -> NetDir {
     .expect("lifetime");
     tor_netdir::testnet::construct_custom_netdir_with_params(
         |_, _, bld| {
-            bld.shared_rand_cur(7, [1u8; 32].into(), None)
-                .shared_rand_prev(7, [2u8; 32].into(), None);
+            // A new shared random value every day, as the authorities make them.
+            let day = valid_after
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() / 86_400);
+            bld.shared_rand_cur(7, [(day % 251) as u8 + 1; 32].into(), None)
+                .shared_rand_prev(7, [((day + 250) % 251) as u8 + 1; 32].into(), None);
         },
         std::iter::empty::<(&str, i32)>(),
         Some(lifetime),
@@ -145,26 +219,43 @@ fn periods(nd: &NetDir) -> Vec<PublishPeriod> {
     onionbalance::ring::publish_periods(nd)
 }
 
+/// A simulated C tor backend: per period its own intro points (C tor keeps separate intro
+/// points for its current and next descriptors), re-uploaded with a higher revision counter.
+struct SimBackend {
+    /// Identity key (and scratch intro points for encoding).
+    inner: SyntheticBackend,
+    /// Intro points per period.
+    per_period: HashMap<TimePeriod, Vec<IntroPointDesc>>,
+}
+
 /// Everything a test needs.
 struct World {
     rt: MockRuntime,
     transport: ScriptedTransport,
     provider: Arc<TestNetDirProvider>,
     frontend: Arc<FrontendKey>,
-    backends: Vec<SyntheticBackend>,
+    backends: Vec<SimBackend>,
     rng: StdRng,
+    state_dir: Option<PathBuf>,
 }
 
 impl World {
     fn new(rt: MockRuntime, n_backends: usize) -> Self {
         let mut rng = StdRng::seed_from_u64(11);
         let transport = ScriptedTransport::default();
-        transport.lock().clock = Some(rt.clone());
         let provider = Arc::new(TestNetDirProvider::new());
         provider.set_netdir(netdir_at(rt.wallclock()));
         let frontend = Arc::new(FrontendKey::generate(&mut rng));
+        {
+            let mut s = transport.lock();
+            s.clock = Some(rt.clone());
+            s.frontend = Some(frontend.clone());
+        }
         let backends = (0..n_backends)
-            .map(|_| SyntheticBackend::generate(&mut rng, 3))
+            .map(|_| SimBackend {
+                inner: SyntheticBackend::generate(&mut rng, 0),
+                per_period: HashMap::new(),
+            })
             .collect();
         let mut w = World {
             rt,
@@ -173,6 +264,7 @@ impl World {
             frontend,
             backends,
             rng,
+            state_dir: None,
         };
         for i in 0..n_backends {
             w.backend_publishes(i);
@@ -180,26 +272,77 @@ impl World {
         w
     }
 
-    /// Backend `i` (re)publishes a descriptor for the current consensus's periods.
+    /// Backend `i` (re)uploads its descriptors for the current consensus's periods, one
+    /// encoding per HSDir of each period's ring, as C tor does. New periods get new intro
+    /// points; known periods keep theirs (the revision counter goes up).
     fn backend_publishes(&mut self, i: usize) {
         let nd = self.provider.timely_netdir().expect("netdir");
         let now = self.rt.wallclock();
+        let rng = &mut self.rng;
+        let b = &mut self.backends[i];
+        let live: Vec<TimePeriod> = periods(&nd).iter().map(|p| p.time_period).collect();
+        b.per_period.retain(|tp, _| live.contains(tp));
         for p in periods(&nd) {
-            let b = &self.backends[i];
-            let keys = BackendKeys::derive(b.address(), p.time_period).expect("keys");
-            let text = b.descriptor(&p, now, &mut self.rng).expect("descriptor");
-            self.transport.lock().stored.insert(keys.blind_id(), text);
+            let ipts = b
+                .per_period
+                .entry(p.time_period)
+                .or_insert_with(|| SyntheticBackend::generate(rng, 3).intro_points)
+                .clone();
+            b.inner.intro_points = ipts;
+            let keys = BackendKeys::derive(b.inner.address(), p.time_period).expect("keys");
+            let ring = onionbalance::ring::upload_hsdirs(&nd, keys.blind_id(), p.time_period)
+                .expect("ring");
+            for h in ring {
+                let text = b.inner.descriptor(&p, now, rng).expect("descriptor");
+                self.transport
+                    .lock()
+                    .stored
+                    .insert((keys.blind_id(), h.id), text);
+            }
         }
     }
 
-    /// Backend `i` stops: HSDirs no longer have its descriptor.
+    /// Backend `i` restarts: new intro points in every period, uploaded at once.
+    fn backend_restarts(&mut self, i: usize) {
+        self.backends[i].per_period.clear();
+        self.backend_publishes(i);
+    }
+
+    /// Backend `i` is gone and HSDirs no longer have its descriptor (404 everywhere).
     fn backend_vanishes(&mut self, i: usize) {
+        let addr = self.backends[i].inner.address();
         let nd = self.provider.timely_netdir().expect("netdir");
-        for p in periods(&nd) {
-            let keys =
-                BackendKeys::derive(self.backends[i].address(), p.time_period).expect("keys");
-            self.transport.lock().stored.remove(&keys.blind_id());
-        }
+        let ids: Vec<HsBlindId> = periods(&nd)
+            .iter()
+            .map(|p| {
+                BackendKeys::derive(addr, p.time_period)
+                    .expect("keys")
+                    .blind_id()
+            })
+            .collect();
+        self.transport
+            .lock()
+            .stored
+            .retain(|(id, _), _| !ids.contains(id));
+    }
+
+    /// The session keys of backend `i`'s intro points in period `tp`.
+    fn sids_of(&self, i: usize, tp: TimePeriod) -> HashSet<[u8; 32]> {
+        self.backends[i]
+            .per_period
+            .get(&tp)
+            .map(|v| v.iter().map(|x| *x.ipt_sid_key().as_bytes()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every intro point session key backend `i` ever had in the periods it knows now.
+    fn all_sids_of(&self, i: usize) -> HashSet<[u8; 32]> {
+        self.backends[i]
+            .per_period
+            .values()
+            .flatten()
+            .map(|x| *x.ipt_sid_key().as_bytes())
+            .collect()
     }
 
     fn config(&self) -> Config {
@@ -213,7 +356,7 @@ impl World {
                     .iter()
                     .enumerate()
                     .map(|(i, b)| InstanceConfig {
-                        address: b.address(),
+                        address: b.inner.address(),
                         name: format!("node{}", i + 1),
                     })
                     .collect(),
@@ -226,10 +369,19 @@ impl World {
 
     fn launch(&self) -> onionbalance::BalancerHandle {
         let provider: Arc<dyn NetDirProvider> = self.provider.clone();
-        Balancer::new(self.config())
-            .with_timing(Timing::default())
-            .launch_with(self.rt.clone(), provider, Arc::new(self.transport.clone()))
+        let mut b = Balancer::new(self.config()).with_timing(Timing::default());
+        if let Some(d) = &self.state_dir {
+            b = b.with_state_dir(d.clone());
+        }
+        b.launch_with(self.rt.clone(), provider, Arc::new(self.transport.clone()))
             .expect("launch")
+    }
+
+    /// A new consensus, valid from now (the authorities vote every hour).
+    async fn new_consensus(&self) {
+        self.provider
+            .set_netdir_and_notify(netdir_at(self.rt.wallclock()))
+            .await;
     }
 
     fn uploads(&self) -> Vec<Upload> {
@@ -288,11 +440,26 @@ fn sim(test: impl Fn(MockRuntime) -> BoxFuture<'static, ()>) {
     rt.clone().block_on(test(rt));
 }
 
-/// First publication reaches every responsible HSDir of every period, with both backends'
-/// intro points; nothing is re-uploaded while nothing changes; the periodic republication
-/// comes 60–120 minutes later with a higher revision counter.
+/// Per period, each distinct revision uploaded and when it was first seen: one per build.
+fn builds(ups: &[Upload]) -> HashMap<TimePeriod, Vec<(u64, Instant)>> {
+    let mut m: HashMap<TimePeriod, Vec<(u64, Instant)>> = HashMap::new();
+    for u in ups {
+        if let Some(tp) = u.period {
+            let v = m.entry(tp).or_default();
+            if !v.iter().any(|(r, _)| *r == u.revision) {
+                v.push((u.revision, u.when));
+            }
+        }
+    }
+    m
+}
+
+/// First publication reaches every responsible HSDir of every period once; each period's
+/// descriptor lists the backends' intro points *of that period*; nothing is re-uploaded
+/// while nothing changes, although every fetch returns another encoding of the backends'
+/// descriptors; the periodic refresh comes 60–120 minutes later with a higher counter.
 #[test]
-fn publishes_everywhere_then_republishes_periodically() {
+fn publishes_everywhere_then_refreshes_periodically() {
     sim(|rt| {
         Box::pin(async move {
             let w = World::new(rt.clone(), 2);
@@ -302,19 +469,21 @@ fn publishes_everywhere_then_republishes_periodically() {
             let expected = w.expected_hsdirs();
             assert_eq!(expected.len(), 2, "two periods with SRVs");
             let mut got: HashMap<TimePeriod, HashSet<RsaIdentity>> = HashMap::new();
-            let all_sids: HashSet<[u8; 32]> = w
-                .backends
-                .iter()
-                .flat_map(|b| b.intro_points.iter().map(|i| *i.ipt_sid_key().as_bytes()))
-                .collect();
             let mut first_rev = HashMap::new();
             for u in &first {
                 assert!(u.accepted);
                 let (tp, rev, sids) = w.decode(&u.text, u.at);
-                assert_eq!(sids, all_sids, "both backends' intro points");
+                let want: HashSet<[u8; 32]> =
+                    w.sids_of(0, tp).union(&w.sids_of(1, tp)).copied().collect();
+                assert_eq!(sids, want, "both backends' intro points of period {tp:?}");
                 got.entry(tp).or_default().insert(u.hsdir);
                 first_rev.insert(tp, rev);
             }
+            let tps: Vec<TimePeriod> = expected.keys().copied().collect();
+            assert!(
+                w.sids_of(0, tps[0]).is_disjoint(&w.sids_of(0, tps[1])),
+                "the backends keep other intro points per period"
+            );
             assert_eq!(got, expected, "every responsible HSDir of every period");
             assert_eq!(
                 first.len(),
@@ -324,21 +493,31 @@ fn publishes_everywhere_then_republishes_periodically() {
             assert!(handle.all_published());
             assert_eq!(handle.status()[0].phase, ServicePhase::Publishing);
 
-            // 59 simulated minutes: fetches happen (every 5 min) but nothing changed.
+            // 59 simulated minutes: a fetch every minute per backend, each answered with
+            // another encoding; nothing changed, nothing is uploaded.
             rt.advance_by(Duration::from_secs(59 * 60)).await;
+            let fetches = w.transport.lock().fetches.len();
+            assert!(
+                fetches >= 2 * 55,
+                "backends are followed: {fetches} fetches"
+            );
+            assert!(
+                fetches <= 2 * 62,
+                "at most one fetch per backend per minute: {fetches}"
+            );
             assert_eq!(
                 w.uploads().len(),
                 first.len(),
                 "no upload while nothing changes"
             );
 
-            // By 121 minutes the periodic republication has happened, once, everywhere.
+            // By 121 minutes each period has been refreshed, once, everywhere.
             rt.advance_by(Duration::from_secs(62 * 60)).await;
             let again: Vec<Upload> = w.uploads().into_iter().skip(first.len()).collect();
-            assert_eq!(again.len(), first.len(), "republished to every HSDir once");
+            assert_eq!(again.len(), first.len(), "refreshed at every HSDir once");
             for u in &again {
-                let (tp, rev, _) = w.decode(&u.text, u.at);
-                assert!(rev > first_rev[&tp], "revision counter increased");
+                let tp = u.period.expect("recognised");
+                assert!(u.revision > first_rev[&tp], "revision counter increased");
                 let after = u.at.duration_since(first[0].at).expect("later");
                 assert!(
                     after >= Duration::from_secs(60 * 60) && after <= Duration::from_secs(121 * 60),
@@ -380,7 +559,7 @@ fn failed_uploads_are_retried_with_backoff() {
             let mut by_period: HashMap<TimePeriod, Vec<&Upload>> = HashMap::new();
             for u in &flaky_ups {
                 by_period
-                    .entry(w.decode(&u.text, u.at).0)
+                    .entry(u.period.expect("recognised"))
                     .or_default()
                     .push(u);
             }
@@ -416,42 +595,81 @@ fn failed_uploads_are_retried_with_backoff() {
     });
 }
 
-/// An HSDir that rejects our revision counter (HTTP 400) makes us build a new descriptor with
-/// a higher counter, which it then accepts.
+/// An HSDir holding a higher revision (say, from a run whose clock was ahead) refuses our
+/// descriptor with HTTP 400. The same descriptor is retried there with backoff, a new one is
+/// built at most once a minute and goes only to that HSDir, and it is accepted once our
+/// counter passes the one it holds. The other HSDirs get nothing more.
 #[test]
-fn rejected_revision_counter_triggers_a_new_descriptor() {
+fn refusals_are_retried_and_rebuilt_at_most_once_a_minute() {
     sim(|rt| {
         Box::pin(async move {
             let w = World::new(rt.clone(), 1);
             let expected = w.expected_hsdirs();
-            let picky = *expected
-                .values()
-                .next()
-                .and_then(|s| s.iter().next())
-                .expect("an hsdir");
-            w.transport.lock().reject_next.insert(picky, 1);
-            let handle = w.launch();
-            rt.advance_by(Duration::from_secs(60)).await;
-            let ups: Vec<Upload> = w
-                .uploads()
+            let (&tp, set) = expected.iter().next().expect("a period");
+            let picky = *set.iter().next().expect("an hsdir");
+            let nd = w.provider.timely_netdir().expect("netdir");
+            let p = periods(&nd)
                 .into_iter()
-                .filter(|u| u.hsdir == picky)
-                .collect();
-            let rejected = ups.iter().find(|u| !u.accepted).expect("a rejection");
-            let (tp, rejected_rev, _) = w.decode(&rejected.text, rejected.at);
-            let accepted_later = ups
+                .find(|p| p.time_period == tp)
+                .expect("period");
+            let keys = FrontendPeriodKeys::derive(&w.frontend, tp).expect("keys");
+            // The HSDir holds the counter we would use 150 s from now.
+            let ahead = keys
+                .revision_counter(p.srv_start, rt.wallclock() + Duration::from_secs(150), None)
+                .expect("rev");
+            w.transport
+                .lock()
+                .held
+                .insert((picky, keys.blind_id()), u64::from(ahead));
+            let handle = w.launch();
+            rt.advance_by(Duration::from_secs(10 * 60)).await;
+            let ups = w.uploads();
+            let at_picky: Vec<&Upload> = ups
                 .iter()
-                .filter(|u| u.accepted)
-                .map(|u| w.decode(&u.text, u.at))
-                .any(|(p, rev, _)| p == tp && rev > rejected_rev);
-            assert!(accepted_later, "a higher revision was accepted: {ups:?}");
+                .filter(|u| u.hsdir == picky && u.period == Some(tp))
+                .collect();
+            let accepted: Vec<&&Upload> = at_picky.iter().filter(|u| u.accepted).collect();
+            assert_eq!(accepted.len(), 1, "accepted once: {at_picky:?}");
+            assert!(accepted[0].revision > u64::from(ahead));
+            let refused = at_picky.iter().filter(|u| !u.accepted).count();
+            assert!(refused >= 3, "retried before it could succeed: {refused}");
+            // Rebuilds for this period: at least 60 s apart.
+            let b = builds(&ups);
+            let times: Vec<Instant> = b[&tp].iter().map(|(_, t)| *t).collect();
+            assert!(times.len() >= 3, "{times:?}");
+            for pair in times.windows(2) {
+                assert!(pair[1] - pair[0] >= Duration::from_secs(60), "{times:?}");
+            }
+            // Everyone else got the first descriptor once, and nothing else.
+            for u in ups
+                .iter()
+                .filter(|u| u.hsdir != picky || u.period != Some(tp))
+            {
+                assert!(u.accepted);
+            }
+            let others = ups
+                .iter()
+                .filter(|u| u.hsdir != picky || u.period != Some(tp))
+                .count();
+            assert_eq!(
+                others,
+                expected.values().map(HashSet::len).sum::<usize>() - 1
+            );
+            let st = &handle.status()[0];
+            let ps = st
+                .periods
+                .iter()
+                .find(|x| x.time_period == tp.interval_num())
+                .expect("period");
+            assert_eq!(ps.refusals_in_a_row, 0, "reset by the acceptance");
+            assert!(ps.last_refusal.is_some());
             handle.shutdown().await;
         })
     });
 }
 
-/// A backend that republishes with new intro points, and one that vanishes, change what we
-/// publish at the next fetch (5 minutes), and the new descriptor goes everywhere.
+/// A backend that restarts (new intro points in every period) and one that vanishes change
+/// what we publish within 150 s, and the new descriptors go everywhere.
 #[test]
 fn backend_changes_are_republished() {
     sim(|rt| {
@@ -460,25 +678,34 @@ fn backend_changes_are_republished() {
             let handle = w.launch();
             rt.advance_by(Duration::from_secs(30)).await;
             let n_first = w.uploads().len();
-            // Backend 0 gets new intro points; backend 2 stops.
-            let mut rng = StdRng::seed_from_u64(99);
-            w.backends[0].intro_points = SyntheticBackend::generate(&mut rng, 2).intro_points;
-            w.backend_publishes(0);
+            w.backend_restarts(0);
             w.backend_vanishes(2);
-            rt.advance_by(Duration::from_secs(6 * 60)).await;
+            let old2 = w.all_sids_of(2);
+            rt.advance_by(Duration::from_secs(150)).await;
             let new: Vec<Upload> = w.uploads().into_iter().skip(n_first).collect();
-            let expected: usize = w.expected_hsdirs().values().map(HashSet::len).sum();
-            assert_eq!(new.len(), expected, "one new upload per HSDir slot");
-            let want: HashSet<[u8; 32]> = w.backends[..2]
-                .iter()
-                .flat_map(|b| b.intro_points.iter().map(|i| *i.ipt_sid_key().as_bytes()))
-                .collect();
-            for u in &new {
-                let (_, _, sids) = w.decode(&u.text, u.at);
-                assert_eq!(
-                    sids, want,
-                    "backend 0's new intro points, none of backend 2's"
-                );
+            let expected = w.expected_hsdirs();
+            // The last descriptor each HSDir got lists backend 0's new intro points and none
+            // of backend 2's.
+            for (tp, set) in &expected {
+                let want: HashSet<[u8; 32]> = w
+                    .sids_of(0, *tp)
+                    .union(&w.sids_of(1, *tp))
+                    .copied()
+                    .collect();
+                for h in set {
+                    let last = new
+                        .iter()
+                        .rev()
+                        .find(|u| u.hsdir == *h && u.period == Some(*tp) && u.accepted)
+                        .expect("republished");
+                    let (_, _, sids) = w.decode(&last.text, last.at);
+                    assert_eq!(sids, want, "period {tp:?}");
+                    assert!(sids.is_disjoint(&old2));
+                }
+            }
+            // At most two builds per period for the two changes (found in different fetches).
+            for (tp, v) in builds(&new) {
+                assert!(v.len() <= 2, "{tp:?}: {v:?}");
             }
             let st = &handle.status()[0];
             assert!(
@@ -508,7 +735,7 @@ fn time_period_rollover_publishes_for_the_new_period() {
             // A day later: jump the clock, new consensus, backends republish.
             let later = rt.wallclock() + Duration::from_secs(24 * 3600);
             rt.jump_wallclock(later);
-            w.provider.set_netdir_and_notify(netdir_at(later)).await;
+            w.new_consensus().await;
             w.backend_publishes(0);
             w.backend_publishes(1);
             rt.advance_by(Duration::from_secs(60)).await;
@@ -523,7 +750,7 @@ fn time_period_rollover_publishes_for_the_new_period() {
             for p in new_periods {
                 let got: HashSet<RsaIdentity> = new
                     .iter()
-                    .filter(|u| w.decode(&u.text, u.at).0 == *p)
+                    .filter(|u| u.period == Some(*p) && u.accepted)
                     .map(|u| u.hsdir)
                     .collect();
                 assert_eq!(&got, &after[p], "new period {p:?} published to its ring");
@@ -551,8 +778,8 @@ fn nothing_is_published_without_backends() {
     });
 }
 
-/// A backend that stays down is fetched again soon, then less and less often, never more
-/// rarely than the regular 5-minute interval.
+/// A backend that stays down is fetched again soon, then less and less often, down to once
+/// every 5 minutes (such a fetch asks every HSDir of the period).
 #[test]
 fn missing_backend_refetch_backs_off() {
     sim(|rt| {
@@ -560,31 +787,368 @@ fn missing_backend_refetch_backs_off() {
             let mut w = World::new(rt.clone(), 2);
             w.backend_vanishes(1);
             let nd = w.provider.timely_netdir().expect("netdir");
-            let tp = nd.hs_time_period();
-            let gone = BackendKeys::derive(w.backends[1].address(), tp)
-                .expect("keys")
-                .blind_id();
+            let gone: Vec<HsBlindId> = periods(&nd)
+                .iter()
+                .map(|p| {
+                    BackendKeys::derive(w.backends[1].inner.address(), p.time_period)
+                        .expect("keys")
+                        .blind_id()
+                })
+                .collect();
             let handle = w.launch();
             rt.advance_by(Duration::from_secs(30 * 60)).await;
-            // One round asks several HSDirs at the same instant: count distinct instants.
+            // One fetch asks several HSDirs at the same instant: count distinct instants.
             let mut rounds: Vec<SystemTime> = w
                 .transport
                 .lock()
                 .fetches
                 .iter()
-                .filter(|(_, id)| *id == gone)
-                .map(|(t, _)| *t)
+                .filter(|(_, id, _)| gone.contains(id))
+                .map(|(t, _, _)| *t)
                 .collect();
             rounds.dedup();
             let gaps: Vec<u64> = rounds
                 .windows(2)
                 .map(|p| p[1].duration_since(p[0]).unwrap_or_default().as_secs())
                 .collect();
-            assert_eq!(&gaps[..6], &[15, 30, 60, 120, 240, 300], "{gaps:?}");
-            assert!(gaps[6..].iter().all(|g| *g == 300), "{gaps:?}");
+            // Both periods at once at the start, then 15 s doubling per fetch, capped at 5 min.
+            assert_eq!(&gaps[..4], &[30, 60, 120, 240], "{gaps:?}");
+            assert!(gaps[4..].iter().all(|g| *g == 300), "{gaps:?}");
             // The working backend is still published.
             assert!(handle.all_published());
             handle.shutdown().await;
+        })
+    });
+}
+
+/// The first publication waits until every backend has been tried, so that early clients
+/// (which keep a descriptor until the next period) are not pinned to a subset; but not more
+/// than 30 s when a backend's HSDirs do not answer.
+#[test]
+fn first_publication_waits_for_every_backend_at_most_30s() {
+    sim(|rt| {
+        Box::pin(async move {
+            let w = World::new(rt.clone(), 2);
+            let nd = w.provider.timely_netdir().expect("netdir");
+            let slow: Vec<HsBlindId> = periods(&nd)
+                .iter()
+                .map(|p| {
+                    BackendKeys::derive(w.backends[1].inner.address(), p.time_period)
+                        .expect("keys")
+                        .blind_id()
+                })
+                .collect();
+            w.transport.lock().hang_fetch_for.extend(slow);
+            let handle = w.launch();
+            rt.advance_by(Duration::from_secs(29)).await;
+            assert!(w.uploads().is_empty(), "waits for the slow backend");
+            rt.advance_by(Duration::from_secs(2)).await;
+            let ups = w.uploads();
+            assert!(!ups.is_empty(), "publishes at 30 s without it");
+            for u in &ups {
+                let (tp, _, sids) = w.decode(&u.text, u.at);
+                assert_eq!(sids, w.sids_of(0, tp));
+            }
+            handle.shutdown().await;
+        })
+    });
+}
+
+/// A restart after the clock stepped back: the revision counters kept under the state
+/// directory keep the new run's counters above the old run's, so no HSDir refuses them.
+/// Without a state directory the same restart is refused (the control that shows the
+/// check can fail).
+#[test]
+fn restart_after_backward_clock_step_never_publishes_a_lower_counter() {
+    for keep_state in [true, false] {
+        sim(move |rt| {
+            Box::pin(async move {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let mut w = World::new(rt.clone(), 1);
+                if keep_state {
+                    w.state_dir = Some(dir.path().to_path_buf());
+                }
+                let handle = w.launch();
+                rt.advance_by(Duration::from_secs(5)).await;
+                handle.shutdown().await;
+                let n_first = w.uploads().len();
+                assert!(n_first > 0 && w.uploads().iter().all(|u| u.accepted));
+                // The clock steps back 10 minutes (an NTP correction), then we restart.
+                rt.jump_wallclock(rt.wallclock() - Duration::from_secs(600));
+                let handle = w.launch();
+                rt.advance_by(Duration::from_secs(5)).await;
+                let second: Vec<Upload> = w.uploads().into_iter().skip(n_first).collect();
+                assert!(!second.is_empty());
+                let refused = second.iter().filter(|u| !u.accepted).count();
+                if keep_state {
+                    assert_eq!(refused, 0, "{second:?}");
+                    assert!(
+                        std::fs::read_dir(dir.path().join("revisions"))
+                            .map(|d| d.count())
+                            .unwrap_or(0)
+                            == 1,
+                        "one counter file for the frontend"
+                    );
+                } else {
+                    assert_eq!(refused, second.len(), "every HSDir refuses a lower counter");
+                }
+                handle.shutdown().await;
+            })
+        });
+    }
+}
+
+/// Intro point session keys per period.
+type SidsByPeriod = HashMap<TimePeriod, HashSet<[u8; 32]>>;
+
+/// Seven simulated days on a scripted network where every HSDir holds its own encoding of
+/// each backend descriptor, with hourly consensuses, daily shared random values and period
+/// changes, backends re-uploading every 60–120 minutes, two backend restarts and one backend
+/// that stops for good, an HSDir that refuses everything, one that never answers, and a
+/// backward clock step. Counted from the HSDirs' side:
+/// * every upload to a working HSDir is accepted (no counter ever goes back);
+/// * each period gets one full build at its start, one per real change, one per 60–120
+///   minute refresh, never two within a minute;
+/// * a restarted backend's new intro points are published within 150 s;
+/// * a backend whose revision stops going up leaves within 2 h 15 min (+ one fetch) and
+///   is not brought back by the stale copy the HSDirs keep;
+/// * the refusing HSDir is retried with backoff, not in a loop.
+#[test]
+fn seven_days_of_steady_state() {
+    sim(|rt| {
+        Box::pin(async move {
+            let mut w = World::new(rt.clone(), 3);
+            let first_ring = w.expected_hsdirs();
+            let mut ring_ids = first_ring.values().flatten().copied();
+            let refuser = ring_ids.next().expect("hsdir");
+            let silent = ring_ids.find(|h| *h != refuser).expect("hsdir");
+            {
+                let mut s = w.transport.lock();
+                s.refuse_always.insert(refuser);
+                s.hang.insert(silent);
+            }
+            let handle = w.launch();
+            let start = rt.now();
+            let minutes = 7 * 24 * 60;
+            let mut rng = StdRng::seed_from_u64(7);
+            let mut next_upload: Vec<u64> = (0..3).map(|_| 60 + rng.next_u64() % 61).collect();
+            let mut live = [true; 3];
+            let restarts: [(u64, usize); 3] =
+                [(1440 + 754, 0), (2 * 1440 + 200, 1), (4 * 1440 + 180, 0)];
+            let stop2 = 5 * 1440;
+            let clock_step = 3 * 1440 + 420;
+            let mut restart_seen: Vec<(Instant, usize, SidsByPeriod)> = Vec::new();
+            let mut last_upload2 = None;
+            let mut max_refusals_shown = 0;
+            let mut periods_now: HashSet<TimePeriod> =
+                w.expected_hsdirs().keys().copied().collect();
+            for m in 1..=minutes {
+                rt.advance_by(Duration::from_secs(60)).await;
+                if m % 60 == 0 {
+                    // What the status says of the refusing HSDir's periods.
+                    let ring = w.expected_hsdirs();
+                    for p in &handle.status()[0].periods {
+                        let serves = ring.iter().any(|(tp, set)| {
+                            tp.interval_num() == p.time_period && set.contains(&refuser)
+                        });
+                        if serves {
+                            max_refusals_shown = max_refusals_shown.max(p.refusals_in_a_row);
+                        }
+                    }
+                    // Without the event: `TestNetDirProvider` keeps an unread receiver and
+                    // blocks after ~128 notifications. The runner looks at the current
+                    // consensus on every wake-up (at least once a minute here) anyway.
+                    w.provider.set_netdir(netdir_at(rt.wallclock()));
+                    let now_periods: HashSet<TimePeriod> =
+                        w.expected_hsdirs().keys().copied().collect();
+                    if now_periods != periods_now {
+                        // C tor services upload for a new period as soon as they see it.
+                        for i in (0..3).filter(|i| live[*i]) {
+                            w.backend_publishes(i);
+                        }
+                        periods_now = now_periods;
+                    }
+                }
+                for i in 0..3 {
+                    if live[i] && m >= next_upload[i] {
+                        w.backend_publishes(i);
+                        next_upload[i] = m + 60 + rng.next_u64() % 61;
+                        if i == 2 {
+                            last_upload2 = Some(rt.now());
+                        }
+                    }
+                }
+                for &(at, i) in &restarts {
+                    if m == at {
+                        w.backend_restarts(i);
+                        let sids = periods_now
+                            .iter()
+                            .map(|tp| (*tp, w.sids_of(i, *tp)))
+                            .collect();
+                        restart_seen.push((rt.now(), i, sids));
+                    }
+                }
+                if m == stop2 {
+                    live[2] = false;
+                }
+                if m == stop2 + 180 {
+                    // HSDirs drop its descriptor at the end of its 3-hour lifetime.
+                    w.backend_vanishes(2);
+                }
+                if m == clock_step {
+                    rt.jump_wallclock(rt.wallclock() - Duration::from_secs(600));
+                }
+            }
+            let ups = w.uploads();
+            let status = handle.status();
+            handle.shutdown().await;
+
+            // 1. Working HSDirs accept everything.
+            let bad = |h: &RsaIdentity| *h == refuser || *h == silent;
+            let refused: Vec<&Upload> = ups
+                .iter()
+                .filter(|u| !bad(&u.hsdir) && !u.accepted)
+                .collect();
+            assert!(
+                refused.is_empty(),
+                "{} refused at working HSDirs, first: {:?}",
+                refused.len(),
+                refused.first()
+            );
+
+            // 2. Full builds (revisions that reached at least two HSDirs) per period.
+            let mut holders: HashMap<(TimePeriod, u64), HashSet<RsaIdentity>> = HashMap::new();
+            for u in &ups {
+                if let Some(tp) = u.period {
+                    holders.entry((tp, u.revision)).or_default().insert(u.hsdir);
+                }
+            }
+            let mut full: HashMap<TimePeriod, Vec<(u64, Instant, Arc<str>)>> = HashMap::new();
+            for u in &ups {
+                let Some(tp) = u.period else { continue };
+                if holders[&(tp, u.revision)].len() < 2 {
+                    continue;
+                }
+                let v = full.entry(tp).or_default();
+                if !v.iter().any(|(r, _, _)| *r == u.revision) {
+                    v.push((u.revision, u.when, u.text.clone()));
+                }
+            }
+            let mut total_full = 0;
+            for (tp, v) in &full {
+                total_full += v.len();
+                for pair in v.windows(2) {
+                    let gap = pair[1].1 - pair[0].1;
+                    assert!(
+                        gap >= Duration::from_secs(60),
+                        "{tp:?}: two builds {gap:?} apart"
+                    );
+                    assert!(
+                        gap <= Duration::from_secs(121 * 60),
+                        "{tp:?}: no refresh for {gap:?}"
+                    );
+                }
+                let active = v.last().map(|l| l.1 - v[0].1).unwrap_or_default();
+                // First + backends arriving for the period (3) + restarts (3) + backend 2
+                // leaving (1) + refreshes, at most one an hour.
+                let allowed = 1 + 3 + 3 + 1 + (active.as_secs() / 3600) as usize + 1;
+                assert!(
+                    v.len() <= allowed,
+                    "{tp:?}: {} builds in {active:?}, allowed {allowed}",
+                    v.len()
+                );
+            }
+            assert!(
+                full.len() >= 7,
+                "periods come and go over a week: {}",
+                full.len()
+            );
+            println!(
+                "{} full builds over {} periods in 7 days; {} uploads",
+                total_full,
+                full.len(),
+                ups.len()
+            );
+
+            // 3. Restarts reach the published descriptors within 150 s.
+            let sids_of_text = |tp: TimePeriod, text: &str, at: SystemTime| -> HashSet<[u8; 32]> {
+                let keys = BackendKeys::derive(w.frontend.address(), tp).expect("keys");
+                intake(&keys, text, at, DEFAULT_MAX_DESCRIPTOR_LEN)
+                    .map(|s| {
+                        s.intro_points
+                            .iter()
+                            .map(|i| *i.ipt_sid_key().as_bytes())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let wall_at = |t: Instant| -> SystemTime {
+                // Good enough for certificate validity: within the week.
+                ups[0].at + (t - ups[0].when)
+            };
+            for (at, i, sids) in &restart_seen {
+                for (tp, new) in sids {
+                    let Some(v) = full.get(tp) else { continue };
+                    let published = v.iter().find(|(_, t, text)| {
+                        *t >= *at && !sids_of_text(*tp, text, wall_at(*t)).is_disjoint(new)
+                    });
+                    let took = published.map(|(_, t, _)| *t - *at);
+                    assert!(
+                        took.is_some_and(|d| d <= Duration::from_secs(150)),
+                        "backend {i} restarted at {:?}: period {tp:?} published after {took:?}",
+                        *at - start
+                    );
+                }
+            }
+
+            // 4. Backend 2 leaves 2 h 15 min after its last re-upload (plus one fetch), and
+            // its stale copy does not bring it back.
+            let last2 = last_upload2.expect("backend 2 uploaded");
+            let gone_by = last2 + Duration::from_secs(135 * 60 + 2 * 60);
+            let all2: HashSet<[u8; 32]> = w.all_sids_of(2);
+            for (tp, v) in &full {
+                for (_, t, text) in v.iter().filter(|(_, t, _)| *t >= gone_by) {
+                    let listed = sids_of_text(*tp, text, wall_at(*t));
+                    assert!(
+                        listed.is_disjoint(&all2),
+                        "backend 2 listed at {:?}",
+                        *t - start
+                    );
+                }
+            }
+
+            // 5. The refusing and the silent HSDir: retried with backoff, not in a loop. Once
+            // it has refused 5 descriptors in a row, the refusing one is retried every 30
+            // minutes plus once per descriptor built for a change or refresh (about one an
+            // hour per period): a few an hour for the two periods it may serve. A timeout is
+            // retried with the backoff capped at 5 min (jittered to 2.5–5 min): at most 24
+            // an hour per period. A loop would show 60 an hour per period (a rebuild a
+            // minute) or thousands (a retry a second).
+            let hours = minutes as usize / 60;
+            let at_refuser = ups.iter().filter(|u| u.hsdir == refuser).count();
+            let at_silent = ups.iter().filter(|u| u.hsdir == silent).count();
+            println!("{at_refuser} uploads to the refusing HSDir, {at_silent} to the silent one");
+            assert!(
+                at_refuser <= 8 * hours,
+                "{at_refuser} uploads to the refusing HSDir"
+            );
+            assert!(
+                at_silent <= 50 * hours,
+                "{at_silent} uploads to the silent HSDir"
+            );
+            // The status showed the refusals in a row, with the HSDir's words.
+            assert!(
+                max_refusals_shown >= 5,
+                "at most {max_refusals_shown} shown"
+            );
+            assert!(
+                status[0]
+                    .periods
+                    .iter()
+                    .any(|p| p.last_refusal.as_deref().is_some_and(|r| r.contains("400"))),
+                "{:?}",
+                status[0].periods
+            );
         })
     });
 }

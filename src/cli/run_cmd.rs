@@ -28,7 +28,8 @@ pub struct RunArgs {
     /// Tor network with state and cache under --data-dir.
     #[arg(long, value_name = "FILE")]
     pub arti_config: Option<PathBuf>,
-    /// Directory for Arti's state and cache when --arti-config is not given (default:
+    /// Directory for our state (the last revision counter published per time period, under
+    /// publish/) and, when --arti-config is not given, Arti's state and cache (default:
     /// $STATE_DIRECTORY, else $XDG_DATA_HOME/onionbalance, else ~/.local/share/onionbalance).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -165,7 +166,12 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     let socket_path = config.status_socket_location.clone();
-    let mut handle = Balancer::new(config).launch(&client)?;
+    let mut balancer = Balancer::new(config);
+    match args.data_dir.clone().map_or_else(default_data_dir, Ok) {
+        Ok(dir) => balancer = balancer.with_state_dir(dir.join("publish")),
+        Err(e) => warn!("revision counters are not kept across restarts: {e:#}"),
+    }
+    let mut handle = balancer.launch(&client)?;
     if let Ok(mut s) = status_cell.lock() {
         *s = Some(Arc::new(handle.status_source()));
     }

@@ -85,6 +85,26 @@ fn table(doc: &Value) -> String {
                 n(&p["hsdirsFailed"]),
                 s(&p["nextRepublish"]),
             );
+            let listed: Vec<String> = p["backends"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect();
+            let _ = writeln!(out, "    lists: {}", listed.join(", "));
+            let refusals = p["refusalsInARow"].as_u64().unwrap_or(0);
+            if refusals > 0 {
+                let _ = writeln!(
+                    out,
+                    "    {refusals} HSDir refusal(s) in a row{}; last: {}",
+                    if refusals >= 5 {
+                        " (check this machine's clock, and that no other frontend publishes with this key)"
+                    } else {
+                        ""
+                    },
+                    s(&p["lastRefusal"]),
+                );
+            }
         }
         let _ = writeln!(
             out,

@@ -3,8 +3,9 @@
 //! For each time period we derive the frontend's blinded keypair, subcredential and
 //! revision-counter key once ([`FrontendPeriodKeys`]), then each build:
 //!
-//! * generates a fresh descriptor-signing key and certifies it with the blinded key
-//!   (C tor and Arti do the same, so our descriptors do not stand out);
+//! * signs with the period's descriptor-signing key, made once per period and reused for every
+//!   rebuild in that period with a fresh certificate (C tor and Arti do the same, so HSDirs
+//!   see what they see from any onion service);
 //! * re-certifies every intro point's `auth-key` and `enc-key-cert` with that signing key
 //!   (clients reject intro-point certificates signed by anyone else; Arti's builder does this
 //!   from the backends' *public* keys, which is all we have);
@@ -47,10 +48,13 @@ pub struct FrontendPeriodKeys {
     subcredential: Subcredential,
     /// Revision-counter key, from the blinded secret key.
     ope: AesOpeKey,
+    /// The descriptor-signing key (`KP_hs_desc_sign`) for this period. Zeroized on drop.
+    desc_sign: ed25519::Keypair,
 }
 
 impl FrontendPeriodKeys {
-    /// Derives the keys of `frontend` for `period`.
+    /// Derives the keys of `frontend` for `period`, with a new descriptor-signing key from the
+    /// operating system's random source.
     pub fn derive(frontend: &FrontendKey, period: TimePeriod) -> Result<Self, BuildError> {
         let (blinded_public, blinded_keypair, subcredential) = frontend
             .keypair()
@@ -74,6 +78,7 @@ impl FrontendPeriodKeys {
             blinded_keypair,
             subcredential,
             ope,
+            desc_sign: ed25519::Keypair::generate(&mut rand::rng()),
         })
     }
 
@@ -182,9 +187,9 @@ pub fn build_descriptor<R: rand::Rng + rand::CryptoRng>(
         return Err(BuildError::TooManyIntroPoints(n));
     }
     let cert_expiry = req.now + CERT_LIFETIME;
-    // A fresh descriptor-signing key for every build: it is cheap (one key generation) and
-    // means no signing key outlives the descriptor that uses it.
-    let desc_sign = ed25519::Keypair::generate(rng);
+    // The period's signing key with a fresh certificate: as C tor and Arti, so an HSDir sees
+    // one signing key per period whatever our rebuild rate.
+    let desc_sign = &keys.desc_sign;
     let sign_cert = create_desc_sign_key_cert(
         &desc_sign.verifying_key(),
         &keys.blinded_keypair,
@@ -194,7 +199,7 @@ pub fn build_descriptor<R: rand::Rng + rand::CryptoRng>(
     let lifetime_minutes = u16::try_from(DESCRIPTOR_LIFETIME.as_secs() / 60).unwrap_or(180);
     let mut builder = HsDescBuilder::default()
         .blinded_id(&keys.blinded_public)
-        .hs_desc_sign(&desc_sign)
+        .hs_desc_sign(desc_sign)
         .hs_desc_sign_cert(sign_cert)
         .create2_formats(&[HandshakeType::NTOR])
         .auth_required(None)

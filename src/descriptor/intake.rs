@@ -6,7 +6,6 @@
 //! the inner signature, and that the whole thing is valid at `now`.
 
 use std::num::NonZeroU8;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use tor_checkable::TimeBound as _;
@@ -88,17 +87,36 @@ pub struct BackendSnapshot {
     pub flow_control: Option<(Protocols, NonZeroU8)>,
     /// The protocol capabilities the backend declared.
     pub protocols: Protocols,
-    /// The exact text, to recognise an unchanged descriptor without verifying it again.
-    text: Arc<str>,
+}
+
+/// What a backend descriptor *means* for the frontend: its intro points (by their session
+/// keys, which identify an intro point at its relay) and the lines we carry over into our own
+/// descriptor. Two descriptors with equal keys are the same to clients, whatever their bytes
+/// and revision counters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentKey {
+    /// The intro points' session keys (`KP_hs_ipt_sid`), sorted.
+    pub intro_points: Vec<[u8; 32]>,
+    /// The flow-control line, as text, if any.
+    pub flow_control: Option<String>,
+    /// The declared protocol capabilities, as text.
+    pub protocols: String,
 }
 
 impl BackendSnapshot {
-    /// True when `text` is exactly the descriptor this snapshot was made from.
-    ///
-    /// Descriptors are signed documents with a fresh encryption salt each time a backend
-    /// builds one, so byte equality is the right notion of "unchanged".
-    pub fn has_text(&self, text: &str) -> bool {
-        *self.text == *text
+    /// What this descriptor means for the frontend (see [`ContentKey`]).
+    pub fn content_key(&self) -> ContentKey {
+        let mut intro_points: Vec<[u8; 32]> = self
+            .intro_points
+            .iter()
+            .map(|i| *i.ipt_sid_key().as_bytes())
+            .collect();
+        intro_points.sort_unstable();
+        ContentKey {
+            intro_points,
+            flow_control: self.flow_control.as_ref().map(|(p, n)| format!("{p} {n}")),
+            protocols: self.protocols.to_string(),
+        }
     }
 
     /// True when the snapshot may be used at `when`.
@@ -173,24 +191,14 @@ pub fn intake(
     now: SystemTime,
     max_len: usize,
 ) -> Result<BackendSnapshot, IntakeError> {
-    intake_shared(keys, Arc::from(text), now, max_len)
-}
-
-/// Like [`intake`], taking text the caller already holds in an `Arc` (no copy).
-pub fn intake_shared(
-    keys: &BackendKeys,
-    text: Arc<str>,
-    now: SystemTime,
-    max_len: usize,
-) -> Result<BackendSnapshot, IntakeError> {
     if text.len() > max_len {
         return Err(IntakeError::Oversized {
             len: text.len(),
             max: max_len,
         });
     }
-    let bound = HsDesc::parse_decrypt_validate(&text, &keys.blind_id, &keys.subcredential, None)
-        .map_err(|e| classify(e, &text, keys.address))?;
+    let bound = HsDesc::parse_decrypt_validate(text, &keys.blind_id, &keys.subcredential, None)
+        .map_err(|e| classify(e, text, keys.address))?;
     let (valid_from, valid_until) = bound.bounds_start_end();
     let desc = bound
         .if_valid_at(&now)
@@ -208,8 +216,26 @@ pub fn intake_shared(
         received_at: now,
         flow_control: desc.flow_control(),
         protocols: desc.declared_capabilities().clone(),
-        text,
     })
+}
+
+/// The revision counter a descriptor text *claims*, read from its plaintext outer layer
+/// without any verification; `None` if there is no well-formed `revision-counter` line.
+///
+/// A C tor service encodes its descriptor afresh for every HSDir it uploads to (new salts,
+/// new signatures), so the same descriptor arrives as different bytes from different HSDirs.
+/// The (period, revision) pair is what identifies it. This lets a caller that already holds
+/// a verified descriptor with that revision skip all cryptography. Trusting the claim is
+/// safe only for that purpose: a forged text claiming the held revision changes nothing,
+/// and any text with a *new* revision is verified in full before it is used.
+pub fn claimed_revision(text: &str) -> Option<RevisionCounter> {
+    // The outer document is a few lines before the big encrypted blob; the counter comes
+    // within the first handful of lines (rend-spec-v3 §2.4: it follows the certificate).
+    text.lines()
+        .take(64)
+        .find_map(|line| line.strip_prefix("revision-counter "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(RevisionCounter::from)
 }
 
 /// Formats an optional bound for an error message.

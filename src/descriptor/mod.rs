@@ -6,11 +6,15 @@
 //! * [`intake`]: parse, verify and decrypt a backend's descriptor with the backend's address,
 //!   giving a [`BackendSnapshot`] of its intro points, revision counter and validity, or a
 //!   typed [`IntakeError`].
-//! * [`select`]: choose at most [`MAX_INTRO_POINTS`] intro points fairly across backends.
+//!   [`claimed_revision`] reads the revision a text claims without cryptography, and
+//!   [`BackendSnapshot::content_key`] says what a descriptor means for us, so that the same
+//!   descriptor in other bytes (C tor encodes once per HSDir) is recognised as such.
+//! * [`select`]: choose at most [`MAX_INTRO_POINTS`] intro points, one per relay, every
+//!   backend reachable and shares equal.
 //! * [`build`]: sign and encrypt a descriptor for the frontend for one time period, with the
-//!   selected intro points re-certified by a fresh descriptor-signing key.
-//! * [`engine`]: the per-service state that ties these together and recognises when nothing
-//!   changed, so that a steady-state round costs almost nothing.
+//!   selected intro points re-certified by the period's descriptor-signing key.
+//! * [`engine`]: the frontend's keys and revision counters per period, tying selection and
+//!   build together.
 
 pub mod build;
 pub mod engine;
@@ -23,9 +27,9 @@ use std::time::{Duration, SystemTime};
 use tor_hscrypto::time::TimePeriod;
 
 pub use build::{build_descriptor, BuildError, BuildRequest, BuiltDescriptor, FrontendPeriodKeys};
-pub use engine::{Engine, IntakeOutcome};
-pub use intake::{intake, BackendKeys, BackendSnapshot, IntakeError};
-pub use select::select_intro_points;
+pub use engine::{Built, Engine};
+pub use intake::{claimed_revision, intake, BackendKeys, BackendSnapshot, ContentKey, IntakeError};
+pub use select::{intro_point_relay, select_intro_points};
 
 /// Clients use only the first 20 intro points of a descriptor (rend-spec-v3; C tor and Arti).
 pub const MAX_INTRO_POINTS: usize = tor_hscrypto::NUM_INTRO_POINT_MAX;

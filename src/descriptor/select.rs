@@ -1,13 +1,31 @@
-//! Selection: which backend intro points go into the frontend descriptor.
+//! Selection: which backend intro points go into a frontend descriptor.
 //!
-//! Clients only use the first [`MAX_INTRO_POINTS`](super::MAX_INTRO_POINTS) intro points of a
-//! descriptor, and a descriptor must fit in `hsdir_max_desc_size`, so with many backends we
-//! must choose. The choice is fair: backends take turns (in a random order), each giving one
-//! intro point (chosen at random among its own) per turn, so every backend that has intro
-//! points is represented before any backend is represented twice. The randomness comes from
-//! the caller's RNG, so a seeded RNG gives a reproducible choice.
+//! Three rules, in order of importance:
+//!
+//! 1. **One intro point per relay.** A C tor client that has opened an introduction circuit
+//!    to a relay looks up the intro point to use by the relay's identity and takes the
+//!    *first* one listed for that relay (tor's `hs_client.c`: `setup_intro_circ_auth_key` →
+//!    `find_desc_intro_point_by_legacy_id`). A second intro point on the same relay is never
+//!    used by C tor clients, and if it belongs to another backend, that backend silently gets
+//!    no C tor traffic through it. So a descriptor lists at most one intro point per relay.
+//! 2. **Every backend reachable.** When backends share relays, we decide which backend each
+//!    shared relay serves so that as many backends as possible get at least one intro point
+//!    (a maximum matching between backends and relays, found with augmenting paths).
+//! 3. **Equal shares.** Backends then take turns, one more intro point each per turn, while
+//!    room and relays allow: shares differ by at most one intro point between backends that
+//!    are not limited by their own relays, instead of following how many intro points each
+//!    backend happens to publish. Taking a turn may move another backend to a different one
+//!    of its relays, never take an intro point away from it.
+//!
+//! Clients use only the first [`MAX_INTRO_POINTS`](super::MAX_INTRO_POINTS) intro points, so
+//! at most that many are chosen. Turn order and the order in which each backend's intro
+//! points are tried come from the caller's RNG: a seeded RNG gives a reproducible choice.
+
+use std::collections::HashMap;
 
 use rand::seq::SliceRandom as _;
+use tor_linkspec::LinkSpec;
+use tor_llcrypto::pk::rsa::RsaIdentity;
 use tor_netdoc::doc::hsdesc::IntroPointDesc;
 
 use super::BackendSnapshot;
@@ -22,37 +40,140 @@ pub struct Chosen {
     pub intro_point: usize,
 }
 
-/// Chooses at most `max` intro points from `backends`, round-robin in a random order.
+/// The relay an intro point lives on, by its RSA identity: the identity C tor clients use to
+/// match an introduction circuit to an intro point. `None` if the intro point lists no RSA
+/// identity (C tor always lists one).
+pub fn intro_point_relay(ipt: &IntroPointDesc) -> Option<RsaIdentity> {
+    ipt.link_specifiers()
+        .iter()
+        .find_map(|ls| match ls.parse() {
+            Ok(LinkSpec::RsaId(id)) => Some(id),
+            _ => None,
+        })
+}
+
+/// What stands for a relay while selecting: its RSA identity, or, for an intro point without
+/// one, the intro point itself (it cannot collide with anything we can see).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum RelayKey {
+    /// A relay with an RSA identity.
+    Rsa(RsaIdentity),
+    /// An intro point without one: (backend, intro point).
+    Unnamed(usize, usize),
+}
+
+/// The matching under construction: which backend's intro point each relay carries.
+struct Matching {
+    /// Per backend, its candidate (intro point, relay) pairs, one per relay, in random order.
+    candidates: Vec<Vec<(usize, RelayKey)>>,
+    /// Per relay, the backend and intro point it currently carries.
+    holder: HashMap<RelayKey, (usize, usize)>,
+}
+
+impl Matching {
+    /// Tries to give backend `b` one more relay, moving other backends to other relays of
+    /// theirs if needed (an augmenting path). `visited` holds relays already explored in this
+    /// search. Returns true on success; on failure nothing changed.
+    fn augment(&mut self, b: usize, visited: &mut Vec<RelayKey>) -> bool {
+        for k in 0..self.candidates[b].len() {
+            let (ipt, relay) = self.candidates[b][k];
+            if visited.contains(&relay) {
+                continue;
+            }
+            match self.holder.get(&relay).copied() {
+                Some((holder, _)) if holder == b => continue,
+                None => {
+                    self.holder.insert(relay, (b, ipt));
+                    return true;
+                }
+                Some((other, _)) => {
+                    visited.push(relay);
+                    if self.augment(other, visited) {
+                        self.holder.insert(relay, (b, ipt));
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Chooses at most `max` intro points from `backends`, at most one per relay, every backend
+/// reachable where the relays allow it, shares equal within one intro point.
 ///
-/// Returns them in the order chosen: the first `backends.len()` (or `max`) entries come from
-/// distinct backends.
+/// The result lists backends in turns (one intro point of each backend per turn, in a random
+/// turn order), so the first entries come from distinct backends.
 pub fn select_intro_points<R: rand::Rng + ?Sized>(
     backends: &[&BackendSnapshot],
     max: usize,
     rng: &mut R,
 ) -> Vec<Chosen> {
-    let mut order: Vec<usize> = (0..backends.len()).collect();
-    order.shuffle(rng);
-    // For each backend (in turn order), its intro point indices in a random order.
-    let queues: Vec<(usize, Vec<usize>)> = order
-        .into_iter()
-        .map(|b| {
-            let mut ipts: Vec<usize> = (0..backends[b].intro_points.len()).collect();
-            ipts.shuffle(rng);
-            (b, ipts)
+    let candidates = backends
+        .iter()
+        .enumerate()
+        .map(|(b, snap)| {
+            let mut seen = Vec::new();
+            let mut list: Vec<(usize, RelayKey)> = Vec::new();
+            for (i, ipt) in snap.intro_points.iter().enumerate() {
+                let relay = intro_point_relay(ipt).map_or(RelayKey::Unnamed(b, i), RelayKey::Rsa);
+                // A backend's own second intro point on one relay is as useless as anyone's.
+                if !seen.contains(&relay) {
+                    seen.push(relay);
+                    list.push((i, relay));
+                }
+            }
+            list.shuffle(rng);
+            list
         })
         .collect();
-    let mut chosen = Vec::with_capacity(max);
-    let deepest = queues.iter().map(|(_, q)| q.len()).max().unwrap_or(0);
-    'rounds: for round in 0..deepest {
-        for (b, q) in &queues {
-            if chosen.len() >= max {
-                break 'rounds;
+    let mut m = Matching {
+        candidates,
+        holder: HashMap::new(),
+    };
+    let mut order: Vec<usize> = (0..backends.len()).collect();
+    order.shuffle(rng);
+    let mut count = vec![0usize; backends.len()];
+    let mut exhausted = vec![false; backends.len()];
+    let mut total = 0;
+    'turns: loop {
+        let mut progressed = false;
+        for &b in &order {
+            if total >= max {
+                break 'turns;
             }
-            if let Some(&i) = q.get(round) {
+            if exhausted[b] {
+                continue;
+            }
+            if m.augment(b, &mut Vec::new()) {
+                count[b] += 1;
+                total += 1;
+                progressed = true;
+            } else {
+                exhausted[b] = true;
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    // List in turns: each backend's intro points in the order of its candidates.
+    let mut held: Vec<Vec<usize>> = vec![Vec::new(); backends.len()];
+    for &(b, ipt) in m.holder.values() {
+        held[b].push(ipt);
+    }
+    for (b, list) in held.iter_mut().enumerate() {
+        let rank = |i: &usize| m.candidates[b].iter().position(|(c, _)| c == i);
+        list.sort_by_key(rank);
+    }
+    let mut chosen = Vec::with_capacity(total);
+    let deepest = held.iter().map(Vec::len).max().unwrap_or(0);
+    for turn in 0..deepest {
+        for &b in &order {
+            if let Some(&intro_point) = held[b].get(turn) {
                 chosen.push(Chosen {
-                    backend: *b,
-                    intro_point: i,
+                    backend: b,
+                    intro_point,
                 });
             }
         }

@@ -1,83 +1,116 @@
 //! One frontend service, kept published: the runner that fetches, builds and uploads.
 //!
-//! # When do we fetch?
+//! The runner behaves like a well-kept C tor onion service seen from the HSDirs: it uploads a
+//! descriptor when a period starts, when what it lists changes, and on a random 60–120-minute
+//! refresh; nothing else. Backends are followed closely and cheaply (one fetch per backend
+//! per [`Timing::fetch_interval`]), and a fetch that returns the same descriptor in other
+//! bytes changes nothing.
 //!
-//! At start; then every [`Timing::fetch_interval`]; sooner while some backend has no usable
-//! descriptor ([`Timing::fetch_retry`], doubling each round up to the regular interval, so a
-//! backend that is down for good does not keep us fetching every few seconds); and on every
-//! new consensus (at most once per
-//! [`Timing::min_fetch_gap`]), since a new consensus can move a backend's descriptor to other
-//! HSDirs or start a new time period.
+//! # Parts
 //!
-//! # When do we build a new descriptor?
+//! * [`backend`]: one record per backend: its descriptor per time period, liveness, expiry,
+//!   and when to fetch it next.
+//! * [`publish`]: per period, the descriptor we publish, when to rebuild it, and what each
+//!   HSDir holds, with [`backoff`] for failed uploads.
+//! * [`revision_store`]: the last revision counter per period, on disk, so a restart never
+//!   publishes a lower one.
+//! * This module: the reactor that owns those, launches fetches and uploads, and takes
+//!   their results as events.
 //!
-//! When the backends' intro points changed (a backend republished, appeared, expired or
-//! vanished), when a time period appears that we have no descriptor for, when an HSDir
-//! rejected our descriptor (its revision counter must go up), and every 60–120 minutes
-//! (random, as C tor and Arti) so that descriptors never reach the end of their 3-hour HSDir
-//! lifetime. Never with zero intro points: then the last published descriptor stays.
-//!
-//! # When do we upload?
-//!
-//! Whenever an HSDir responsible for a period does not hold the descriptor assigned to it
-//! (see [`publish`]): after a build, when a new consensus brings a new HSDir into the ring,
-//! and, after a failure, when its backoff ([`backoff`]) allows.
+//! # The loop
 //!
 //! ```text
-//!            ┌──────────── new consensus / timer / stop ─────────────┐
-//!            ▼                                                        │
-//!   step: [fetch if due] → [rings if consensus changed] → [build if needed] → [upload due] → wait
+//!   ┌─▶ step: follow consensus → expire → launch due fetches → build due periods → launch due uploads
+//!   │        (every decision is taken from the state by one function, which also gives its time)
+//!   │   wait for the first of: stop │ new consensus │ config reload │ a fetch/upload finished │ next timer
+//!   └───────────────────────────────────────────────────────────────────────────────────────────┘
 //! ```
+//!
+//! Fetches and uploads run concurrently as futures owned by the loop; their results come
+//! back as events, so a slow HSDir never holds up anything else. Each timer (next fetch per
+//! backend, build per period, upload retry per HSDir, expiry per snapshot, first
+//! publication) is computed afresh from its inputs by one function that both the loop's
+//! `step` and its `next_wakeup` call: there is one place where each action is considered.
+//!
+//! # The first publication
+//!
+//! A C tor client keeps a fetched descriptor until the next time period starts unless all its
+//! intro points fail. A first descriptor listing only the backends that answered first would
+//! pin early clients to those for up to a day, so the first descriptor of every period waits
+//! until every backend has been asked for its descriptor of that period, or
+//! [`Timing::first_publication_wait`] after the period appeared, whichever comes first. (For
+//! a period that appears later this also avoids listing intro points borrowed from the
+//! neighbouring period only to rebuild a minute later.)
 //!
 //! The runner is generic over the Arti [`Runtime`] (time, sleeping) and the [`DirTransport`]
 //! (the network), so its scheduling is tested in simulated time.
 
+pub mod backend;
 pub mod backoff;
 pub mod publish;
+pub mod revision_store;
 
-use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::channel::oneshot;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
 use rand::rngs::StdRng;
 use rand::SeedableRng as _;
 use tor_hscrypto::time::TimePeriod;
-use tor_hscrypto::RevisionCounter;
 use tor_netdir::{DirEvent, NetDir, NetDirProvider};
 use tor_rtcompat::{Runtime, SleepProviderExt as _};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::config::ServiceConfig;
-use crate::descriptor::{BuildError, Engine, IntakeOutcome};
+use crate::config::{InstanceConfig, ServiceConfig};
+use crate::descriptor::{BackendSnapshot, BuildError, Engine};
+use crate::fetch::{self, FetchOutcome, FetchReport, FetchRequest};
 use crate::net::{DirTransport, TransferError};
-use crate::ring::{self, HsDir};
+use crate::onion::OnionAddress;
+use crate::ring;
 use crate::status::{Counters, InstanceStatus, PeriodStatus, ServicePhase, ServiceStatus};
-use publish::{PublishState, UploadFailure, UploadJob, UploadOutcome};
+use backend::{Backend, Intake};
+use publish::{BuildInputs, BuildReason, PublishState, Recorded, UploadFailure, UploadJob};
+use revision_store::RevisionStore;
 
-/// The timing knobs of a service. The defaults suit the public Tor network.
+/// The timing knobs of a service. The defaults suit the public Tor network; none of them is
+/// tuned for test networks.
 #[derive(Debug, Clone)]
 pub struct Timing {
-    /// Regular interval between fetches of every backend's descriptor (default 5 min).
+    /// Interval between two fetches of one backend (default 60 s). Each fetch is for one
+    /// period (the one fetched least recently), so with two periods a backend costs 60
+    /// fetches an hour and a change is seen within one interval.
     pub fetch_interval: Duration,
-    /// First interval while some backend has no usable descriptor (default 15 s); it doubles
-    /// with each such round, up to `fetch_interval`.
+    /// First interval while a backend has no usable descriptor (default 15 s); it doubles
+    /// with each such fetch, up to `missing_fetch_interval`.
     pub fetch_retry: Duration,
-    /// Least time between two fetch rounds triggered by new consensuses (default 10 s).
-    pub min_fetch_gap: Duration,
+    /// Longest interval between fetches of a backend that has no usable descriptor (default
+    /// 5 min). Such a fetch asks every HSDir of the period (each says 404), so it costs more
+    /// than a regular one; a backend that restarts is not in this state (HSDirs keep its old
+    /// descriptor while it is down).
+    pub missing_fetch_interval: Duration,
     /// Limit for one fetch attempt at one HSDir, circuit included (default 30 s).
     pub fetch_attempt_timeout: Duration,
     /// Limit for one upload attempt at one HSDir, circuit included (default 60 s).
     pub upload_attempt_timeout: Duration,
-    /// Shortest interval between periodic republications (default 60 min).
+    /// Shortest interval between periodic refreshes of a period's descriptor (default 60 min).
     pub republish_min: Duration,
-    /// Longest interval between periodic republications (default 120 min).
+    /// Longest interval between periodic refreshes (default 120 min).
     pub republish_max: Duration,
-    /// A backend whose revision counter has not advanced for this long is considered gone:
-    /// live C tor services republish every 60–120 min (default 3 h 10 min).
+    /// Least time between two builds of one period's descriptor, except its first
+    /// (default 60 s).
+    pub min_rebuild_interval: Duration,
+    /// A backend descriptor whose revision counter has not gone up for this long is
+    /// considered gone (default 2 h 15 min: C tor re-uploads at least every 2 hours).
     pub stale_after: Duration,
-    /// Backends fetched at the same time (default 8).
+    /// Longest wait, after a period appears (at start: the first usable consensus), for every
+    /// backend to be asked for its descriptor of that period before the period's first
+    /// publication (default 30 s).
+    pub first_publication_wait: Duration,
+    /// Fetches in flight at the same time (default 8).
     pub max_concurrent_fetches: usize,
     /// Uploads in flight at the same time (default 16).
     pub max_concurrent_uploads: usize,
@@ -86,14 +119,16 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            fetch_interval: Duration::from_secs(5 * 60),
+            fetch_interval: Duration::from_secs(60),
             fetch_retry: Duration::from_secs(15),
-            min_fetch_gap: Duration::from_secs(10),
+            missing_fetch_interval: Duration::from_secs(5 * 60),
             fetch_attempt_timeout: Duration::from_secs(30),
             upload_attempt_timeout: Duration::from_secs(60),
             republish_min: Duration::from_secs(60 * 60),
             republish_max: Duration::from_secs(120 * 60),
-            stale_after: Duration::from_secs(190 * 60),
+            min_rebuild_interval: Duration::from_secs(60),
+            stale_after: Duration::from_secs(135 * 60),
+            first_publication_wait: Duration::from_secs(30),
             max_concurrent_fetches: 8,
             max_concurrent_uploads: 16,
         }
@@ -104,33 +139,29 @@ impl Default for Timing {
 #[derive(Debug, Clone)]
 pub enum ServiceCommand {
     /// The config was reloaded: this is the new list of instances.
-    SetInstances(Vec<crate::config::InstanceConfig>),
+    SetInstances(Vec<InstanceConfig>),
 }
 
-/// What we remember of one backend beyond the engine's snapshot.
-#[derive(Debug, Clone, Default)]
-struct BackendWatch {
-    /// The revision counter last seen, and when it was first seen.
-    revision_seen: Option<(RevisionCounter, SystemTime)>,
-    /// The last fetch problem (all HSDirs failed), if the last fetch failed.
-    fetch_error: Option<String>,
-    /// When its set of intro points last changed.
-    intro_set_modified: Option<SystemTime>,
+/// A fetch or upload that finished.
+enum Done {
+    /// A backend fetch.
+    Fetch {
+        /// The backend.
+        address: OnionAddress,
+        /// What happened.
+        report: FetchReport,
+    },
+    /// An upload.
+    Upload {
+        /// What was uploaded where.
+        job: UploadJob,
+        /// `Ok`, or why not.
+        result: Result<(), UploadFailure>,
+    },
 }
 
-/// The outcome of fetching one backend.
-struct Fetched {
-    /// Backend index.
-    idx: usize,
-    /// The period fetched for.
-    period: TimePeriod,
-    /// The descriptor, if some HSDir had it.
-    text: Option<String>,
-    /// HSDirs that answered 404.
-    not_found: usize,
-    /// Other failures, one line each.
-    errors: Vec<String>,
-}
+/// Fetches and uploads in flight.
+type InFlight = FuturesUnordered<BoxFuture<'static, Done>>;
 
 /// Runs one frontend service until told to stop.
 pub struct ServiceRunner<R: Runtime, T: DirTransport> {
@@ -140,30 +171,28 @@ pub struct ServiceRunner<R: Runtime, T: DirTransport> {
     transport: Arc<T>,
     /// Consensus documents.
     netdirs: Arc<dyn NetDirProvider>,
-    /// Instance names, in backend order.
-    names: Vec<String>,
-    /// Descriptor state.
-    engine: Engine,
-    /// Upload state.
-    publish: PublishState,
     /// Timing knobs.
     timing: Timing,
-    /// Randomness for selection, ring order, jitter and keys.
+    /// Randomness for selection, ring order and jitter.
     rng: StdRng,
     /// Where readers find our status.
     status: Arc<Mutex<ServiceStatus>>,
-    /// Per backend extras.
-    watch: Vec<BackendWatch>,
-    /// Next regular fetch.
-    next_fetch: Instant,
-    /// Last fetch round's start.
-    last_fetch: Option<Instant>,
-    /// Next periodic republication.
-    next_republish: Option<Instant>,
-    /// An HSDir rejected our descriptor: build a new one.
-    rebuild_requested: bool,
+    /// The frontend's address, for logs.
+    frontend: String,
+    /// Frontend keys, revision counters and builds.
+    engine: Engine,
+    /// The backends, in config order.
+    backends: Vec<Backend>,
+    /// Upload state per period.
+    publish: PublishState,
+    /// Revision counters on disk.
+    store: RevisionStore,
     /// `valid_after` of the consensus the rings were computed from.
     rings_from: Option<SystemTime>,
+    /// The current time period (for status).
+    current_period: Option<TimePeriod>,
+    /// When a usable consensus was first seen.
+    directory_since: Option<Instant>,
     /// Phase for the status.
     phase: ServicePhase,
     /// When an HSDir first accepted a descriptor of ours.
@@ -172,12 +201,15 @@ pub struct ServiceRunner<R: Runtime, T: DirTransport> {
     last_fetch_wall: Option<SystemTime>,
     /// Event counts.
     counters: Counters,
-    /// Consecutive fetch rounds that left some backend without a usable descriptor.
-    missing_rounds: u32,
+    /// Fetches in flight.
+    fetches_in_flight: usize,
+    /// Uploads in flight.
+    uploads_in_flight: usize,
 }
 
 impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
-    /// Prepares a runner for `service`.
+    /// Prepares a runner for `service`. With a `state_dir`, the last revision counters are
+    /// kept under it (see [`revision_store`]).
     pub fn new(
         runtime: R,
         transport: Arc<T>,
@@ -185,34 +217,45 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         service: &ServiceConfig,
         timing: Timing,
         status: Arc<Mutex<ServiceStatus>>,
+        state_dir: Option<PathBuf>,
     ) -> Self {
-        let now = runtime.now();
-        let engine = Engine::new(
-            service.key.clone(),
-            service.instances.iter().map(|i| i.address),
-        );
-        let names = service.instances.iter().map(|i| i.name.clone()).collect();
+        let frontend = service.address().to_string();
+        let store = match state_dir {
+            Some(dir) => {
+                let (store, problem) =
+                    RevisionStore::open(RevisionStore::path_for(&dir, &frontend));
+                if let Some(e) = problem {
+                    warn!("{frontend}: {e}");
+                }
+                store
+            }
+            None => RevisionStore::in_memory(),
+        };
         ServiceRunner {
-            watch: vec![BackendWatch::default(); service.instances.len()],
             runtime,
             transport,
             netdirs,
-            names,
-            engine,
-            publish: PublishState::default(),
             timing,
             rng: StdRng::from_rng(&mut rand::rng()),
             status,
-            next_fetch: now,
-            last_fetch: None,
-            next_republish: None,
-            rebuild_requested: false,
+            frontend,
+            engine: Engine::new(service.key.clone()),
+            backends: service
+                .instances
+                .iter()
+                .map(|i| Backend::new(i.name.clone(), i.address))
+                .collect(),
+            publish: PublishState::default(),
+            store,
             rings_from: None,
+            current_period: None,
+            directory_since: None,
             phase: ServicePhase::WaitingForDirectory,
             first_published: None,
             last_fetch_wall: None,
             counters: Counters::default(),
-            missing_rounds: 0,
+            fetches_in_flight: 0,
+            uploads_in_flight: 0,
         }
     }
 
@@ -220,11 +263,6 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
     pub fn with_rng(mut self, rng: StdRng) -> Self {
         self.rng = rng;
         self
-    }
-
-    /// The frontend address, for logs.
-    fn frontend(&self) -> String {
-        self.engine.frontend().address().to_string()
     }
 
     /// Runs until `stop` fires (or its sender is dropped), obeying `commands`.
@@ -236,458 +274,495 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         let mut stop = stop.fuse();
         let mut commands = commands.fuse();
         let mut events = self.netdirs.events().fuse();
+        let mut in_flight: InFlight = FuturesUnordered::new();
         info!(
             "{}: service started with {} backend(s)",
-            self.frontend(),
-            self.names.len()
+            self.frontend,
+            self.backends.len()
         );
         loop {
-            {
-                let step = self.step().fuse();
-                futures::pin_mut!(step);
-                futures::select_biased! {
-                    _ = stop => break,
-                    () = step => {}
-                }
-            }
+            self.step(&mut in_flight);
+            self.update_status();
             let wait = self
                 .next_wakeup()
                 .saturating_duration_since(self.runtime.now());
-            debug!("{}: sleeping {:?}", self.frontend(), wait);
             let sleep = self.runtime.sleep(wait).fuse();
-            futures::pin_mut!(sleep);
-            futures::select_biased! {
+            let finished = async {
+                if in_flight.is_empty() {
+                    futures::future::pending::<Option<Done>>().await
+                } else {
+                    in_flight.next().await
+                }
+            }
+            .fuse();
+            futures::pin_mut!(sleep, finished);
+            let done = futures::select_biased! {
                 _ = stop => break,
-                ev = events.next() => match ev {
-                    Some(DirEvent::NewConsensus) => self.on_new_consensus(),
-                    Some(_) => {}
-                    // The directory manager went away; keep going on timers alone.
-                    None => events = futures::stream::pending().boxed().fuse(),
-                },
-                cmd = commands.next() => match cmd {
-                    Some(ServiceCommand::SetInstances(instances)) => self.set_instances(instances),
-                    None => commands = futures::channel::mpsc::unbounded().1.fuse(),
-                },
-                () = sleep => {}
+                ev = events.next() => {
+                    if ev.is_none() {
+                        // The directory manager went away; keep going on timers alone.
+                        events = futures::stream::pending::<DirEvent>().boxed().fuse();
+                    }
+                    None
+                }
+                cmd = commands.next() => {
+                    match cmd {
+                        Some(ServiceCommand::SetInstances(instances)) => self.set_instances(instances),
+                        None => commands = futures::channel::mpsc::unbounded().1.fuse(),
+                    }
+                    None
+                }
+                done = finished => done,
+                () = sleep => None,
+            };
+            match done {
+                Some(Done::Fetch { address, report }) => self.on_fetched(address, report),
+                Some(Done::Upload { job, result }) => self.on_uploaded(job, result),
+                None => {}
             }
         }
         self.phase = ServicePhase::Stopped;
         self.update_status();
-        info!("{}: service stopped", self.frontend());
+        info!("{}: service stopped", self.frontend);
     }
 
-    /// Takes a new list of instances: known ones keep their state, new ones are fetched now.
-    fn set_instances(&mut self, instances: Vec<crate::config::InstanceConfig>) {
-        let addresses: Vec<_> = instances.iter().map(|i| i.address).collect();
-        let old_watch: HashMap<_, _> = self
-            .engine
-            .backends()
+    /// Takes a new list of instances: known ones keep their records, new ones are fetched
+    /// at once, removed ones leave (and what is built from now on no longer lists them).
+    fn set_instances(&mut self, instances: Vec<InstanceConfig>) {
+        let periods: Vec<TimePeriod> = self
+            .publish
+            .publish_periods()
             .iter()
-            .map(|b| b.address)
-            .zip(std::mem::take(&mut self.watch))
+            .map(|p| p.time_period)
             .collect();
-        let added = addresses.iter().any(|a| !old_watch.contains_key(a));
-        let mut old_watch = old_watch;
-        self.watch = addresses
-            .iter()
-            .map(|a| old_watch.remove(a).unwrap_or_default())
-            .collect();
-        self.engine.set_backends(&addresses);
-        self.names = instances.into_iter().map(|i| i.name).collect();
+        let mut old = std::mem::take(&mut self.backends);
+        for inst in instances {
+            let mut b = match old.iter().position(|b| b.address == inst.address) {
+                Some(i) => old.swap_remove(i),
+                None => Backend::new(inst.name.clone(), inst.address),
+            };
+            b.name = inst.name;
+            b.set_periods(&periods);
+            self.backends.push(b);
+        }
         info!(
             "{}: config reloaded: {} backend(s)",
-            self.frontend(),
-            self.names.len()
+            self.frontend,
+            self.backends.len()
         );
-        if added {
-            self.next_fetch = self.runtime.now();
-        }
         self.update_status();
     }
 
-    /// A new consensus: recompute the rings, and refetch soon.
-    fn on_new_consensus(&mut self) {
+    /// Decides and starts whatever is due now.
+    fn step(&mut self, in_flight: &mut InFlight) {
+        let netdir = match self.netdirs.timely_netdir() {
+            Ok(nd) => nd,
+            Err(e) => {
+                debug!("{}: no usable consensus yet: {e}", self.frontend);
+                if self.phase != ServicePhase::Stopped && self.directory_since.is_none() {
+                    self.phase = ServicePhase::WaitingForDirectory;
+                }
+                return;
+            }
+        };
         let now = self.runtime.now();
-        let earliest = self
-            .last_fetch
-            .map_or(now, |t| t + self.timing.min_fetch_gap);
-        self.next_fetch = self.next_fetch.min(earliest.max(now));
+        let wall = self.runtime.wallclock();
+        if self.directory_since.is_none() {
+            self.directory_since = Some(now);
+            self.phase = ServicePhase::Starting;
+        }
+        self.follow_consensus(&netdir);
+        self.expire(wall);
+        self.launch_fetches(&netdir, now, in_flight);
+        self.build_due(now, wall);
+        self.launch_uploads(&netdir, now, in_flight);
     }
 
-    /// When the runner has something to do next.
+    /// When the runner has something to do next: the earliest of every timer, each computed
+    /// by the same function `step` uses to act on it.
     fn next_wakeup(&self) -> Instant {
         let now = self.runtime.now();
-        let mut t = self.next_fetch;
-        if let Some(r) = self.publish.next_retry() {
-            t = t.min(r);
-        }
-        if let Some(r) = self.next_republish {
-            t = t.min(r);
-        }
-        if self.rebuild_requested {
-            // Wait a second: the OPE counter is per second.
-            t = t.min(now + Duration::from_secs(1));
-        }
-        // A backend's descriptor expiring changes the selection.
         let wall = self.runtime.wallclock();
-        for s in self
-            .engine
-            .backends()
-            .iter()
-            .filter_map(|b| b.snapshot.as_ref())
-        {
-            if let Some(until) = s.valid_until {
-                let left = until.duration_since(wall).unwrap_or_default();
+        // Nothing is computed without a consensus; a new one wakes us, but look again now and
+        // then in case the one we have becomes timely.
+        let mut t = now + Duration::from_secs(60);
+        if self.directory_since.is_none() {
+            return t;
+        }
+        if self.fetches_in_flight < self.timing.max_concurrent_fetches.max(1) {
+            for b in &self.backends {
+                if let Some((at, _)) = b.next_fetch(now, &self.timing) {
+                    t = t.min(at);
+                }
+            }
+        }
+        for p in self.publish.publish_periods() {
+            if let Some((at, _)) = self.build_due_for(p.time_period, now, wall) {
+                t = t.min(at);
+            }
+        }
+        if self.uploads_in_flight < self.timing.max_concurrent_uploads.max(1) {
+            if let Some(at) = self.publish.next_upload(now) {
+                t = t.min(at);
+            }
+        }
+        for b in &self.backends {
+            if let Some(at) = b.next_expiry(self.timing.stale_after) {
+                // Wake just after it, so the snapshot is gone when we look.
+                let left = at.duration_since(wall).unwrap_or_default();
                 t = t.min(now + left + Duration::from_secs(1));
             }
         }
         t.max(now)
     }
 
-    /// One round of work: fetch if due, follow the consensus, build if needed, upload.
-    async fn step(&mut self) {
-        let netdir = match self.netdirs.timely_netdir() {
-            Ok(nd) => nd,
-            Err(e) => {
-                debug!("{}: no usable consensus yet: {e}", self.frontend());
-                self.phase = ServicePhase::WaitingForDirectory;
-                self.update_status();
-                return;
-            }
-        };
-        if self.phase == ServicePhase::WaitingForDirectory {
-            self.phase = ServicePhase::Starting;
-        }
-        if self.runtime.now() >= self.next_fetch {
-            self.fetch_all(&netdir).await;
-        }
-        self.follow_consensus(&netdir);
-        self.build_if_needed();
-        self.upload_due(&netdir).await;
-        self.update_status();
-    }
-
-    /// Fetches every backend's descriptor for the current period and takes them in.
-    async fn fetch_all(&mut self, netdir: &Arc<NetDir>) {
-        let started = self.runtime.now();
-        self.last_fetch = Some(started);
-        let wall = self.runtime.wallclock();
-        self.last_fetch_wall = Some(wall);
-        let period = netdir.hs_time_period();
-        let max_len = usize::try_from(netdir.params().hsdir_max_desc_size.get())
-            .unwrap_or(crate::descriptor::DEFAULT_MAX_DESCRIPTOR_LEN);
-        self.engine.set_max_len(max_len);
-
-        let mut jobs = Vec::new();
-        for idx in 0..self.names.len() {
-            let blind_id = match self.engine.backend_keys(idx, period) {
-                Some(Ok(k)) => k.blind_id(),
-                Some(Err(e)) => {
-                    warn!("{}: backend {}: {e}", self.frontend(), self.names[idx]);
-                    continue;
-                }
-                None => continue,
-            };
-            match ring::fetch_hsdirs(netdir, blind_id, period, &mut self.rng) {
-                Ok(hsdirs) => jobs.push((idx, blind_id, hsdirs)),
-                Err(e) => warn!("{}: backend {}: {e}", self.frontend(), self.names[idx]),
-            }
-        }
-        let transport = &self.transport;
-        let runtime = &self.runtime;
-        let timeout = self.timing.fetch_attempt_timeout;
-        let results: Vec<Fetched> = futures::stream::iter(jobs)
-            .map(|(idx, blind_id, hsdirs)| async move {
-                let mut out = Fetched {
-                    idx,
-                    period,
-                    text: None,
-                    not_found: 0,
-                    errors: Vec::new(),
-                };
-                for h in hsdirs {
-                    let attempt = transport.fetch(netdir, h.target.clone(), blind_id, max_len);
-                    match runtime.timeout(timeout, attempt).await {
-                        Ok(Ok(Some(text))) => {
-                            out.text = Some(text);
-                            break;
-                        }
-                        Ok(Ok(None)) => out.not_found += 1,
-                        Ok(Err(e)) => out.errors.push(format!("{}: {e}", h.id)),
-                        Err(_) => out.errors.push(format!(
-                            "{}: {}",
-                            h.id,
-                            TransferError::Timeout(timeout)
-                        )),
-                    }
-                }
-                out
-            })
-            .buffer_unordered(self.timing.max_concurrent_fetches.max(1))
-            .collect()
-            .await;
-        self.take_in(results, wall);
-        let expired = self.engine.expire(self.runtime.wallclock());
-        if expired > 0 {
-            warn!(
-                "{}: {expired} backend descriptor(s) expired: left the selection",
-                self.frontend()
-            );
-        }
-        let missing = self
-            .engine
-            .backends()
-            .iter()
-            .any(|b| b.snapshot.as_ref().is_none_or(|s| !s.is_valid_at(wall)));
-        let interval = if missing {
-            let factor = 1u32 << self.missing_rounds.min(8);
-            self.missing_rounds = self.missing_rounds.saturating_add(1);
-            self.timing
-                .fetch_retry
-                .saturating_mul(factor)
-                .min(self.timing.fetch_interval)
-        } else {
-            self.missing_rounds = 0;
-            self.timing.fetch_interval
-        };
-        self.next_fetch = started + interval;
-        debug!(
-            "{}: fetch round took {:?}",
-            self.frontend(),
-            self.runtime.now().saturating_duration_since(started)
-        );
-    }
-
-    /// Feeds fetch results to the engine and logs what changed.
-    fn take_in(&mut self, results: Vec<Fetched>, wall: SystemTime) {
-        let front = self.frontend();
-        let mut items = Vec::new();
-        for f in results {
-            let name = self.names[f.idx].clone();
-            match f.text {
-                Some(text) => {
-                    self.counters.fetches_ok += 1;
-                    self.watch[f.idx].fetch_error = None;
-                    items.push((f.idx, f.period, Arc::<str>::from(text)));
-                }
-                None if f.errors.is_empty() && f.not_found > 0 => {
-                    *self
-                        .counters
-                        .fetch_failures
-                        .entry("not-found".into())
-                        .or_default() += 1;
-                    // Every responsible HSDir answered and none has it: the backend is not
-                    // publishing (stopped, or not yet started).
-                    let msg = format!(
-                        "none of {} HSDirs has its descriptor (is it running?)",
-                        f.not_found
-                    );
-                    if self.engine.forget(f.idx) {
-                        warn!("{front}: backend {name}: {msg}: removed from the selection");
-                    } else {
-                        info!("{front}: backend {name}: {msg}");
-                    }
-                    self.watch[f.idx].fetch_error = Some(msg);
-                }
-                None => {
-                    *self
-                        .counters
-                        .fetch_failures
-                        .entry("error".into())
-                        .or_default() += 1;
-                    let msg = format!(
-                        "fetch failed ({} not found; {})",
-                        f.not_found,
-                        f.errors.join("; ")
-                    );
-                    warn!(
-                        "{front}: backend {name}: {msg}; keeping its last descriptor while valid"
-                    );
-                    self.watch[f.idx].fetch_error = Some(msg);
-                }
-            }
-        }
-        let idxs: Vec<usize> = items.iter().map(|(i, _, _)| *i).collect();
-        let before: Vec<Option<Vec<[u8; 32]>>> = idxs.iter().map(|i| self.intro_set(*i)).collect();
-        let outcomes = self.engine.take_in_many(items, wall);
-        for (k, idx) in idxs.iter().enumerate() {
-            if self.intro_set(*idx) != before[k] {
-                self.watch[*idx].intro_set_modified = Some(wall);
-            }
-        }
-        for (idx, outcome) in idxs.into_iter().zip(outcomes) {
-            let name = &self.names[idx];
-            match outcome {
-                Some(Ok(IntakeOutcome::Updated { revision })) => {
-                    let n = self.engine.backends()[idx]
-                        .snapshot
-                        .as_ref()
-                        .map_or(0, |s| s.intro_points.len());
-                    info!(
-                        "{front}: backend {name}: new descriptor, revision {}, {n} intro points",
-                        u64::from(revision)
-                    );
-                    self.watch[idx].revision_seen = Some((revision, wall));
-                }
-                Some(Ok(IntakeOutcome::Unchanged)) => debug!("{front}: backend {name}: unchanged"),
-                Some(Ok(IntakeOutcome::Older { revision })) => {
-                    debug!(
-                        "{front}: backend {name}: an HSDir served an older revision {}",
-                        u64::from(revision)
-                    )
-                }
-                Some(Err(e)) => {
-                    *self
-                        .counters
-                        .intake_rejections
-                        .entry(e.kind().to_owned())
-                        .or_default() += 1;
-                    warn!("{front}: backend {name}: descriptor rejected: {e}");
-                }
-                None => {}
-            }
-        }
-        // A backend whose revision has not moved for too long is no longer republishing.
-        for idx in 0..self.watch.len() {
-            if let Some((rev, since)) = self.watch[idx].revision_seen {
-                let age = wall.duration_since(since).unwrap_or_default();
-                if age > self.timing.stale_after && self.engine.forget(idx) {
-                    warn!(
-                        "{front}: backend {}: revision {} unchanged for {}: considered gone, removed from the selection",
-                        self.names[idx],
-                        u64::from(rev),
-                        humantime::format_duration(Duration::from_secs(age.as_secs()))
-                    );
-                    self.watch[idx].revision_seen = None;
-                }
-            }
-        }
-    }
-
-    /// The session keys of backend `idx`'s intro points, sorted (its "intro set").
-    fn intro_set(&self, idx: usize) -> Option<Vec<[u8; 32]>> {
-        let snap = self.engine.backends().get(idx)?.snapshot.as_ref()?;
-        let mut v: Vec<[u8; 32]> = snap
-            .intro_points
-            .iter()
-            .map(|i| *i.ipt_sid_key().as_bytes())
-            .collect();
-        v.sort_unstable();
-        Some(v)
-    }
-
-    /// Recomputes the periods and HSDir rings when the consensus changed.
+    /// Recomputes periods and HSDir rings when the consensus changed.
     fn follow_consensus(&mut self, netdir: &NetDir) {
         let valid_after = netdir.lifetime().valid_after();
         if self.rings_from == Some(valid_after) {
             return;
         }
+        self.rings_from = Some(valid_after);
+        self.current_period = Some(netdir.hs_time_period());
+        let max_len = usize::try_from(netdir.params().hsdir_max_desc_size.get())
+            .unwrap_or(crate::descriptor::DEFAULT_MAX_DESCRIPTOR_LEN);
+        self.engine.set_max_len(max_len);
         let mut rings = Vec::new();
         for p in ring::publish_periods(netdir) {
             let blind_id = match self.engine.frontend_blind_id(p.time_period) {
                 Ok(id) => id,
                 Err(e) => {
-                    warn!("{}: {e}", self.frontend());
+                    warn!(
+                        "{}: time period {}: {e}",
+                        self.frontend,
+                        p.time_period.interval_num()
+                    );
                     continue;
                 }
             };
             match ring::upload_hsdirs(netdir, blind_id, p.time_period) {
                 Ok(h) => rings.push((p, h)),
-                Err(e) => warn!("{}: {e}", self.frontend()),
+                Err(e) => warn!(
+                    "{}: time period {}: {e}",
+                    self.frontend,
+                    p.time_period.interval_num()
+                ),
             }
         }
-        let hsdirs: usize = rings.iter().map(|(_, h): &(_, Vec<HsDir>)| h.len()).sum();
-        if self.publish.set_rings(rings) {
+        let periods: Vec<TimePeriod> = rings.iter().map(|(p, _)| p.time_period).collect();
+        for tp in self.publish.set_rings(rings, self.runtime.now()) {
+            if let Some(used) = self.store.get(tp) {
+                self.engine.raise_revision_floor(tp, used);
+            }
             debug!(
-                "{}: new time period(s); {hsdirs} HSDir slots",
-                self.frontend()
+                "{}: now publishing for time period {}",
+                self.frontend,
+                tp.interval_num()
             );
         }
-        self.rings_from = Some(valid_after);
+        for b in &mut self.backends {
+            b.set_periods(&periods);
+        }
     }
 
-    /// Builds new descriptors if anything calls for it.
-    fn build_if_needed(&mut self) {
-        let now = self.runtime.now();
-        let republish_due = self.next_republish.is_some_and(|t| t <= now);
-        let needed = self.engine.needs_build()
-            || self.publish.missing_descriptor()
-            || self.rebuild_requested
-            || republish_due;
-        if !needed {
-            return;
-        }
-        let periods = self.publish.publish_periods();
-        if periods.is_empty() {
-            return;
-        }
-        let wall = self.runtime.wallclock();
-        match self.engine.build(&periods, wall, &mut self.rng) {
-            Ok(built) => {
-                let contributors = self.contributors(wall);
-                for d in &built {
-                    info!(
-                        "{}: built descriptor for time period {} (revision {}): {} intro point(s) from {}",
-                        self.frontend(),
-                        d.period.interval_num(),
-                        u64::from(d.revision),
-                        d.intro_points,
-                        contributors
-                    );
-                }
-                self.counters.builds += built.len() as u64;
-                self.publish.install(built, wall);
-                self.rebuild_requested = false;
-                let delay = publish::republish_delay(
-                    self.timing.republish_min,
-                    self.timing.republish_max,
-                    &mut self.rng,
+    /// Drops backend snapshots that expired or went stale.
+    fn expire(&mut self, wall: SystemTime) {
+        for b in &mut self.backends {
+            for why in b.expire(wall, self.timing.stale_after) {
+                warn!(
+                    "{}: backend {}: {why}: left the selection",
+                    self.frontend, b.name
                 );
-                self.next_republish = Some(now + delay);
-                self.phase = ServicePhase::Publishing;
             }
-            Err(BuildError::NoIntroPoints) => {
-                if self.phase != ServicePhase::NoBackends {
-                    warn!(
-                        "{}: no backend has a valid descriptor: not publishing (descriptors already on the HSDirs stay until they expire)",
-                        self.frontend()
+        }
+    }
+
+    /// Starts the fetches that are due, within the concurrency limit.
+    fn launch_fetches(&mut self, netdir: &Arc<NetDir>, now: Instant, in_flight: &mut InFlight) {
+        let slots = self
+            .timing
+            .max_concurrent_fetches
+            .max(1)
+            .saturating_sub(self.fetches_in_flight);
+        let mut due: Vec<(Instant, usize, TimePeriod)> = self
+            .backends
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| {
+                let (at, p) = b.next_fetch(now, &self.timing)?;
+                (at <= now).then_some((at, i, p))
+            })
+            .collect();
+        due.sort_by_key(|(at, i, _)| (*at, *i));
+        let wall = self.runtime.wallclock();
+        for (_, idx, period) in due.into_iter().take(slots) {
+            let b = &mut self.backends[idx];
+            let Some(st) = b.period_mut(period) else {
+                continue;
+            };
+            let keys = match &st.keys {
+                Ok(k) => k.clone(),
+                Err(e) => {
+                    st.last_error = Some(e.to_string());
+                    b.last_fetch_started = Some(now);
+                    b.fetch_finished(period, now, wall);
+                    continue;
+                }
+            };
+            let hsdirs = match fetch::hsdirs_for(netdir, &keys, &mut self.rng) {
+                Ok(h) => h,
+                Err(e) => {
+                    st.last_error = Some(e.to_string());
+                    b.last_fetch_started = Some(now);
+                    b.fetch_finished(period, now, wall);
+                    continue;
+                }
+            };
+            let req = FetchRequest {
+                keys,
+                known_revision: st.snapshot.as_ref().map(|s| s.revision).or(st.retired),
+                attempt_timeout: self.timing.fetch_attempt_timeout,
+                max_len: self.engine.max_len(),
+            };
+            b.fetching = true;
+            b.last_fetch_started = Some(now);
+            self.fetches_in_flight += 1;
+            self.last_fetch_wall = Some(wall);
+            let (runtime, transport, netdir) =
+                (self.runtime.clone(), self.transport.clone(), netdir.clone());
+            let address = b.address;
+            in_flight.push(Box::pin(async move {
+                let report =
+                    fetch::fetch_descriptor(&runtime, &*transport, &netdir, &hsdirs, &req).await;
+                Done::Fetch { address, report }
+            }));
+        }
+    }
+
+    /// Takes in a finished fetch.
+    fn on_fetched(&mut self, address: OnionAddress, report: FetchReport) {
+        self.fetches_in_flight = self.fetches_in_flight.saturating_sub(1);
+        let now = self.runtime.now();
+        let wall = self.runtime.wallclock();
+        let front = &self.frontend;
+        for (_, e) in &report.intake_errors {
+            *self
+                .counters
+                .intake_rejections
+                .entry(e.kind().to_owned())
+                .or_default() += 1;
+        }
+        let Some(b) = self.backends.iter_mut().find(|b| b.address == address) else {
+            return; // removed by a reload while we fetched
+        };
+        let name = b.name.clone();
+        let tp = report.period.interval_num();
+        let mut error = None;
+        match report.outcome {
+            FetchOutcome::Fetched(snapshot) => {
+                self.counters.fetches_ok += 1;
+                let revision = u64::from(snapshot.revision);
+                let n = snapshot.intro_points.len();
+                match b.take_in(snapshot, wall) {
+                    Intake::Changed => {
+                        self.counters.backend_changes += 1;
+                        info!("{front}: backend {name}: time period {tp}: new intro points (revision {revision}, {n} intro points)");
+                    }
+                    Intake::Refreshed => debug!(
+                        "{front}: backend {name}: time period {tp}: revision {revision}, same intro points"
+                    ),
+                    Intake::NotNewer => debug!(
+                        "{front}: backend {name}: time period {tp}: an HSDir served older revision {revision}"
+                    ),
+                    Intake::StillStale => debug!(
+                        "{front}: backend {name}: time period {tp}: HSDirs still serve stale revision {revision}"
+                    ),
+                }
+            }
+            FetchOutcome::SameRevision(rev) => {
+                self.counters.fetches_ok += 1;
+                debug!(
+                    "{front}: backend {name}: time period {tp}: unchanged (revision {})",
+                    u64::from(rev)
+                );
+            }
+            FetchOutcome::NotFound => {
+                *self
+                    .counters
+                    .fetch_failures
+                    .entry("not-found".into())
+                    .or_default() += 1;
+                let msg = format!(
+                    "none of {} HSDirs has its descriptor for time period {tp} (is it running?)",
+                    report.not_found
+                );
+                if b.not_found(report.period) {
+                    warn!("{front}: backend {name}: {msg}: left that period's selection");
+                } else {
+                    info!("{front}: backend {name}: {msg}");
+                }
+                error = Some(msg);
+            }
+            FetchOutcome::Failed => {
+                *self
+                    .counters
+                    .fetch_failures
+                    .entry("error".into())
+                    .or_default() += 1;
+                let msg = format!("fetch for time period {tp} failed: {}", report.problem());
+                warn!("{front}: backend {name}: {msg}; keeping its last descriptor while valid");
+                error = Some(msg);
+            }
+        }
+        if let Some(st) = b.period_mut(report.period) {
+            st.last_error = error;
+        }
+        b.fetch_finished(report.period, now, wall);
+    }
+
+    /// The backends not yet asked for their descriptor of period `tp`.
+    fn untried(&self, tp: TimePeriod) -> Vec<&str> {
+        self.backends
+            .iter()
+            .filter(|b| b.period(tp).is_none_or(|p| p.last_fetch.is_none()))
+            .map(|b| b.name.as_str())
+            .collect()
+    }
+
+    /// What a build for `tp` would use now: per backend with a usable snapshot, the snapshot
+    /// (its own for `tp`, else its nearest).
+    fn inputs_for(&self, tp: TimePeriod, wall: SystemTime) -> Vec<(&Backend, &BackendSnapshot)> {
+        self.backends
+            .iter()
+            .filter_map(|b| Some((b, b.snapshot_for(tp, wall)?)))
+            .collect()
+    }
+
+    /// Whether period `tp` needs a build, why and when.
+    fn build_due_for(
+        &self,
+        tp: TimePeriod,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Option<(Instant, BuildReason)> {
+        let st = self.publish.period(tp)?;
+        let inputs = build_inputs(&self.inputs_for(tp, wall));
+        let (at, reason) = st.build_due(&inputs, now, self.timing.min_rebuild_interval)?;
+        if reason == BuildReason::First {
+            // As for the very first publication: a period's first descriptor waits until
+            // every backend was asked for its own descriptor of that period (bounded), so it
+            // does not list intro points borrowed from a neighbouring period only to be
+            // rebuilt a minute later.
+            if !self.untried(tp).is_empty() {
+                return Some((
+                    at.max(st.appeared + self.timing.first_publication_wait),
+                    reason,
+                ));
+            }
+        }
+        Some((at, reason))
+    }
+
+    /// Builds every period whose build is due.
+    fn build_due(&mut self, now: Instant, wall: SystemTime) {
+        let mut any_inputs = false;
+        for period in self.publish.publish_periods() {
+            let tp = period.time_period;
+            let chosen = self.inputs_for(tp, wall);
+            any_inputs |= !chosen.is_empty();
+            let Some((at, reason)) = self.build_due_for(tp, now, wall) else {
+                continue;
+            };
+            if at > now {
+                continue;
+            }
+            if reason == BuildReason::First {
+                let untried = self.untried(tp);
+                if !untried.is_empty() {
+                    info!(
+                        "{}: time period {}: publishing without waiting longer for {}",
+                        self.frontend,
+                        tp.interval_num(),
+                        untried.join(", ")
                     );
                 }
-                self.phase = ServicePhase::NoBackends;
             }
-            Err(e) => {
-                warn!("{}: cannot build a descriptor: {e}", self.frontend());
+            let inputs = build_inputs(&chosen);
+            let names: Vec<String> = chosen.iter().map(|(b, _)| b.name.clone()).collect();
+            let snapshots: Vec<BackendSnapshot> =
+                chosen.iter().map(|(_, s)| (*s).clone()).collect();
+            let refs: Vec<&BackendSnapshot> = snapshots.iter().collect();
+            match self.engine.build(&period, &refs, wall, &mut self.rng) {
+                Ok(built) => {
+                    let mut listed: Vec<(String, usize)> = Vec::new();
+                    for &i in &built.backends {
+                        match listed.iter_mut().find(|(n, _)| *n == names[i]) {
+                            Some((_, k)) => *k += 1,
+                            None => listed.push((names[i].clone(), 1)),
+                        }
+                    }
+                    let d = built.descriptor;
+                    if let Err(e) = self.store.record(tp, d.revision) {
+                        warn!("{}: {e}", self.frontend);
+                    }
+                    let shares: Vec<String> =
+                        listed.iter().map(|(n, k)| format!("{n}×{k}")).collect();
+                    info!(
+                        "{}: built descriptor for time period {} (revision {}; {}): {} intro point(s) [{}]",
+                        self.frontend,
+                        tp.interval_num(),
+                        u64::from(d.revision),
+                        reason.describe(),
+                        d.intro_points,
+                        shares.join(", ")
+                    );
+                    self.counters.builds += 1;
+                    let delay = publish::refresh_delay(
+                        self.timing.republish_min,
+                        self.timing.republish_max,
+                        &mut self.rng,
+                    );
+                    self.publish
+                        .install(d, reason, inputs, listed, now, wall, delay);
+                    self.phase = ServicePhase::Publishing;
+                }
+                Err(BuildError::NoIntroPoints) => self.publish.build_failed(tp, now),
+                Err(e) => {
+                    warn!(
+                        "{}: cannot build a descriptor for time period {}: {e}",
+                        self.frontend,
+                        tp.interval_num()
+                    );
+                    self.publish.build_failed(tp, now);
+                }
             }
+        }
+        if !any_inputs && self.phase != ServicePhase::NoBackends {
+            warn!(
+                "{}: no backend has a valid descriptor: not publishing (descriptors already on the HSDirs stay until they expire)",
+                self.frontend
+            );
+            self.phase = ServicePhase::NoBackends;
+        } else if any_inputs && self.phase == ServicePhase::NoBackends {
+            self.phase = ServicePhase::Publishing;
         }
     }
 
-    /// "node1, node2" for the backends currently usable.
-    fn contributors(&self, wall: SystemTime) -> String {
-        let names: Vec<&str> = self
-            .engine
-            .backends()
-            .iter()
-            .zip(&self.names)
-            .filter(|(b, _)| b.snapshot.as_ref().is_some_and(|s| s.is_valid_at(wall)))
-            .map(|(_, n)| n.as_str())
-            .collect();
-        format!("{} backend(s) [{}]", names.len(), names.join(", "))
-    }
-
-    /// Uploads to every HSDir that is due, concurrently, and records the results.
-    async fn upload_due(&mut self, netdir: &Arc<NetDir>) {
-        let now = self.runtime.now();
-        let jobs = self.publish.due(now);
-        if jobs.is_empty() {
-            return;
-        }
-        let transport = &self.transport;
-        let runtime = &self.runtime;
-        let timeout = self.timing.upload_attempt_timeout;
-        let outcomes: Vec<UploadOutcome> = futures::stream::iter(jobs)
-            .map(|job: UploadJob| async move {
+    /// Starts the uploads that are due, within the concurrency limit.
+    fn launch_uploads(&mut self, netdir: &Arc<NetDir>, now: Instant, in_flight: &mut InFlight) {
+        let slots = self
+            .timing
+            .max_concurrent_uploads
+            .max(1)
+            .saturating_sub(self.uploads_in_flight);
+        for job in self.publish.take_due(now, slots) {
+            self.uploads_in_flight += 1;
+            let (runtime, transport, netdir) =
+                (self.runtime.clone(), self.transport.clone(), netdir.clone());
+            let timeout = self.timing.upload_attempt_timeout;
+            in_flight.push(Box::pin(async move {
                 let attempt = transport.upload(
-                    netdir,
+                    &netdir,
                     job.hsdir.target.clone(),
                     job.descriptor.text.clone(),
                 );
@@ -698,70 +773,63 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 }
                 .map_err(|e| UploadFailure {
                     message: e.to_string(),
-                    kind: e.kind(),
-                    rejected: e.is_rejected_upload(),
+                    kind: if e.is_rejected_upload() {
+                        "refused"
+                    } else {
+                        e.kind()
+                    },
+                    refused: e.is_rejected_upload(),
                 });
-                UploadOutcome { job, result }
-            })
-            .buffer_unordered(self.timing.max_concurrent_uploads.max(1))
-            .collect()
-            .await;
-        let wall = self.runtime.wallclock();
-        let after = self.runtime.now();
-        if outcomes.iter().any(|o| o.result.is_ok()) && self.first_published.is_none() {
-            self.first_published = Some(wall);
+                Done::Upload { job, result }
+            }));
         }
-        for o in &outcomes {
-            match &o.result {
-                Ok(()) => self.counters.uploads_ok += 1,
-                Err(f) => {
-                    *self
-                        .counters
-                        .upload_failures
-                        .entry(f.kind.to_owned())
-                        .or_default() += 1;
-                    debug!(
-                        "{}: upload to {} failed: {}",
-                        self.frontend(),
-                        o.job.hsdir.id,
-                        f.message
-                    );
+    }
+
+    /// Takes in a finished upload.
+    fn on_uploaded(&mut self, job: UploadJob, result: Result<(), UploadFailure>) {
+        self.uploads_in_flight = self.uploads_in_flight.saturating_sub(1);
+        let now = self.runtime.now();
+        let wall = self.runtime.wallclock();
+        let tp = job.period.interval_num();
+        let rev = u64::from(job.descriptor.revision);
+        let recorded = self.publish.record(&job, &result, now, wall, &mut self.rng);
+        match &result {
+            Ok(()) => {
+                self.counters.uploads_ok += 1;
+                self.first_published.get_or_insert(wall);
+                debug!(
+                    "{}: time period {tp}: HSDir {} accepted revision {rev}",
+                    self.frontend, job.hsdir.id
+                );
+                if let Some(st) = self.publish.period(job.period) {
+                    if st.hsdirs.values().all(|h| !h.is_dirty()) {
+                        info!(
+                            "{}: time period {tp}: all {} HSDirs hold our descriptor (revision {rev})",
+                            self.frontend,
+                            st.hsdirs.len()
+                        );
+                    }
                 }
             }
-        }
-        let mut per_period: HashMap<u64, (usize, usize, u64)> = HashMap::new();
-        for o in &outcomes {
-            let e = per_period.entry(o.job.period.interval_num()).or_insert((
-                0,
-                0,
-                u64::from(o.job.descriptor.revision),
-            ));
-            if o.result.is_ok() {
-                e.0 += 1;
-            } else {
-                e.1 += 1;
-            }
-        }
-        if self.publish.record(&outcomes, after, wall, &mut self.rng) {
-            warn!(
-                "{}: an HSDir rejected our descriptor's revision counter: building a new one",
-                self.frontend()
-            );
-            self.rebuild_requested = true;
-        }
-        for st in self.publish.periods() {
-            let tp = st.period.time_period.interval_num();
-            if let Some((ok, failed, rev)) = per_period.get(&tp) {
-                let total = st.hsdirs.len();
-                let log = format!(
-                    "{}: time period {tp}, revision {rev}: {ok} upload(s) accepted, {failed} failed; {}/{total} HSDirs hold the current descriptor",
-                    self.frontend(),
-                    st.accepted()
-                );
-                if *failed > 0 {
-                    warn!("{log} (failed ones are retried with backoff)");
-                } else {
-                    info!("{log}");
+            Err(f) => {
+                *self
+                    .counters
+                    .upload_failures
+                    .entry(f.kind.to_owned())
+                    .or_default() += 1;
+                match recorded {
+                    Recorded::Refused(n) if n == publish::REJECTION_ALARM => error!(
+                        "{}: time period {tp}: HSDir {} refused {n} descriptors in a row (last: {}). Check this machine's clock, and that no other onionbalance or tor publishes with this frontend key; retrying every {} minutes",
+                        self.frontend, job.hsdir.id, f.message, publish::SLOW_RETRY.as_secs() / 60
+                    ),
+                    Recorded::Refused(n) => warn!(
+                        "{}: time period {tp}: HSDir {} refused revision {rev} ({}; {n} in a row): retrying with backoff",
+                        self.frontend, job.hsdir.id, f.message
+                    ),
+                    _ => warn!(
+                        "{}: time period {tp}: upload of revision {rev} to HSDir {} failed: {}; retrying with backoff",
+                        self.frontend, job.hsdir.id, f.message
+                    ),
                 }
             }
         }
@@ -781,39 +849,39 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 revision_counter: p.descriptor.as_ref().map(|d| u64::from(d.revision)),
                 built_at: p.built_at,
                 intro_points: p.descriptor.as_ref().map_or(0, |d| d.intro_points),
+                backends: p.listed.iter().map(|(n, _)| n.clone()).collect(),
                 hsdirs: p.hsdirs.len(),
                 hsdirs_accepted: p.accepted(),
                 hsdirs_failed: p.failed(),
-                next_republish: self.next_republish.map(to_wall),
+                next_republish: p.refresh_at.map(to_wall),
                 last_upload_attempt: p.last_attempt,
+                refusals_in_a_row: p.refusals_in_a_row(),
+                last_refusal: p.last_refusal.clone(),
             })
             .collect();
         periods.sort_by_key(|p| p.time_period);
         let instances = self
-            .engine
-            .backends()
+            .backends
             .iter()
-            .zip(&self.names)
-            .zip(&self.watch)
-            .map(|((b, name), w)| InstanceStatus {
-                name: name.clone(),
-                onion_address: b.address.to_string(),
-                descriptor_received: b.snapshot.as_ref().map(|s| s.received_at),
-                revision_counter: b.snapshot.as_ref().map(|s| u64::from(s.revision)),
-                intro_points_num: b.snapshot.as_ref().map_or(0, |s| s.intro_points.len()),
-                intro_set_modified: w.intro_set_modified,
-                valid_until: b.snapshot.as_ref().and_then(|s| s.valid_until),
-                last_error: w
-                    .fetch_error
-                    .clone()
-                    .or_else(|| b.last_error.as_ref().map(|e| e.to_string())),
+            .map(|b| {
+                let snap = self.current_period.and_then(|tp| b.snapshot_for(tp, wall));
+                InstanceStatus {
+                    name: b.name.clone(),
+                    onion_address: b.address.to_string(),
+                    descriptor_received: snap.map(|s| s.received_at),
+                    revision_counter: snap.map(|s| u64::from(s.revision)),
+                    intro_points_num: snap.map_or(0, |s| s.intro_points.len()),
+                    intro_set_modified: b.changed_at,
+                    valid_until: snap.and_then(|s| s.valid_until),
+                    last_error: b.periods.iter().find_map(|p| p.last_error.clone()),
+                }
             })
             .collect();
         let attempt = |i: usize| periods.get(i).and_then(|p| p.last_upload_attempt);
         let st = ServiceStatus {
             publish_attempt_first_descriptor: attempt(0),
             publish_attempt_second_descriptor: attempt(1),
-            onion_address: self.frontend(),
+            onion_address: self.frontend.clone(),
             phase: self.phase,
             last_fetch: self.last_fetch_wall,
             first_published: self.first_published,
@@ -825,4 +893,12 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             *guard = st;
         }
     }
+}
+
+/// The build inputs of a selection: what each backend's snapshot means.
+fn build_inputs(chosen: &[(&Backend, &BackendSnapshot)]) -> BuildInputs {
+    chosen
+        .iter()
+        .map(|(b, s)| (b.address, s.content_key()))
+        .collect()
 }

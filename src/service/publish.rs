@@ -1,13 +1,34 @@
-//! Upload bookkeeping: which HSDir should hold which descriptor, and what it has.
+//! Publication state: per time period, the descriptor we publish and what each HSDir holds.
 //!
-//! For every period we publish for there is a [`PeriodState`] with the current descriptor and
-//! one [`HsDirState`] per responsible HSDir. An HSDir is *dirty* when it does not hold the
-//! descriptor assigned to it; dirty HSDirs are uploaded to as soon as their backoff allows.
-//! The descriptor is assigned per HSDir (today every HSDir of a period gets the same one), so
-//! that different HSDirs can later receive different descriptors.
+//! For every period we publish for there is a [`PeriodState`] with the latest descriptor,
+//! the inputs it was built from, its timers, and one [`HsDirState`] per responsible HSDir.
+//! An HSDir is *dirty* when it does not hold the descriptor assigned to it; dirty HSDirs are
+//! uploaded to as soon as their backoff allows.
 //!
-//! Everything here is synchronous and takes time as an argument; the service runner does the
-//! I/O.
+//! # When do we build?
+//!
+//! [`PeriodState::build_due`] decides, from its inputs only:
+//!
+//! * the period has no descriptor yet: at once;
+//! * what the descriptor would list changed (a backend's intro points or carried lines, a
+//!   backend joining or leaving): at once, but never sooner than
+//!   [`Timing::min_rebuild_interval`](super::Timing::min_rebuild_interval) after the last
+//!   build of the period (so a flapping backend cannot make us rebuild in a loop);
+//! * the periodic refresh, 60–120 minutes (random, as C tor and Arti) after the last full
+//!   build, so that HSDirs never drop us at the end of the descriptor's lifetime;
+//! * an HSDir refused the descriptor (HTTP 400): at most once per minimum rebuild interval,
+//!   and the new descriptor goes only to the HSDirs that refused.
+//!
+//! # Refusals
+//!
+//! A C tor HSDir answers 400 for any failure to store (a revision counter not above the one
+//! it holds, a parse failure, a full cache), so a 400 is not proof that our counter is low.
+//! The same descriptor is retried at that HSDir with backoff, and at most once per interval a
+//! rebuilt one (a higher counter) is tried at once, in case it was the counter. Each HSDir
+//! counts the descriptors it refused in a row; from [`REJECTION_ALARM`] on, the runner reports
+//! an error (the usual causes: a clock far behind, or another frontend running with the same
+//! key) and that HSDir is retried only every [`SLOW_RETRY`] (and once for each descriptor
+//! built for a change or refresh).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,8 +39,21 @@ use tor_hscrypto::RevisionCounter;
 use tor_llcrypto::pk::rsa::RsaIdentity;
 
 use super::backoff::Backoff;
-use crate::descriptor::{BuiltDescriptor, PublishPeriod};
+use crate::descriptor::{BuiltDescriptor, ContentKey, PublishPeriod};
+use crate::onion::OnionAddress;
 use crate::ring::HsDir;
+
+/// Refusals in a row for one period after which the runner reports an error.
+pub const REJECTION_ALARM: u32 = 5;
+
+/// Retry interval at an HSDir that refused the descriptor [`REJECTION_ALARM`] times in a row:
+/// something is wrong that retrying will not fix soon (a clock far behind, another frontend
+/// with this key), so we keep trying, slowly; every new descriptor is still tried at once.
+pub const SLOW_RETRY: Duration = Duration::from_secs(30 * 60);
+
+/// What a descriptor was built from: per backend, what its snapshot means. Two builds from
+/// equal inputs would list the same intro points (up to the random choice among them).
+pub type BuildInputs = Vec<(OnionAddress, ContentKey)>;
 
 /// What one HSDir has and what it should have.
 #[derive(Debug, Clone)]
@@ -36,6 +70,15 @@ pub struct HsDirState {
     pub backoff: Backoff,
     /// No upload before this instant (after a failure).
     pub not_before: Option<Instant>,
+    /// An upload is in flight.
+    pub uploading: bool,
+    /// Its last answer to the assigned descriptor was a refusal (HTTP 400).
+    pub refused: bool,
+    /// Descriptors this HSDir refused in a row (each revision counted once, however often
+    /// it was retried).
+    pub refusals_in_a_row: u32,
+    /// The revision it refused last.
+    pub last_refused: Option<RevisionCounter>,
 }
 
 impl HsDirState {
@@ -48,6 +91,10 @@ impl HsDirState {
             last_result: None,
             backoff: Backoff::default(),
             not_before: None,
+            uploading: false,
+            refused: false,
+            refusals_in_a_row: 0,
+            last_refused: None,
         }
     }
 
@@ -59,9 +106,34 @@ impl HsDirState {
         }
     }
 
-    /// True when it is dirty and its backoff allows an attempt at `now`.
-    pub fn is_due(&self, now: Instant) -> bool {
-        self.is_dirty() && self.not_before.is_none_or(|t| t <= now)
+    /// When an upload to it is due: `None` if it is clean or an upload is in flight.
+    pub fn upload_at(&self, now: Instant) -> Option<Instant> {
+        (self.is_dirty() && !self.uploading).then(|| self.not_before.unwrap_or(now))
+    }
+}
+
+/// Why a period's descriptor is (re)built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildReason {
+    /// The period has no descriptor yet.
+    First,
+    /// What the descriptor lists changed.
+    Changed,
+    /// The periodic refresh.
+    Refresh,
+    /// An HSDir refused the descriptor: a new one with a higher counter for the refusers.
+    Refused,
+}
+
+impl BuildReason {
+    /// For logs.
+    pub fn describe(self) -> &'static str {
+        match self {
+            BuildReason::First => "first descriptor for this period",
+            BuildReason::Changed => "backends changed",
+            BuildReason::Refresh => "periodic refresh",
+            BuildReason::Refused => "an HSDir refused the last one",
+        }
     }
 }
 
@@ -70,10 +142,24 @@ impl HsDirState {
 pub struct PeriodState {
     /// The period.
     pub period: PublishPeriod,
-    /// The descriptor built most recently for it.
+    /// When we started publishing for it.
+    pub appeared: Instant,
+    /// The descriptor of the last full build.
     pub descriptor: Option<Arc<BuiltDescriptor>>,
-    /// When that descriptor was built.
+    /// What it was built from.
+    pub built_inputs: Option<BuildInputs>,
+    /// Names of the backends it lists, with how many intro points each.
+    pub listed: Vec<(String, usize)>,
+    /// When the last full build happened (wall clock).
     pub built_at: Option<SystemTime>,
+    /// When the last build of any kind happened.
+    pub last_build: Option<Instant>,
+    /// When the periodic refresh is due.
+    pub refresh_at: Option<Instant>,
+    /// An HSDir refused the assigned descriptor since the last build.
+    pub refusal_pending: bool,
+    /// The last refusal, as the HSDir said it.
+    pub last_refusal: Option<String>,
     /// When we last tried to upload a descriptor for this period.
     pub last_attempt: Option<SystemTime>,
     /// The responsible HSDirs, keyed by identity.
@@ -81,6 +167,24 @@ pub struct PeriodState {
 }
 
 impl PeriodState {
+    /// A period with nothing built yet.
+    fn new(period: PublishPeriod, now: Instant) -> Self {
+        PeriodState {
+            period,
+            appeared: now,
+            descriptor: None,
+            built_inputs: None,
+            listed: Vec::new(),
+            built_at: None,
+            last_build: None,
+            refresh_at: None,
+            refusal_pending: false,
+            last_refusal: None,
+            last_attempt: None,
+            hsdirs: HashMap::new(),
+        }
+    }
+
     /// How many HSDirs hold the current descriptor.
     pub fn accepted(&self) -> usize {
         self.hsdirs
@@ -89,12 +193,56 @@ impl PeriodState {
             .count()
     }
 
+    /// The most descriptors one HSDir of this period refused in a row.
+    pub fn refusals_in_a_row(&self) -> u32 {
+        self.hsdirs
+            .values()
+            .map(|h| h.refusals_in_a_row)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// How many HSDirs failed their last attempt.
     pub fn failed(&self) -> usize {
         self.hsdirs
             .values()
             .filter(|h| h.is_dirty() && matches!(h.last_result, Some(Err(_))))
             .count()
+    }
+
+    /// Whether a build is due, why, and when: the one place this timer is decided.
+    ///
+    /// `inputs` is what a build now would use (empty: nothing to publish, no build).
+    pub fn build_due(
+        &self,
+        inputs: &BuildInputs,
+        now: Instant,
+        min_gap: Duration,
+    ) -> Option<(Instant, BuildReason)> {
+        if inputs.is_empty() {
+            return None;
+        }
+        let Some(last) = self.last_build else {
+            return Some((now, BuildReason::First));
+        };
+        let gap_over = last + min_gap;
+        if self.descriptor.is_none() {
+            // A first build that failed is retried, but not in a loop.
+            return Some((gap_over.max(now), BuildReason::First));
+        }
+        if self.built_inputs.as_ref() != Some(inputs) {
+            return Some((gap_over.max(now), BuildReason::Changed));
+        }
+        let refresh = self
+            .refresh_at
+            .map(|t| (t.max(gap_over), BuildReason::Refresh));
+        let refused = self
+            .refusal_pending
+            .then_some((gap_over, BuildReason::Refused));
+        match (refresh, refused) {
+            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -116,18 +264,19 @@ pub struct UploadFailure {
     pub message: String,
     /// A short stable name for the kind of failure (for metrics).
     pub kind: &'static str,
-    /// True when the HSDir rejected the descriptor itself (its revision counter): only a new
-    /// descriptor can succeed.
-    pub rejected: bool,
+    /// True when the HSDir refused to store the descriptor (HTTP 400).
+    pub refused: bool,
 }
 
-/// The outcome of one [`UploadJob`].
-#[derive(Debug, Clone)]
-pub struct UploadOutcome {
-    /// The job.
-    pub job: UploadJob,
-    /// `Ok`, or why not.
-    pub result: Result<(), UploadFailure>,
+/// What recording one upload outcome found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Accepted, or failed and scheduled for a retry.
+    Normal,
+    /// Refused; the period has this many refusals in a row.
+    Refused(u32),
+    /// The outcome belongs to an HSDir or period we no longer publish to.
+    Stale,
 }
 
 /// Publication state for every period of one service.
@@ -143,26 +292,36 @@ impl PublishState {
         self.periods.values()
     }
 
+    /// The periods, in order.
+    pub fn publish_periods(&self) -> Vec<PublishPeriod> {
+        let mut v: Vec<PublishPeriod> = self.periods.values().map(|p| p.period).collect();
+        v.sort_by_key(|p| p.time_period.interval_num());
+        v
+    }
+
+    /// One period's state.
+    pub fn period(&self, tp: TimePeriod) -> Option<&PeriodState> {
+        self.periods.get(&tp)
+    }
+
     /// Makes the periods and their HSDirs those of the latest consensus.
     ///
     /// Periods that left are dropped; new periods start with no descriptor; HSDirs that joined
-    /// a ring start dirty (they will get the current descriptor); HSDirs that stayed keep what
-    /// they have, so a new consensus with the same ring uploads nothing. Returns true when a
-    /// period was added (a descriptor must be built for it).
-    pub fn set_rings(&mut self, rings: Vec<(PublishPeriod, Vec<HsDir>)>) -> bool {
-        let mut added = false;
+    /// a ring start dirty (they get the period's descriptor); HSDirs that stayed keep what
+    /// they have, so a new consensus with the same ring uploads nothing. Returns the periods
+    /// added.
+    pub fn set_rings(
+        &mut self,
+        rings: Vec<(PublishPeriod, Vec<HsDir>)>,
+        now: Instant,
+    ) -> Vec<TimePeriod> {
+        let mut added = Vec::new();
         let keep: Vec<TimePeriod> = rings.iter().map(|(p, _)| p.time_period).collect();
         self.periods.retain(|tp, _| keep.contains(tp));
         for (period, hsdirs) in rings {
             let st = self.periods.entry(period.time_period).or_insert_with(|| {
-                added = true;
-                PeriodState {
-                    period,
-                    descriptor: None,
-                    built_at: None,
-                    last_attempt: None,
-                    hsdirs: HashMap::new(),
-                }
+                added.push(period.time_period);
+                PeriodState::new(period, now)
             });
             st.period = period;
             let mut old = std::mem::take(&mut st.hsdirs);
@@ -180,104 +339,154 @@ impl PublishState {
         added
     }
 
-    /// True when some period has no descriptor yet.
-    pub fn missing_descriptor(&self) -> bool {
-        self.periods.values().any(|p| p.descriptor.is_none())
-    }
-
-    /// The periods to build for.
-    pub fn publish_periods(&self) -> Vec<PublishPeriod> {
-        let mut v: Vec<PublishPeriod> = self.periods.values().map(|p| p.period).collect();
-        v.sort_by_key(|p| p.time_period.interval_num());
-        v
-    }
-
-    /// Installs freshly built descriptors; every HSDir of their period becomes dirty.
-    pub fn install(&mut self, built: Vec<BuiltDescriptor>, now: SystemTime) {
-        for d in built {
-            let Some(st) = self.periods.get_mut(&d.period) else {
-                continue;
-            };
-            let d = Arc::new(d);
-            st.descriptor = Some(d.clone());
-            st.built_at = Some(now);
-            for h in st.hsdirs.values_mut() {
+    /// Installs a descriptor built for `reason`. After a refusal it goes only to the HSDirs
+    /// that refused (keeping their backoff); otherwise to every HSDir of the period, each of
+    /// which is tried at once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn install(
+        &mut self,
+        built: BuiltDescriptor,
+        reason: BuildReason,
+        inputs: BuildInputs,
+        listed: Vec<(String, usize)>,
+        now: Instant,
+        wall: SystemTime,
+        refresh_delay: Duration,
+    ) {
+        let Some(st) = self.periods.get_mut(&built.period) else {
+            return;
+        };
+        let d = Arc::new(built);
+        st.last_build = Some(now);
+        st.refusal_pending = false;
+        if reason == BuildReason::Refused {
+            for h in st.hsdirs.values_mut().filter(|h| h.refused) {
                 h.assigned = Some(d.clone());
-                // A new descriptor deserves a prompt try even at an HSDir that failed before.
-                h.not_before = None;
+                h.refused = false;
+                // A new counter deserves a prompt try, until the HSDir has refused so many
+                // that something else must be wrong: then it waits for its slow retry.
+                if h.refusals_in_a_row < REJECTION_ALARM {
+                    h.not_before = None;
+                }
             }
+            return;
+        }
+        st.descriptor = Some(d.clone());
+        st.built_inputs = Some(inputs);
+        st.listed = listed;
+        st.built_at = Some(wall);
+        st.refresh_at = Some(now + refresh_delay);
+        for h in st.hsdirs.values_mut() {
+            h.assigned = Some(d.clone());
+            h.refused = false;
+            h.not_before = None;
         }
     }
 
-    /// The uploads due at `now`.
-    pub fn due(&self, now: Instant) -> Vec<UploadJob> {
+    /// Marks a rebuild as not possible now (e.g. no intro points): the timers stay, but no
+    /// build is attempted again before `min_gap`.
+    pub fn build_failed(&mut self, tp: TimePeriod, now: Instant) {
+        if let Some(st) = self.periods.get_mut(&tp) {
+            st.last_build = Some(now);
+        }
+    }
+
+    /// At most `limit` of the uploads due at `now`; each is marked in flight.
+    pub fn take_due(&mut self, now: Instant, limit: usize) -> Vec<UploadJob> {
         let mut jobs = Vec::new();
-        for st in self.periods.values() {
-            for h in st.hsdirs.values().filter(|h| h.is_due(now)) {
-                if let Some(d) = &h.assigned {
-                    jobs.push(UploadJob {
-                        period: st.period.time_period,
-                        hsdir: h.hsdir.clone(),
-                        descriptor: d.clone(),
-                    });
+        for st in self.periods.values_mut() {
+            let tp = st.period.time_period;
+            for h in st.hsdirs.values_mut() {
+                if jobs.len() >= limit {
+                    return jobs;
+                }
+                if h.upload_at(now).is_some_and(|t| t <= now) {
+                    if let Some(d) = &h.assigned {
+                        h.uploading = true;
+                        jobs.push(UploadJob {
+                            period: tp,
+                            hsdir: h.hsdir.clone(),
+                            descriptor: d.clone(),
+                        });
+                    }
                 }
             }
         }
         jobs
     }
 
-    /// Records upload outcomes. Returns true when an HSDir rejected a descriptor (so a new one,
-    /// with a higher revision counter, should be built).
-    pub fn record<R: rand::Rng>(
-        &mut self,
-        outcomes: &[UploadOutcome],
-        now: Instant,
-        wall: SystemTime,
-        rng: &mut R,
-    ) -> bool {
-        let mut rejected = false;
-        for o in outcomes {
-            if let Some(st) = self.periods.get_mut(&o.job.period) {
-                st.last_attempt = Some(wall);
-            }
-            let Some(h) = self
-                .periods
-                .get_mut(&o.job.period)
-                .and_then(|st| st.hsdirs.get_mut(&o.job.hsdir.id))
-            else {
-                continue; // the ring changed while we uploaded
-            };
-            match &o.result {
-                Ok(()) => {
-                    h.uploaded = Some(o.job.descriptor.revision);
-                    h.last_result = Some(Ok(wall));
-                    h.backoff.reset();
-                    h.not_before = None;
-                }
-                Err(f) => {
-                    h.last_result = Some(Err(f.message.clone()));
-                    h.not_before = Some(now + h.backoff.next_delay(rng));
-                    rejected |= f.rejected;
-                }
-            }
-        }
-        rejected
-    }
-
-    /// When the next upload retry is due, if any HSDir is dirty.
-    pub fn next_retry(&self) -> Option<Instant> {
+    /// The earliest time an upload is due.
+    pub fn next_upload(&self, now: Instant) -> Option<Instant> {
         self.periods
             .values()
             .flat_map(|p| p.hsdirs.values())
-            .filter(|h| h.is_dirty())
-            .filter_map(|h| h.not_before)
+            .filter_map(|h| h.upload_at(now))
             .min()
+    }
+
+    /// Records one upload outcome at `now`.
+    pub fn record<R: rand::Rng>(
+        &mut self,
+        job: &UploadJob,
+        result: &Result<(), UploadFailure>,
+        now: Instant,
+        wall: SystemTime,
+        rng: &mut R,
+    ) -> Recorded {
+        let Some(st) = self.periods.get_mut(&job.period) else {
+            return Recorded::Stale;
+        };
+        st.last_attempt = Some(wall);
+        let Some(h) = st.hsdirs.get_mut(&job.hsdir.id) else {
+            return Recorded::Stale; // the ring changed while we uploaded
+        };
+        h.uploading = false;
+        let current = h
+            .assigned
+            .as_ref()
+            .is_some_and(|d| d.revision == job.descriptor.revision);
+        match result {
+            Ok(()) => {
+                h.uploaded = Some(job.descriptor.revision);
+                h.last_result = Some(Ok(wall));
+                h.backoff.reset();
+                h.not_before = None;
+                h.refused = false;
+                h.refusals_in_a_row = 0;
+                h.last_refused = None;
+                // The retry of the same descriptor got through: no rebuild needed unless
+                // another HSDir still refuses.
+                st.refusal_pending = st.hsdirs.values().any(|h| h.refused);
+                Recorded::Normal
+            }
+            Err(f) => {
+                h.last_result = Some(Err(f.message.clone()));
+                let mut delay = h.backoff.next_delay(rng);
+                if f.refused && h.last_refused != Some(job.descriptor.revision) {
+                    h.refusals_in_a_row = h.refusals_in_a_row.saturating_add(1);
+                    h.last_refused = Some(job.descriptor.revision);
+                }
+                if f.refused && h.refusals_in_a_row >= REJECTION_ALARM {
+                    delay = delay.max(SLOW_RETRY);
+                }
+                h.not_before = Some(now + delay);
+                if f.refused && current {
+                    h.refused = true;
+                    let n = h.refusals_in_a_row;
+                    st.refusal_pending = true;
+                    st.last_refusal = Some(format!("{}: {}", job.hsdir.id, f.message));
+                    Recorded::Refused(n)
+                } else {
+                    Recorded::Normal
+                }
+            }
+        }
     }
 }
 
-/// A republish interval: uniformly random in `[min, max]`, like C tor and Arti, so that
+/// A refresh interval: uniformly random in `[min, max]`, like C tor and Arti, so that
 /// republications of different services do not synchronise.
-pub fn republish_delay<R: rand::Rng>(min: Duration, max: Duration, rng: &mut R) -> Duration {
+pub fn refresh_delay<R: rand::Rng>(min: Duration, max: Duration, rng: &mut R) -> Duration {
     if max <= min {
         return min;
     }

@@ -1,0 +1,167 @@
+//! Fetching one onion service's descriptor for one time period from its HSDirs.
+//!
+//! One function, [`fetch_descriptor`], shared by the service runner and `check --online`, so
+//! that both follow the same rules:
+//!
+//! * HSDirs are asked one at a time, in random order (as a client does), until one gives a
+//!   descriptor that passes intake. A descriptor that fails intake (bad signature, wrong
+//!   service, expired) does not end the search: the next HSDir may hold a good copy.
+//! * A text claiming the revision the caller already holds is accepted without verification
+//!   ([`FetchOutcome::SameRevision`]): the same descriptor arrives in different bytes from
+//!   different HSDirs, and recognising it costs no cryptography.
+//! * "Not found" means every HSDir asked answered 404; if any failed otherwise, the outcome is
+//!   a failure, since the descriptor may sit on the HSDir we could not ask.
+
+use std::time::Duration;
+
+use tor_hscrypto::time::TimePeriod;
+use tor_hscrypto::RevisionCounter;
+use tor_llcrypto::pk::rsa::RsaIdentity;
+use tor_netdir::NetDir;
+use tor_rtcompat::{SleepProvider, SleepProviderExt as _};
+
+use crate::descriptor::{claimed_revision, intake, BackendKeys, BackendSnapshot, IntakeError};
+use crate::net::{DirTransport, TransferError};
+use crate::ring::{self, HsDir};
+
+/// What to fetch, and how.
+#[derive(Debug, Clone)]
+pub struct FetchRequest {
+    /// The service's keys for the period (decide the ring position and decrypt).
+    pub keys: BackendKeys,
+    /// The revision we already hold for this period, if any: a text claiming it is taken as
+    /// that same descriptor.
+    pub known_revision: Option<RevisionCounter>,
+    /// Limit for one attempt at one HSDir, circuit included.
+    pub attempt_timeout: Duration,
+    /// Maximum descriptor size (consensus `hsdir_max_desc_size`).
+    pub max_len: usize,
+}
+
+/// How a fetch ended.
+#[derive(Debug, Clone)]
+pub enum FetchOutcome {
+    /// A verified descriptor with a revision other than the known one.
+    Fetched(BackendSnapshot),
+    /// An HSDir served the revision we already hold.
+    SameRevision(RevisionCounter),
+    /// Every HSDir asked answered 404: the service is not publishing for this period.
+    NotFound,
+    /// No HSDir gave a usable descriptor, and some could not be asked or gave a bad one.
+    Failed,
+}
+
+/// A fetch's outcome with what happened at each HSDir on the way.
+#[derive(Debug, Clone)]
+pub struct FetchReport {
+    /// The period fetched for.
+    pub period: TimePeriod,
+    /// How it ended.
+    pub outcome: FetchOutcome,
+    /// HSDirs asked (requests sent or attempted).
+    pub asked: usize,
+    /// HSDirs that answered 404.
+    pub not_found: usize,
+    /// HSDirs whose request failed.
+    pub transfer_errors: Vec<(RsaIdentity, TransferError)>,
+    /// Descriptors served that failed intake.
+    pub intake_errors: Vec<(RsaIdentity, IntakeError)>,
+}
+
+impl FetchReport {
+    /// One line describing why nothing usable came back (for logs and status).
+    pub fn problem(&self) -> String {
+        let mut parts = Vec::new();
+        if self.not_found > 0 {
+            parts.push(format!(
+                "{} of {} HSDirs: not found",
+                self.not_found, self.asked
+            ));
+        }
+        for (id, e) in &self.transfer_errors {
+            parts.push(format!("{id}: {e}"));
+        }
+        for (id, e) in &self.intake_errors {
+            parts.push(format!("{id}: descriptor rejected: {e}"));
+        }
+        if parts.is_empty() {
+            parts.push("no HSDir to ask".into());
+        }
+        parts.join("; ")
+    }
+}
+
+/// The HSDirs to ask for the descriptor of `keys` in `period`, in random order: the fetch set
+/// of the current period (as clients use), or the upload set of another period (where the
+/// service uploaded it; Arti computes fetch sets for the current period only).
+pub fn hsdirs_for<R: rand::Rng + rand::CryptoRng>(
+    netdir: &NetDir,
+    keys: &BackendKeys,
+    rng: &mut R,
+) -> Result<Vec<HsDir>, ring::RingError> {
+    let period = keys.period();
+    if period == netdir.hs_time_period() {
+        ring::fetch_hsdirs(netdir, keys.blind_id(), period, rng)
+    } else {
+        use rand::seq::SliceRandom as _;
+        let mut v = ring::upload_hsdirs(netdir, keys.blind_id(), period)?;
+        v.shuffle(rng);
+        Ok(v)
+    }
+}
+
+/// Asks `hsdirs` in order for the descriptor of `req.keys`, as described in the module docs.
+pub async fn fetch_descriptor<S: SleepProvider, T: DirTransport + ?Sized>(
+    sleeper: &S,
+    transport: &T,
+    netdir: &NetDir,
+    hsdirs: &[HsDir],
+    req: &FetchRequest,
+) -> FetchReport {
+    let mut report = FetchReport {
+        period: req.keys.period(),
+        outcome: FetchOutcome::Failed,
+        asked: 0,
+        not_found: 0,
+        transfer_errors: Vec::new(),
+        intake_errors: Vec::new(),
+    };
+    for h in hsdirs {
+        report.asked += 1;
+        let attempt = transport.fetch(netdir, h.target.clone(), req.keys.blind_id(), req.max_len);
+        let text = match sleeper.timeout(req.attempt_timeout, attempt).await {
+            Ok(Ok(Some(text))) => text,
+            Ok(Ok(None)) => {
+                report.not_found += 1;
+                continue;
+            }
+            Ok(Err(e)) => {
+                report.transfer_errors.push((h.id, e));
+                continue;
+            }
+            Err(_) => {
+                report
+                    .transfer_errors
+                    .push((h.id, TransferError::Timeout(req.attempt_timeout)));
+                continue;
+            }
+        };
+        if let (Some(known), Some(claimed)) = (req.known_revision, claimed_revision(&text)) {
+            if known == claimed {
+                report.outcome = FetchOutcome::SameRevision(known);
+                return report;
+            }
+        }
+        match intake(&req.keys, &text, sleeper.wallclock(), req.max_len) {
+            Ok(snapshot) => {
+                report.outcome = FetchOutcome::Fetched(snapshot);
+                return report;
+            }
+            Err(e) => report.intake_errors.push((h.id, e)),
+        }
+    }
+    if report.not_found == report.asked && report.asked > 0 {
+        report.outcome = FetchOutcome::NotFound;
+    }
+    report
+}
