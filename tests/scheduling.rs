@@ -308,18 +308,23 @@ impl World {
         self.backend_publishes(i);
     }
 
-    /// Backend `i` is gone and HSDirs no longer have its descriptor (404 everywhere).
-    fn backend_vanishes(&mut self, i: usize) {
+    /// Backend `i`'s blinded ids for the periods of the current consensus.
+    fn blind_ids_of(&self, i: usize) -> Vec<HsBlindId> {
         let addr = self.backends[i].inner.address();
         let nd = self.provider.timely_netdir().expect("netdir");
-        let ids: Vec<HsBlindId> = periods(&nd)
+        periods(&nd)
             .iter()
             .map(|p| {
                 BackendKeys::derive(addr, p.time_period)
                     .expect("keys")
                     .blind_id()
             })
-            .collect();
+            .collect()
+    }
+
+    /// Backend `i` is gone and HSDirs no longer have its descriptor (404 everywhere).
+    fn backend_vanishes(&mut self, i: usize) {
+        let ids = self.blind_ids_of(i);
         self.transport
             .lock()
             .stored
@@ -786,15 +791,7 @@ fn missing_backend_refetch_backs_off() {
         Box::pin(async move {
             let mut w = World::new(rt.clone(), 2);
             w.backend_vanishes(1);
-            let nd = w.provider.timely_netdir().expect("netdir");
-            let gone: Vec<HsBlindId> = periods(&nd)
-                .iter()
-                .map(|p| {
-                    BackendKeys::derive(w.backends[1].inner.address(), p.time_period)
-                        .expect("keys")
-                        .blind_id()
-                })
-                .collect();
+            let gone = w.blind_ids_of(1);
             let handle = w.launch();
             rt.advance_by(Duration::from_secs(30 * 60)).await;
             // One fetch asks several HSDirs at the same instant: count distinct instants.
@@ -829,15 +826,7 @@ fn first_publication_waits_for_every_backend_at_most_30s() {
     sim(|rt| {
         Box::pin(async move {
             let w = World::new(rt.clone(), 2);
-            let nd = w.provider.timely_netdir().expect("netdir");
-            let slow: Vec<HsBlindId> = periods(&nd)
-                .iter()
-                .map(|p| {
-                    BackendKeys::derive(w.backends[1].inner.address(), p.time_period)
-                        .expect("keys")
-                        .blind_id()
-                })
-                .collect();
+            let slow = w.blind_ids_of(1);
             w.transport.lock().hang_fetch_for.extend(slow);
             let handle = w.launch();
             rt.advance_by(Duration::from_secs(29)).await;
