@@ -20,6 +20,36 @@
 //!    bootstrap and every backend's descriptor uploads have all been answered (at least one
 //!    acknowledged), watched through `HS_DESC` control events.
 //!
+//! # Requests
+//! [`TestNet::fetch`] retries on fresh circuits within a time budget, as a user reloads a
+//! stalled page, and returns every failed attempt with the body ([`Fetched`]); a failure is a
+//! [`FetchFailed`] listing them. [`TestNet::fetch_bounded`] also bounds the failed attempts,
+//! and [`TestNet::fetch_once`] is one page load, never retried: the one to measure
+//! availability with.
+//!
+//! # What it records
+//! * Every `HS_DESC` event of every backend, across restarts
+//!   ([`TestNet::backend_hs_desc_events`], [`TestNet::backend_uploads_acknowledged`]).
+//! * The descriptor uploads each HSDir stored or refused, from its own log, attributed to the
+//!   backends or else to the frontend ([`TestNet::hsdir_uploads_stored`], which says exactly
+//!   how it counts).
+//! * The descriptor the C tor client holds for an address
+//!   ([`TestNet::client_cached_descriptor`]), readable with [`read_descriptor`] (period,
+//!   revision, intro points with their relays).
+//!
+//! # What C tor 0.4.9 backends publish here (measured, 8-minute periods)
+//! Time period `k` starts at `480 k + 240` (Unix seconds); shared-random runs start at
+//! multiples of 480, half a period later. A backend always holds two descriptors with three
+//! intro points each (6 intro circuits): "current" and "next". Their intro points are
+//! distinct objects (disjoint authentication keys) but may sit on the same relays. At the
+//! start of a time period nothing happens at the backend. At the start of each
+//! shared-random run (2–11 s later, when a consensus says so) it rotates: the descriptor of
+//! the period that ended 4 minutes earlier is dropped and its intro circuits closed, the
+//! other becomes "current" (intro points kept, not uploaded again), and a new "next"
+//! descriptor for the following period is built with new intro points and uploaded to all 8
+//! HSDirs 1–2 s later. A dropped descriptor stays on the HSDirs (180-minute lifetime), its
+//! intro points dead. Right after start-up a backend uploads both descriptors (~1 s).
+//!
 //! # How it stops
 //! Every tor is our direct child (`RunAsDaemon 0`). Dropping the [`TestNet`] — also during a
 //! panic — sends SIGTERM to each by PID, waits up to 5 s, then SIGKILLs what is left, and
@@ -27,14 +57,15 @@
 //! every tor exit by itself within seconds. Nothing is ever stopped by name.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::fs;
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use onionbalance::arti_toml::{self, Authority, PrivateNetwork, Storage};
@@ -67,7 +98,7 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 pub const FETCH_BUDGET: Duration = Duration::from_secs(30);
 /// The longest a single fetch attempt may take before we retry on fresh circuits: on a
 /// loopback network a working rendezvous takes a second or two; a stalled one never ends.
-const FETCH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const FETCH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Set this environment variable to keep every run directory, for debugging.
 pub const KEEP_ENV: &str = "ONIONBALANCE_TESTNET_KEEP";
 /// How many log lines an error message quotes.
@@ -191,6 +222,9 @@ impl TorNode {
             .arg(self.torrc())
             // Never read the system's defaults file: the network must be what the torrc says.
             .args(["--defaults-torrc", "/dev/null"])
+            // tor stamps log lines in local time without a zone or year; in UTC we can read
+            // them back as instants (`hsdir_uploads_stored`).
+            .env("TZ", "UTC")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -279,6 +313,9 @@ struct Backend {
     address: String,
     /// Whether it runs in Onionbalance instance mode.
     instance: bool,
+    /// Every `HS_DESC` event about its own address since it first started, across restarts
+    /// (see [`TestNet::backend_hs_desc_events`]).
+    hs_desc_events: Arc<Mutex<Vec<HsDescEvent>>>,
 }
 
 /// The run directory: deleted on drop, unless the builder asked to keep it.
@@ -578,6 +615,7 @@ impl TestNet {
                 http,
                 address: String::new(),
                 instance,
+                hs_desc_events: Arc::default(),
             });
         }
 
@@ -829,11 +867,12 @@ impl TestNet {
             let Some(text) = event.lines.first().map(|l| l.text.as_str()) else {
                 continue;
             };
+            let Some(recorded) = HsDescEvent::parse(text, &bare) else {
+                continue;
+            };
+            push_event(&backend.hs_desc_events, recorded);
             // "HS_DESC <action> <address> <auth> <hsdir> ..."
             let words: Vec<&str> = text.split_whitespace().collect();
-            if words.len() < 5 || words[0] != "HS_DESC" || words[2] != bare {
-                continue;
-            }
             let hsdir = words[4].to_owned();
             let answered = |pending: &mut HashMap<String, usize>| {
                 if let Some(n) = pending.get_mut(&hsdir) {
@@ -856,16 +895,29 @@ impl TestNet {
                 _ => {}
             }
             if acknowledged > 0 && pending.is_empty() {
+                // From here on a task keeps recording this backend's events, until its tor
+                // closes the connection (it stopped).
+                tokio::spawn(record_hs_desc_events(
+                    ctl,
+                    bare,
+                    Arc::clone(&backend.hs_desc_events),
+                ));
                 return Ok(());
             }
         }
     }
 
-    /// Fetches `http://<onion_host><path>` through the C tor client and returns the body of a
-    /// `200` response. Each attempt uses fresh circuits (a random SOCKS username); attempts
-    /// are retried for up to [`FETCH_BUDGET`], because rendezvous on small networks stall now
-    /// and then.
-    pub async fn fetch(&self, onion_host: &str, path: &str) -> Result<String> {
+    /// Fetches `http://<onion_host><path>` through the C tor client: the body of a `200`
+    /// response, with every failed attempt before it ([`Fetched`]). Each attempt uses fresh
+    /// circuits (a random SOCKS username) and may take up to [`FETCH_ATTEMPT_TIMEOUT`];
+    /// attempts are retried for up to [`FETCH_BUDGET`], as a user reloads a page that stalled
+    /// (rendezvous on small networks stall now and then, design §5).
+    ///
+    /// The retries hide failures unless the caller looks: a test that measures availability
+    /// must count [`Fetched::failed_attempts`] (or use [`fetch_bounded`](Self::fetch_bounded)
+    /// or [`fetch_once`](Self::fetch_once)). Failing, the error is a [`FetchFailed`] (reach it
+    /// with `anyhow::Error::downcast_ref`) listing every attempt.
+    pub async fn fetch(&self, onion_host: &str, path: &str) -> Result<Fetched> {
         self.fetch_with_budget(onion_host, path, FETCH_BUDGET).await
     }
 
@@ -875,37 +927,114 @@ impl TestNet {
         onion_host: &str,
         path: &str,
         budget: Duration,
-    ) -> Result<String> {
+    ) -> Result<Fetched> {
+        self.fetch_bounded(onion_host, path, budget, usize::MAX)
+            .await
+    }
+
+    /// [`fetch`](Self::fetch) with a time budget and at most `max_failed_attempts` failed
+    /// attempts: the one after them must succeed, or the fetch fails (with a
+    /// [`FetchFailed`]) without trying again. `0` makes it one attempt, like
+    /// [`fetch_once`](Self::fetch_once) with [`FETCH_ATTEMPT_TIMEOUT`].
+    pub async fn fetch_bounded(
+        &self,
+        onion_host: &str,
+        path: &str,
+        budget: Duration,
+        max_failed_attempts: usize,
+    ) -> Result<Fetched> {
         let started = Instant::now();
         let deadline = started + budget;
-        let mut errors = Vec::new();
+        let mut failed = Vec::new();
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                bail!(
-                    "could not fetch http://{onion_host}{path} within {budget:?} ({} attempts):\n  {}",
-                    errors.len(),
-                    errors.join("\n  ")
-                );
+            if remaining.is_zero() || failed.len() > max_failed_attempts {
+                return Err(FetchFailed {
+                    url: format!("http://{onion_host}{path}"),
+                    budget,
+                    max_failed_attempts,
+                    attempts: failed,
+                }
+                .into());
             }
-            let isolation = format!("fetch-{:016x}", rand::random::<u64>());
-            let attempt = timeout(remaining.min(FETCH_ATTEMPT_TIMEOUT), async {
-                let mut stream =
-                    socks::connect(self.socks_port, onion_host, 80, &isolation).await?;
-                http::get(&mut stream, onion_host, path).await
-            })
-            .await;
-            let at = started.elapsed().as_secs_f64();
-            let error = match attempt {
-                Ok(Ok(resp)) if resp.status == 200 => return Ok(resp.body),
-                Ok(Ok(resp)) => format!("HTTP status {}", resp.status),
-                Ok(Err(e)) => format!("{e:#}"),
-                Err(_) => "attempt timed out".to_owned(),
-            };
-            eprintln!("testnet: fetch {onion_host}{path}: attempt failed after {at:.1} s: {error}");
-            errors.push(format!("{at:.1} s: {error}"));
-            // Do not spin on instant failures (a descriptor not uploaded yet).
+            let attempt_started = Instant::now();
+            match self
+                .fetch_attempt(onion_host, path, remaining.min(FETCH_ATTEMPT_TIMEOUT))
+                .await
+            {
+                Ok(body) => {
+                    return Ok(Fetched {
+                        body,
+                        failed_attempts: failed,
+                        took: started.elapsed(),
+                    })
+                }
+                Err(error) => {
+                    let attempt = FailedAttempt {
+                        began: attempt_started - started,
+                        took: attempt_started.elapsed(),
+                        error,
+                    };
+                    eprintln!("testnet: fetch {onion_host}{path}: {attempt}");
+                    failed.push(attempt);
+                }
+            }
+            // Do not spin on instant failures (a descriptor not uploaded yet); a user does
+            // not reload within the same instant either.
             sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// One attempt, never retried: `GET path` from `onion_host` through the C tor client on
+    /// fresh circuits, answered with `200` within `within`. This is one page load of a real
+    /// client; whatever tor does inside it (trying other intro points, refetching the
+    /// descriptor after all failed) is that client's own behaviour. The client's descriptor
+    /// cache is left alone. Failing, the error is a [`FetchFailed`] with that one attempt.
+    pub async fn fetch_once(
+        &self,
+        onion_host: &str,
+        path: &str,
+        within: Duration,
+    ) -> Result<Fetched> {
+        let started = Instant::now();
+        match self.fetch_attempt(onion_host, path, within).await {
+            Ok(body) => Ok(Fetched {
+                body,
+                failed_attempts: Vec::new(),
+                took: started.elapsed(),
+            }),
+            Err(error) => Err(FetchFailed {
+                url: format!("http://{onion_host}{path}"),
+                budget: within,
+                max_failed_attempts: 0,
+                attempts: vec![FailedAttempt {
+                    began: Duration::ZERO,
+                    took: started.elapsed(),
+                    error,
+                }],
+            }
+            .into()),
+        }
+    }
+
+    /// One attempt on fresh circuits within `within`: the body of a `200`, or why not.
+    async fn fetch_attempt(
+        &self,
+        onion_host: &str,
+        path: &str,
+        within: Duration,
+    ) -> std::result::Result<String, String> {
+        let isolation = format!("fetch-{:016x}", rand::random::<u64>());
+        let attempt = timeout(within, async {
+            let mut stream = socks::connect(self.socks_port, onion_host, 80, &isolation).await?;
+            http::get(&mut stream, onion_host, path).await
+        })
+        .await;
+        match attempt {
+            Ok(Ok(resp)) if resp.status == 200 => Ok(resp.body),
+            Ok(Ok(resp)) => Err(format!("HTTP status {}", resp.status)),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(_) => Err(format!("no answer within {within:?}")),
         }
     }
 
@@ -919,6 +1048,28 @@ impl TestNet {
             .await
             .context("stop task panicked")?;
         Ok(())
+    }
+
+    /// Kills backend `i`'s tor with SIGKILL (a crash: nothing is closed in order) and reaps
+    /// it; its HTTP server keeps running and its keys stay on disk.
+    pub async fn kill_backend(&mut self, i: usize) -> Result<()> {
+        let node = &mut self.backend_mut(i)?.node;
+        let Some(mut child) = node.child.take() else {
+            bail!("{} is not running", node.name);
+        };
+        tokio::task::spawn_blocking(move || {
+            let _ = child.kill();
+            child.wait()
+        })
+        .await
+        .context("kill task panicked")?
+        .context("reap a killed backend")?;
+        Ok(())
+    }
+
+    /// Whether backend `i`'s tor was started and not stopped (it may have exited by itself).
+    pub fn backend_is_running(&self, i: usize) -> bool {
+        self.backend(i).is_ok_and(|b| b.node.child.is_some())
     }
 
     /// Starts backend `i`'s tor again (same keys, same address) and waits until its
@@ -1070,6 +1221,188 @@ impl TestNet {
         self.backends
             .get_mut(i)
             .ok_or_else(|| anyhow!("no backend {i}: the network has {n}"))
+    }
+}
+
+/// What the network itself records: descriptor uploads as the HSDirs logged them and as the
+/// backends' tors reported them, and the descriptors the C tor client holds.
+impl TestNet {
+    /// The identities of the authorities and relays (every one of them is an HSDir here:
+    /// `TestingDirAuthVoteHSDir *`), in order, with their names (`auth0`, `relay3`), read from
+    /// the `fingerprint` file each tor writes into its data directory.
+    pub fn relay_identities(&self) -> Result<Vec<(String, RsaIdentity)>> {
+        self.relays
+            .iter()
+            .map(|node| Ok((node.name.clone(), read_fingerprint(&node.dir)?)))
+            .collect()
+    }
+
+    /// The name (`relay3`) of the relay with identity `id`, or its fingerprint if none has it.
+    pub fn relay_name(&self, id: &RsaIdentity) -> String {
+        self.relay_identities()
+            .ok()
+            .and_then(|all| all.into_iter().find(|(_, r)| r == id))
+            .map_or_else(|| id.as_hex_upper(), |(name, _)| name)
+    }
+
+    /// Every `HS_DESC` event backend `i`'s tor sent about its own descriptors since the
+    /// network started, across restarts, in order (`UPLOAD`, `UPLOADED`, `FAILED`, ...).
+    /// Recorded from the moment each start of its tor is allowed to connect (it starts with
+    /// `DisableNetwork 1`), until that tor stops, so no upload of it is missed.
+    pub fn backend_hs_desc_events(&self, i: usize) -> Result<Vec<HsDescEvent>> {
+        let backend = self.backend(i)?;
+        let events = backend
+            .hs_desc_events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(events.clone())
+    }
+
+    /// Every descriptor upload a backend's tor reported acknowledged by an HSDir (`HS_DESC
+    /// UPLOADED`, sent when the HSDir answered `200`), for all backends, in time order.
+    pub fn backend_uploads_acknowledged(&self) -> Vec<BackendUpload> {
+        let mut all = Vec::new();
+        for (i, backend) in self.backends.iter().enumerate() {
+            let events = backend
+                .hs_desc_events
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            all.extend(
+                events
+                    .iter()
+                    .filter(|e| e.action == "UPLOADED")
+                    .filter_map(|e| {
+                        Some(BackendUpload {
+                            backend: i,
+                            hsdir: e.hsdir?,
+                            at: e.at,
+                        })
+                    }),
+            );
+        }
+        all.sort_by_key(|u| u.at);
+        all
+    }
+
+    /// The descriptor uploads each HSDir stored and refused, from its own log, each stored
+    /// one attributed to the backend that made it or to nobody (then: the frontend).
+    ///
+    /// # How it counts
+    /// * **Stored**: each line `Publish request for HS descriptor handled successfully.` in
+    ///   the HSDir's [`torrc::REND_LOG`] (C tor 0.4.9 `handle_post_hs_descriptor()`, log level
+    ///   info, domain `rend`). tor writes it after the descriptor went into its HSDir cache and
+    ///   before it answers `200`; it is the only line a C tor HSDir writes per stored upload.
+    ///   It names neither the service nor the blinded key: C tor logs no key when it stores
+    ///   (it does so only when it drops one from its cache, hours later).
+    /// * **Refused for its revision counter**: each line `Descriptor revision counter in our
+    ///   cache is greater or equal than the one we received (<cached>/<received>).
+    ///   Rejecting!` (`cache_store_v3_as_dir()`, info, `rend`); the HSDir answers `400`. The
+    ///   two counters are printed by tor as 32-bit signed integers. Uploads refused for
+    ///   other reasons (unparseable, too large) leave no info line and are not counted.
+    /// * **Attribution**: only the backends and the frontend upload descriptors on this
+    ///   network (clients only fetch). Each backend's tor reports every upload an HSDir
+    ///   acknowledged (`HS_DESC UPLOADED <address> UNKNOWN $<fingerprint>`, recorded by the
+    ///   harness since that tor first connected; see
+    ///   [`backend_uploads_acknowledged`](Self::backend_uploads_acknowledged)). Each such
+    ///   acknowledgement is matched to the latest not yet matched stored line of that HSDir
+    ///   logged at most [`ACK_MATCH_WINDOW`] before it (tor logs the line before it answers,
+    ///   so never after it). Stored lines left unmatched are uploads by someone other than
+    ///   the backends: the frontend. Acknowledgements that match no line are listed in
+    ///   [`HsDirUploads::unmatched_backend_acks`] (expected empty; if not, the attribution is
+    ///   off by that many).
+    /// * **Exactness**: counts are exact while every backend upload that an HSDir stored
+    ///   reaches its backend's tor as `200`. A backend stopped while an upload of it is in
+    ///   flight, or a C tor upload cancelled by a newer one of the same descriptor (C tor
+    ///   closes pending uploads of a descriptor it re-uploads), can leave a stored line
+    ///   without an acknowledgement, counted as the frontend's: an over-count, never an
+    ///   under-count. With backends left running, it does not happen.
+    ///
+    /// Timestamps are tor's (`LogTimeGranularity 1`: milliseconds; tors run with `TZ=UTC`),
+    /// on the same clock as the harness'.
+    pub fn hsdir_uploads_stored(&self) -> Result<Vec<HsDirUploads>> {
+        let acks = self.backend_uploads_acknowledged();
+        let mut out = Vec::new();
+        for node in &self.relays {
+            let identity = read_fingerprint(&node.dir)?;
+            let path = node.dir.join(torrc::REND_LOG);
+            let text = match fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+            };
+            let mut stored = Vec::new();
+            let mut refused_revision = Vec::new();
+            for line in text.lines() {
+                if line.contains(HSDIR_STORED_LINE) {
+                    let at = parse_tor_log_time(line)
+                        .with_context(|| format!("{}: log line {line:?}", path.display()))?;
+                    stored.push(StoredUpload { at, by: None });
+                } else if let Some(rest) = line.split(HSDIR_REFUSED_REVISION_LINE).nth(1) {
+                    let at = parse_tor_log_time(line)
+                        .with_context(|| format!("{}: log line {line:?}", path.display()))?;
+                    let (cached, received) = rest
+                        .trim_start_matches(" (")
+                        .split(')')
+                        .next()
+                        .and_then(|pair| pair.split_once('/'))
+                        .and_then(|(c, r)| Some((c.trim().parse().ok()?, r.trim().parse().ok()?)))
+                        .with_context(|| format!("{}: log line {line:?}", path.display()))?;
+                    refused_revision.push(RefusedUpload {
+                        at,
+                        cached,
+                        received,
+                    });
+                }
+            }
+            stored.sort_by_key(|s| s.at);
+            let mut unmatched_backend_acks = Vec::new();
+            for ack in acks.iter().filter(|a| a.hsdir == identity) {
+                let earliest = ack.at.checked_sub(ACK_MATCH_WINDOW).unwrap_or(UNIX_EPOCH);
+                let candidate = stored
+                    .iter_mut()
+                    .rev()
+                    .find(|s| s.by.is_none() && s.at <= ack.at && s.at >= earliest);
+                match candidate {
+                    Some(s) => s.by = Some(ack.backend),
+                    None => unmatched_backend_acks.push(ack.clone()),
+                }
+            }
+            out.push(HsDirUploads {
+                name: node.name.clone(),
+                identity,
+                stored,
+                refused_revision,
+                unmatched_backend_acks,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The descriptor of `onion` the C tor client holds in its cache, exactly as `GETINFO
+    /// hs/client/desc/id/<address>` returns it; `None` if it holds none (C tor also answers
+    /// so once the one it has expired: its consensus reached the next time period).
+    /// Asking changes nothing in the client.
+    pub async fn client_cached_descriptor(&self, onion: &str) -> Result<Option<String>> {
+        let bare = onion.trim().strip_suffix(".onion").unwrap_or(onion.trim());
+        let key = format!("hs/client/desc/id/{bare}");
+        let mut ctl = self.client_control().await?;
+        let reply = ctl.command(&format!("GETINFO {key}")).await?;
+        if !reply.is_ok() {
+            if reply.summary().contains("Not found") {
+                return Ok(None);
+            }
+            bail!("GETINFO {key}: {}", reply.summary());
+        }
+        let prefix = format!("{key}=");
+        reply
+            .lines
+            .into_iter()
+            .find_map(|l| {
+                let inline = l.text.strip_prefix(&prefix)?.to_owned();
+                Some(l.data.unwrap_or(inline))
+            })
+            .map(Some)
+            .with_context(|| format!("GETINFO {key}: no value in the reply"))
     }
 }
 
@@ -1421,4 +1754,378 @@ impl ConsensusSummary {
             flags.join(" ")
         )
     }
+}
+
+/// The line a C tor HSDir logs (info, domain `rend`) for each descriptor upload it stored.
+const HSDIR_STORED_LINE: &str = "Publish request for HS descriptor handled successfully.";
+/// The start of the line a C tor HSDir logs (info, domain `rend`) for an upload it refused
+/// because its cached descriptor has an equal or higher revision counter; `(<cached>/<received>)`
+/// follows.
+const HSDIR_REFUSED_REVISION_LINE: &str =
+    "Descriptor revision counter in our cache is greater or equal than the one we received";
+/// How long before a backend's `HS_DESC UPLOADED` event the HSDir's stored line may be
+/// logged: the answer travels back over the backend's 3-hop circuit (milliseconds on
+/// loopback), and the harness reads the event when its task next runs.
+pub const ACK_MATCH_WINDOW: Duration = Duration::from_secs(30);
+
+/// A fetch that succeeded, and the attempts that failed before it.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The body of the `200` answer.
+    pub body: String,
+    /// Every attempt that failed before the one that succeeded, in order.
+    pub failed_attempts: Vec<FailedAttempt>,
+    /// From the first attempt's start to the answer.
+    pub took: Duration,
+}
+
+/// Derefs to the body, so that `net.fetch(..).await?.trim()` reads as before.
+impl std::ops::Deref for Fetched {
+    type Target = String;
+
+    fn deref(&self) -> &String {
+        &self.body
+    }
+}
+
+impl fmt::Display for Fetched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.body)
+    }
+}
+
+/// One failed fetch attempt.
+#[derive(Debug, Clone)]
+pub struct FailedAttempt {
+    /// When it began, since the fetch began.
+    pub began: Duration,
+    /// How long it took to fail.
+    pub took: Duration,
+    /// Why (tor's SOCKS error, HTTP status, or the timeout).
+    pub error: String,
+}
+
+impl fmt::Display for FailedAttempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "attempt at {:.1} s failed after {:.1} s: {}",
+            self.began.as_secs_f64(),
+            self.took.as_secs_f64(),
+            self.error
+        )
+    }
+}
+
+/// A fetch that did not succeed within its budget or its bound on failed attempts.
+#[derive(Debug, Clone)]
+pub struct FetchFailed {
+    /// What was fetched.
+    pub url: String,
+    /// Its time budget.
+    pub budget: Duration,
+    /// Its bound on failed attempts (`usize::MAX`: none).
+    pub max_failed_attempts: usize,
+    /// Every attempt, all failed.
+    pub attempts: Vec<FailedAttempt>,
+}
+
+impl fmt::Display for FetchFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "could not fetch {} within {:?}", self.url, self.budget)?;
+        if self.max_failed_attempts != usize::MAX {
+            write!(f, " and {} failed attempts", self.max_failed_attempts)?;
+        }
+        write!(f, " ({} attempts, all failed):", self.attempts.len())?;
+        for a in &self.attempts {
+            write!(f, "\n  {a}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for FetchFailed {}
+
+/// One `HS_DESC` control event of a backend about its own descriptors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HsDescEvent {
+    /// When the harness read it.
+    pub at: SystemTime,
+    /// The action: `UPLOAD`, `UPLOADED`, `FAILED`, ... (control-spec `HS_DESC`).
+    pub action: String,
+    /// The HSDir it concerns, if it names one (`$<fingerprint>~<nickname>`).
+    pub hsdir: Option<RsaIdentity>,
+    /// The event as tor sent it.
+    pub line: String,
+}
+
+impl HsDescEvent {
+    /// Reads `HS_DESC <action> <address> <auth> <hsdir> ...` if it is about `bare` (an
+    /// address without `.onion`), stamping it with the current time.
+    fn parse(text: &str, bare: &str) -> Option<Self> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        if words.len() < 5 || words[0] != "HS_DESC" || words[2] != bare {
+            return None;
+        }
+        Some(HsDescEvent {
+            at: SystemTime::now(),
+            action: words[1].to_owned(),
+            hsdir: words[4]
+                .strip_prefix('$')
+                .and_then(|s| s.get(..40))
+                .and_then(RsaIdentity::from_hex),
+            line: text.to_owned(),
+        })
+    }
+}
+
+/// A descriptor upload a backend's tor reported acknowledged (`HS_DESC UPLOADED`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendUpload {
+    /// The backend's index.
+    pub backend: usize,
+    /// The HSDir that acknowledged it.
+    pub hsdir: RsaIdentity,
+    /// When the harness read the event.
+    pub at: SystemTime,
+}
+
+/// One HSDir's record of the descriptor uploads it received (see
+/// [`TestNet::hsdir_uploads_stored`] for how each is read and attributed).
+#[derive(Debug, Clone)]
+pub struct HsDirUploads {
+    /// Its name (`auth0`, `relay3`).
+    pub name: String,
+    /// Its RSA identity.
+    pub identity: RsaIdentity,
+    /// Uploads it stored, in time order.
+    pub stored: Vec<StoredUpload>,
+    /// Uploads it refused because it held an equal or higher revision counter.
+    pub refused_revision: Vec<RefusedUpload>,
+    /// Acknowledgements a backend's tor reported from this HSDir with no stored line to
+    /// match (expected none).
+    pub unmatched_backend_acks: Vec<BackendUpload>,
+}
+
+impl HsDirUploads {
+    /// When it stored uploads made by no backend (by the frontend), within `since..until`.
+    pub fn not_from_backends(&self, since: SystemTime, until: SystemTime) -> Vec<SystemTime> {
+        self.stored
+            .iter()
+            .filter(|s| s.by.is_none() && s.at >= since && s.at < until)
+            .map(|s| s.at)
+            .collect()
+    }
+
+    /// Uploads by backend `i` it stored within `since..until`.
+    pub fn stored_by_backend(&self, i: usize, since: SystemTime, until: SystemTime) -> usize {
+        self.stored
+            .iter()
+            .filter(|s| s.by == Some(i) && s.at >= since && s.at < until)
+            .count()
+    }
+}
+
+/// A descriptor upload an HSDir stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredUpload {
+    /// When the HSDir logged it.
+    pub at: SystemTime,
+    /// The backend that made it, or `None`: no backend did (the frontend).
+    pub by: Option<usize>,
+}
+
+/// A descriptor upload an HSDir refused for its revision counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusedUpload {
+    /// When the HSDir logged it.
+    pub at: SystemTime,
+    /// The revision counter it holds, as tor prints it (32-bit signed).
+    pub cached: i64,
+    /// The revision counter it was sent, as tor prints it (32-bit signed).
+    pub received: i64,
+}
+
+/// Appends an event, even if a panicking holder poisoned the lock.
+fn push_event(into: &Mutex<Vec<HsDescEvent>>, event: HsDescEvent) {
+    into.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(event);
+}
+
+/// Records the `HS_DESC` events about `bare` that arrive on `ctl` (subscribed already)
+/// until tor closes the connection.
+async fn record_hs_desc_events(
+    mut ctl: ControlConnection,
+    bare: String,
+    into: Arc<Mutex<Vec<HsDescEvent>>>,
+) {
+    while let Ok(event) = ctl.next_event().await {
+        for line in &event.lines {
+            if let Some(e) = HsDescEvent::parse(&line.text, &bare) {
+                push_event(&into, e);
+            }
+        }
+    }
+}
+
+/// A relay's RSA identity, from the `fingerprint` file tor writes into its data directory.
+fn read_fingerprint(dir: &Path) -> Result<RsaIdentity> {
+    let path = dir.join("fingerprint");
+    let text = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    text.split_whitespace()
+        .nth(1)
+        .and_then(RsaIdentity::from_hex)
+        .with_context(|| format!("malformed {}", path.display()))
+}
+
+/// The instant a tor log line was written: its prefix `Mon DD HH:MM:SS.mmm` read as UTC (the
+/// harness runs tor with `TZ=UTC`) in the year that puts it no later than a day from now
+/// (tor logs no year).
+fn parse_tor_log_time(line: &str) -> Result<SystemTime> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let mut words = line.split_whitespace();
+    let (Some(month), Some(day), Some(clock)) = (words.next(), words.next(), words.next()) else {
+        bail!("no timestamp");
+    };
+    let month = MONTHS
+        .iter()
+        .position(|m| *m == month)
+        .context("no month")? as u32
+        + 1;
+    let day: u32 = day.parse().context("no day")?;
+    let (hms, millis) = clock.split_once('.').unwrap_or((clock, "0"));
+    let hms: Vec<u64> = hms
+        .split(':')
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()
+        .context("bad time of day")?;
+    let [h, m, sec] = hms[..] else {
+        bail!("bad time of day");
+    };
+    let millis: u64 = millis.parse().context("bad milliseconds")?;
+    let now = SystemTime::now();
+    let now_secs = now.duration_since(UNIX_EPOCH)?.as_secs();
+    let this_year = year_of_unix_day(now_secs / 86_400);
+    for year in [this_year, this_year - 1] {
+        let days = days_from_civil(year, month, day);
+        let secs = u64::try_from(days).context("before 1970")? * 86_400 + h * 3600 + m * 60 + sec;
+        let at = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis);
+        if at <= now + Duration::from_secs(86_400) {
+            return Ok(at);
+        }
+    }
+    bail!("timestamp in the future")
+}
+
+/// Days from 1970-01-01 to `year-month-day` (proleptic Gregorian calendar).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    // Count years from March, so that the leap day ends a year.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let m = i64::from(month);
+    let day_of_year = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The calendar year of the day `unix_day` days after 1970-01-01.
+fn year_of_unix_day(unix_day: u64) -> i64 {
+    let day = i64::try_from(unix_day).unwrap_or(i64::MAX / 2);
+    let mut year = 1970 + day / 366;
+    while days_from_civil(year + 1, 1, 1) <= day {
+        year += 1;
+    }
+    year
+}
+
+/// A descriptor read with its service's address (verified, decrypted, valid now).
+#[derive(Debug, Clone)]
+pub struct ReadDescriptor {
+    /// The time period whose blinded key signed it.
+    pub period: u64,
+    /// Its revision counter.
+    pub revision: u64,
+    /// Its intro points, in the order listed.
+    pub intro_points: Vec<ListedIntroPoint>,
+}
+
+impl ReadDescriptor {
+    /// Relays (by RSA identity) that carry more than one of its intro points, with how many.
+    pub fn relays_listed_twice(&self) -> Vec<(RsaIdentity, usize)> {
+        let mut count: HashMap<RsaIdentity, usize> = HashMap::new();
+        for ip in &self.intro_points {
+            if let Some(r) = ip.relay {
+                *count.entry(r).or_default() += 1;
+            }
+        }
+        let mut twice: Vec<(RsaIdentity, usize)> =
+            count.into_iter().filter(|(_, n)| *n > 1).collect();
+        twice.sort();
+        twice
+    }
+}
+
+/// One intro point of a descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedIntroPoint {
+    /// Its authentication key (`KP_hs_ipt_sid`), hex: what tells intro points apart.
+    pub auth_key: String,
+    /// The relay it is on, by the RSA identity in its link specifiers (what a C tor client
+    /// matches an intro circuit by); `None` if it lists none.
+    pub relay: Option<RsaIdentity>,
+}
+
+/// Verifies and decrypts `text` as a descriptor of `onion` for the test network's time
+/// period at `when` (by the wall clock: 24 voting intervals from an offset of 12), the one
+/// before or the one after, whichever verifies; it must be valid at `when`.
+pub fn read_descriptor(text: &str, onion: &str, when: SystemTime) -> Result<ReadDescriptor> {
+    use onionbalance::descriptor::{intake, BackendKeys, DEFAULT_MAX_DESCRIPTOR_LEN};
+    use tor_hscrypto::time::TimePeriod;
+
+    let address: onionbalance::OnionAddress = onion
+        .trim()
+        .parse()
+        .map_err(|e| anyhow!("bad onion address {onion}: {e}"))?;
+    let voting = u64::from(torrc::VOTING_INTERVAL_SECS);
+    let current = TimePeriod::new(
+        Duration::from_secs(24 * voting),
+        when,
+        Duration::from_secs(12 * voting),
+    )
+    .map_err(|e| anyhow!("time period: {e}"))?;
+    let mut errors = Vec::new();
+    for period in [current.prev(), Some(current), current.next()]
+        .into_iter()
+        .flatten()
+    {
+        let keys = BackendKeys::derive(address, period).map_err(|e| anyhow!("{e}"))?;
+        match intake(&keys, text, when, DEFAULT_MAX_DESCRIPTOR_LEN) {
+            Ok(snapshot) => {
+                return Ok(ReadDescriptor {
+                    period: period.interval_num(),
+                    revision: u64::from(snapshot.revision),
+                    intro_points: snapshot
+                        .intro_points
+                        .iter()
+                        .map(|ip| ListedIntroPoint {
+                            auth_key: hex::encode(ip.ipt_sid_key().as_bytes()),
+                            relay: ip.link_specifiers().iter().find_map(|ls| match ls.parse() {
+                                Ok(tor_linkspec::LinkSpec::RsaId(id)) => Some(id),
+                                _ => None,
+                            }),
+                        })
+                        .collect(),
+                });
+            }
+            Err(e) => errors.push(format!("period {}: {e}", period.interval_num())),
+        }
+    }
+    bail!(
+        "not a valid descriptor of {onion} near now: {}",
+        errors.join("; ")
+    )
 }

@@ -13,6 +13,9 @@
 //!   know its PID and can stop it.
 //! * Control ports with cookie authentication: how the harness watches readiness, reads
 //!   descriptors and sends signals.
+//! * Logs: notice and info, plus the `rend` domain alone ([`REND_LOG`]), which the harness
+//!   reads to count the descriptor uploads each HSDir stored. Tor stamps lines in local time
+//!   without a year; the harness runs every tor with `TZ=UTC` and `LogTimeGranularity 1` (ms).
 
 use std::fmt::Display;
 use std::path::Path;
@@ -26,6 +29,13 @@ pub const VOTING_INTERVAL_SECS: u32 = 20;
 const VOTE_DELAY_SECS: u32 = 2;
 /// Seconds the authorities allow for signatures to arrive.
 const DIST_DELAY_SECS: u32 = 2;
+
+/// The log file (in every node's data directory) of the `rend` domain at level info: a
+/// few lines per onion-service event. HSDirs write there the one line per descriptor upload
+/// they store, which `TestNet::hsdir_uploads_stored` counts; services write their descriptor
+/// rotations and uploads. (`info.log` has the same lines among everything else, megabytes
+/// per hour.)
+pub const REND_LOG: &str = "rend.log";
 
 /// A torrc being written: an ordered list of options and comments.
 #[derive(Debug, Default, Clone)]
@@ -90,6 +100,8 @@ pub fn common(c: &Common<'_>) -> Torrc {
         .opt("CookieAuthentication", 1)
         .opt("Log", format!("notice file {dir}/notice.log"))
         .opt("Log", format!("info file {dir}/info.log"))
+        .comment("onion-service events only (small): what HSDirs store, what services upload")
+        .opt("Log", format!("[rend]info file {dir}/{REND_LOG}"))
         .opt("SafeLogging", 0)
         .opt("LogTimeGranularity", 1)
         .opt("ProtocolWarnings", 1)
