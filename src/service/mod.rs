@@ -737,7 +737,13 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 }
             }
         }
-        if !any_inputs && self.phase != ServicePhase::NoBackends {
+        // Backends not yet asked (just added by a reload) may still bring intro points.
+        let all_asked = self
+            .publish
+            .publish_periods()
+            .iter()
+            .all(|p| self.untried(p.time_period).is_empty());
+        if !any_inputs && all_asked && self.phase != ServicePhase::NoBackends {
             warn!(
                 "{}: no backend has a valid descriptor: not publishing (descriptors already on the HSDirs stay until they expire)",
                 self.frontend
