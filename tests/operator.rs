@@ -32,6 +32,36 @@ async fn published_state(d: &Daemon) -> Result<(Vec<u64>, u64, usize)> {
     Ok((revs, uploads, instances))
 }
 
+/// How long a reload may take to reach every HSDir: the daemon rebuilds a period's descriptor
+/// at most once a minute (`Timing::min_rebuild_interval`, so that a flapping backend or a
+/// reload loop cannot make it rebuild in a loop), plus the new backend's fetch and the
+/// uploads, a few seconds here.
+const RELOAD_PUBLISHED_WITHIN: Duration = Duration::from_secs(60 + 30);
+
+/// Waits until every HSDir of every period holds the current descriptor.
+async fn wait_everywhere(d: &Daemon, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let doc = d.status().await?;
+        let periods = doc["services"][0]["periods"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let everywhere = !periods.is_empty()
+            && periods.iter().all(|p| {
+                p["hsdirs"].as_u64() > Some(0)
+                    && p["hsdirsAccepted"].as_u64() == p["hsdirs"].as_u64()
+            });
+        if everywhere {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("descriptor not on every HSDir within {within:?}: {doc:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits until every HSDir of every period holds a descriptor built after `after_revs`.
 async fn wait_republished(d: &Daemon, after_revs: &[u64], within: Duration) -> Result<Vec<u64>> {
     let deadline = Instant::now() + within;
@@ -170,7 +200,10 @@ async fn operator_features_on_a_private_network() -> Result<()> {
         "{text}"
     );
 
-    // 4. Reload with the same config: nothing is republished.
+    // 4. Reload with the same config: nothing is republished. Uploads finish one by one
+    // (READY comes with the first HSDir that accepts), so first let every HSDir of every
+    // period hold the descriptor: only then is "no new upload" meaningful.
+    wait_everywhere(&d, Duration::from_secs(30)).await?;
     let (revs, uploads, _) = published_state(&d).await?;
     let mark = d.log_text().len();
     d.sighup()?;
@@ -194,7 +227,7 @@ async fn operator_features_on_a_private_network() -> Result<()> {
         .wait_log(mark, "removed,", Duration::from_secs(10))
         .await?;
     assert!(line.contains("1 changed"), "{line}");
-    let revs = wait_republished(&d, &revs, Duration::from_secs(60)).await?;
+    let revs = wait_republished(&d, &revs, RELOAD_PUBLISHED_WITHIN).await?;
     let instances = d.instances().await?;
     assert_eq!(instances.len(), 2);
     assert!(
@@ -244,7 +277,7 @@ async fn operator_features_on_a_private_network() -> Result<()> {
     d.sighup()?;
     d.wait_log(mark, "removed,", Duration::from_secs(10))
         .await?;
-    wait_republished(&d, &revs, Duration::from_secs(60)).await?;
+    wait_republished(&d, &revs, RELOAD_PUBLISHED_WITHIN).await?;
     let (ok, out) = check_online(&d, &dir.join("config.yaml"), "1")?;
     eprintln!("{out}");
     assert!(
