@@ -444,6 +444,14 @@ struct PeriodsSeen {
 
 /// Watches, through `arti`'s consensus, which periods a frontend at `frontend` must publish
 /// for (`NetDir::hs_all_time_periods`, what the daemon's Arti uses too), from `start` until
+/// The Arti client's current consensus, as the network's clients see it.
+fn timely_netdir(arti: &TorClient<PreferredRuntime>) -> Result<Arc<tor_netdir::NetDir>> {
+    arti.dirmgr()
+        .map_err(|e| anyhow!("{e}"))?
+        .timely_netdir()
+        .map_err(|e| anyhow!("{e}"))
+}
+
 /// `until`, polling every 5 s.
 async fn watch_periods(
     arti: &TorClient<PreferredRuntime>,
@@ -455,11 +463,7 @@ async fn watch_periods(
     let mut seen = PeriodsSeen::default();
     let mut first = true;
     loop {
-        let netdir = arti
-            .dirmgr()
-            .map_err(|e| anyhow!("{e}"))?
-            .timely_netdir()
-            .map_err(|e| anyhow!("{e}"))?;
+        let netdir = timely_netdir(arti)?;
         for params in netdir.hs_all_time_periods() {
             let period = params.time_period();
             let n = period.interval_num();
@@ -823,11 +827,7 @@ async fn across_rotations(
     // clients already ask for it.
     let deadline = Instant::now() + SRV_DEADLINE;
     loop {
-        let netdir = arti
-            .dirmgr()
-            .map_err(|e| anyhow!("{e}"))?
-            .timely_netdir()
-            .map_err(|e| anyhow!("{e}"))?;
+        let netdir = timely_netdir(arti)?;
         if netdir.hs_all_time_periods().len() >= 2 {
             break;
         }
