@@ -483,6 +483,13 @@ impl PageLoads {
         Ok(())
     }
 
+    /// Whether each of `names` answered at least once.
+    pub fn every_backend_answered(&self, names: &[&str]) -> bool {
+        names
+            .iter()
+            .all(|n| self.bodies.contains(&format!("hello from backend {n}")))
+    }
+
     /// Fails unless each of `names` answered at least once, and nothing else answered.
     pub fn check_every_backend_answered(&self, names: &[&str]) -> Result<()> {
         for b in &self.bodies {
