@@ -23,7 +23,8 @@ use super::build::{
     build_descriptor, BuildError, BuildRequest, BuiltDescriptor, FrontendPeriodKeys,
 };
 use super::intake::BackendSnapshot;
-use super::select::{resolve, select_intro_points};
+use super::select::{resolve, select_intro_points, Chosen};
+use super::variants::{plan_variants, RingFacts, VariantPlan};
 use super::{PublishPeriod, DEFAULT_MAX_DESCRIPTOR_LEN, MAX_INTRO_POINTS};
 use crate::keys::FrontendKey;
 
@@ -34,6 +35,16 @@ pub struct Built {
     pub descriptor: BuiltDescriptor,
     /// Per listed intro point, the index (into the snapshots given) of its backend.
     pub backends: Vec<usize>,
+}
+
+/// The descriptors of one period built from a variant plan.
+#[derive(Debug, Clone)]
+pub struct BuiltVariants {
+    /// One descriptor per variant of the plan, in the plan's order.
+    pub variants: Vec<Built>,
+    /// The plan, with backend indices into the snapshots given to
+    /// [`Engine::build_variants`] (its `left_out` includes the unusable ones).
+    pub plan: VariantPlan,
 }
 
 /// The frontend's descriptor state for one service.
@@ -118,19 +129,83 @@ impl Engine {
         now: SystemTime,
         rng: &mut R,
     ) -> Result<Built, BuildError> {
-        let usable: Vec<&BackendSnapshot> = snapshots
-            .iter()
-            .copied()
-            .filter(|s| s.is_valid_at(now) && !s.intro_points.is_empty())
-            .collect();
-        // Indices into `snapshots` of the usable ones.
-        let usable_idx: Vec<usize> = snapshots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.is_valid_at(now) && !s.intro_points.is_empty())
-            .map(|(i, _)| i)
-            .collect();
+        let usable_idx = usable(snapshots, now);
+        let usable: Vec<&BackendSnapshot> = usable_idx.iter().map(|&i| snapshots[i]).collect();
         let chosen = select_intro_points(&usable, MAX_INTRO_POINTS, rng);
+        let keys = self.period_keys(period.time_period)?;
+        let revision = self.next_revision(&keys, period, now)?;
+        let built = self.build_one(&keys, &usable, &usable_idx, &chosen, revision, now, rng)?;
+        self.raise_revision_floor(period.time_period, revision);
+        Ok(built)
+    }
+
+    /// Plans variants for `period` (see [`plan_variants`]) over the HSDirs of `ring` and
+    /// builds each, all with one revision counter above every one used for the period before.
+    /// When one descriptor can list every backend, the result has one variant, as
+    /// [`Engine::build`] would build.
+    pub fn build_variants<R: rand::Rng + rand::CryptoRng>(
+        &mut self,
+        period: &PublishPeriod,
+        snapshots: &[&BackendSnapshot],
+        ring: &RingFacts<'_>,
+        now: SystemTime,
+        rng: &mut R,
+    ) -> Result<BuiltVariants, BuildError> {
+        let usable_idx = usable(snapshots, now);
+        let usable: Vec<&BackendSnapshot> = usable_idx.iter().map(|&i| snapshots[i]).collect();
+        let mut plan = plan_variants(&usable, ring, MAX_INTRO_POINTS, rng);
+        if plan.variants.is_empty() {
+            return Err(BuildError::NoIntroPoints);
+        }
+        let keys = self.period_keys(period.time_period)?;
+        let revision = self.next_revision(&keys, period, now)?;
+        let variants = plan
+            .variants
+            .iter()
+            .map(|chosen| self.build_one(&keys, &usable, &usable_idx, chosen, revision, now, rng))
+            .collect::<Result<Vec<Built>, BuildError>>()?;
+        self.raise_revision_floor(period.time_period, revision);
+        // Indices in the plan are into `usable`; callers know `snapshots`.
+        for list in &mut plan.variants {
+            for c in list {
+                c.backend = usable_idx[c.backend];
+            }
+        }
+        for b in &mut plan.left_out {
+            *b = usable_idx[*b];
+        }
+        let left_out_unusable = (0..snapshots.len()).filter(|i| !usable_idx.contains(i));
+        plan.left_out.extend(left_out_unusable);
+        plan.left_out.sort_unstable();
+        Ok(BuiltVariants { variants, plan })
+    }
+
+    /// The revision counter for a build of `period` at `now`: above every one used before.
+    fn next_revision(
+        &self,
+        keys: &FrontendPeriodKeys,
+        period: &PublishPeriod,
+        now: SystemTime,
+    ) -> Result<RevisionCounter, BuildError> {
+        keys.revision_counter(
+            period.srv_start,
+            now,
+            self.revision_floor(period.time_period),
+        )
+    }
+
+    /// Builds one descriptor listing `chosen` (indices into `usable`).
+    #[allow(clippy::too_many_arguments)]
+    fn build_one<R: rand::Rng + rand::CryptoRng>(
+        &self,
+        keys: &FrontendPeriodKeys,
+        usable: &[&BackendSnapshot],
+        usable_idx: &[usize],
+        chosen: &[Chosen],
+        revision: RevisionCounter,
+        now: SystemTime,
+        rng: &mut R,
+    ) -> Result<Built, BuildError> {
         if chosen.is_empty() {
             return Err(BuildError::NoIntroPoints);
         }
@@ -142,10 +217,7 @@ impl Engine {
         };
         let (flow_control, protocols) = common_capabilities(&contributing);
         let intro_points: Vec<IntroPointDesc> =
-            resolve(&usable, &chosen).into_iter().cloned().collect();
-        let keys = self.period_keys(period.time_period)?;
-        let previous = self.revision_floor(period.time_period);
-        let revision = keys.revision_counter(period.srv_start, now, previous)?;
+            resolve(usable, chosen).into_iter().cloned().collect();
         let req = BuildRequest {
             intro_points: &intro_points,
             revision,
@@ -154,13 +226,22 @@ impl Engine {
             flow_control,
             protocols,
         };
-        let descriptor = build_descriptor(&keys, &req, rng)?;
-        self.raise_revision_floor(period.time_period, descriptor.revision);
+        let descriptor = build_descriptor(keys, &req, rng)?;
         Ok(Built {
             descriptor,
             backends: chosen.iter().map(|c| usable_idx[c.backend]).collect(),
         })
     }
+}
+
+/// Indices of the snapshots a build may use at `now`: valid, with intro points.
+fn usable(snapshots: &[&BackendSnapshot], now: SystemTime) -> Vec<usize> {
+    snapshots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_valid_at(now) && !s.intro_points.is_empty())
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// The flow-control line and protocol list to declare: the contributing backends' own, when

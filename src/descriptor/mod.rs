@@ -11,6 +11,8 @@
 //!   descriptor in other bytes (C tor encodes once per HSDir) is recognised as such.
 //! * [`select`]: choose at most [`MAX_INTRO_POINTS`] intro points, one per relay, every
 //!   backend reachable and shares equal.
+//! * [`variants`]: when one descriptor cannot list every backend, a variant per HSDir that
+//!   clients fetch from, every backend in some, shares equal.
 //! * [`build`]: sign and encrypt a descriptor for the frontend for one time period, with the
 //!   selected intro points re-certified by the period's descriptor-signing key.
 //! * [`engine`]: the frontend's keys and revision counters per period, tying selection and
@@ -21,15 +23,17 @@ pub mod engine;
 pub mod intake;
 pub mod select;
 pub mod synthetic;
+pub mod variants;
 
 use std::time::{Duration, SystemTime};
 
 use tor_hscrypto::time::TimePeriod;
 
 pub use build::{build_descriptor, BuildError, BuildRequest, BuiltDescriptor, FrontendPeriodKeys};
-pub use engine::{Built, Engine};
+pub use engine::{Built, BuiltVariants, Engine};
 pub use intake::{claimed_revision, intake, BackendKeys, BackendSnapshot, ContentKey, IntakeError};
 pub use select::{intro_point_relay, select_intro_points};
+pub use variants::{plan_variants, RingFacts, VariantPlan};
 
 /// Clients use only the first 20 intro points of a descriptor (rend-spec-v3; C tor and Arti).
 pub const MAX_INTRO_POINTS: usize = tor_hscrypto::NUM_INTRO_POINT_MAX;

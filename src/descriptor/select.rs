@@ -54,23 +54,70 @@ pub fn intro_point_relay(ipt: &IntroPointDesc) -> Option<RsaIdentity> {
 
 /// What stands for a relay while selecting: its RSA identity, or, for an intro point without
 /// one, the intro point itself (it cannot collide with anything we can see).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum RelayKey {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) enum RelayKey {
     /// A relay with an RSA identity.
     Rsa(RsaIdentity),
     /// An intro point without one: (backend, intro point).
     Unnamed(usize, usize),
 }
 
+impl RelayKey {
+    /// The relay of intro point `i` of backend `b`.
+    pub(super) fn of(ipt: &IntroPointDesc, b: usize, i: usize) -> Self {
+        intro_point_relay(ipt).map_or(RelayKey::Unnamed(b, i), RelayKey::Rsa)
+    }
+}
+
+/// A backend's candidate intro points: (index, relay), at most one per relay (a backend's own
+/// second intro point on one relay is as useless as anyone's), in the snapshot's order.
+pub(super) fn candidates_of(b: usize, snap: &BackendSnapshot) -> Vec<(usize, RelayKey)> {
+    let mut list: Vec<(usize, RelayKey)> = Vec::new();
+    for (i, ipt) in snap.intro_points.iter().enumerate() {
+        let relay = RelayKey::of(ipt, b, i);
+        if !list.iter().any(|(_, r)| *r == relay) {
+            list.push((i, relay));
+        }
+    }
+    list
+}
+
 /// The matching under construction: which backend's intro point each relay carries.
-struct Matching {
-    /// Per backend, its candidate (intro point, relay) pairs, one per relay, in random order.
+pub(super) struct Matching {
+    /// Per backend, its candidate (intro point, relay) pairs, one per relay, in the order
+    /// they are tried.
     candidates: Vec<Vec<(usize, RelayKey)>>,
     /// Per relay, the backend and intro point it currently carries.
     holder: HashMap<RelayKey, (usize, usize)>,
 }
 
 impl Matching {
+    /// An empty matching over these candidates (one list per backend).
+    pub(super) fn new(candidates: Vec<Vec<(usize, RelayKey)>>) -> Self {
+        Matching {
+            candidates,
+            holder: HashMap::new(),
+        }
+    }
+
+    /// Gives backend `b` one more relay if the relays allow, moving others if needed.
+    pub(super) fn add(&mut self, b: usize) -> bool {
+        self.augment(b, &mut Vec::new())
+    }
+
+    /// The (backend, intro point) pairs held, per backend in its candidate order.
+    pub(super) fn held(&self) -> Vec<Vec<usize>> {
+        let mut held: Vec<Vec<usize>> = vec![Vec::new(); self.candidates.len()];
+        for &(b, ipt) in self.holder.values() {
+            held[b].push(ipt);
+        }
+        for (b, list) in held.iter_mut().enumerate() {
+            let rank = |i: &usize| self.candidates[b].iter().position(|(c, _)| c == i);
+            list.sort_by_key(rank);
+        }
+        held
+    }
+
     /// Tries to give backend `b` one more relay, moving other backends to other relays of
     /// theirs if needed (an augmenting path). `visited` holds relays already explored in this
     /// search. Returns true on success; on failure nothing changed.
@@ -113,24 +160,12 @@ pub fn select_intro_points<R: rand::Rng + ?Sized>(
         .iter()
         .enumerate()
         .map(|(b, snap)| {
-            let mut seen = Vec::new();
-            let mut list: Vec<(usize, RelayKey)> = Vec::new();
-            for (i, ipt) in snap.intro_points.iter().enumerate() {
-                let relay = intro_point_relay(ipt).map_or(RelayKey::Unnamed(b, i), RelayKey::Rsa);
-                // A backend's own second intro point on one relay is as useless as anyone's.
-                if !seen.contains(&relay) {
-                    seen.push(relay);
-                    list.push((i, relay));
-                }
-            }
+            let mut list = candidates_of(b, snap);
             list.shuffle(rng);
             list
         })
         .collect();
-    let mut m = Matching {
-        candidates,
-        holder: HashMap::new(),
-    };
+    let mut m = Matching::new(candidates);
     let mut order: Vec<usize> = (0..backends.len()).collect();
     order.shuffle(rng);
     let mut count = vec![0usize; backends.len()];
@@ -145,7 +180,7 @@ pub fn select_intro_points<R: rand::Rng + ?Sized>(
             if exhausted[b] {
                 continue;
             }
-            if m.augment(b, &mut Vec::new()) {
+            if m.add(b) {
                 count[b] += 1;
                 total += 1;
                 progressed = true;
@@ -158,14 +193,7 @@ pub fn select_intro_points<R: rand::Rng + ?Sized>(
         }
     }
     // List in turns: each backend's intro points in the order of its candidates.
-    let mut held: Vec<Vec<usize>> = vec![Vec::new(); backends.len()];
-    for &(b, ipt) in m.holder.values() {
-        held[b].push(ipt);
-    }
-    for (b, list) in held.iter_mut().enumerate() {
-        let rank = |i: &usize| m.candidates[b].iter().position(|(c, _)| c == i);
-        list.sort_by_key(rank);
-    }
+    let held = m.held();
     let mut chosen = Vec::with_capacity(total);
     let deepest = held.iter().map(Vec::len).max().unwrap_or(0);
     for turn in 0..deepest {
