@@ -67,6 +67,19 @@ pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -
                 l.clone(),
                 p.refusals_in_a_row.to_string(),
             );
+            push(
+                "descriptor_variants",
+                l.clone(),
+                p.variants.len().to_string(),
+            );
+            for share in &p.shares {
+                push(
+                    "backend_share",
+                    format!("{l},backend=\"{}\"", share.name),
+                    format!("{:.4}", share.share),
+                );
+            }
+            push("backends_left_out", l.clone(), p.left_out.len().to_string());
             if let Some(built) = p.built_at {
                 let age = now.duration_since(built).unwrap_or_default().as_secs();
                 push("descriptor_age_seconds", l, age.to_string());
@@ -126,6 +139,21 @@ pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -
             "intro_points_published",
             "gauge",
             "intro points in the current descriptor",
+        ),
+        (
+            "descriptor_variants",
+            "gauge",
+            "descriptors published for this period: 1, or one per fetch HSDir when one cannot list every backend",
+        ),
+        (
+            "backend_share",
+            "gauge",
+            "a backend's expected share of new clients (0 to 1)",
+        ),
+        (
+            "backends_left_out",
+            "gauge",
+            "backends in no descriptor of this period",
         ),
         (
             "hsdirs_accepted",

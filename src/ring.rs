@@ -64,6 +64,47 @@ pub fn fetch_hsdirs<R: rand::Rng + rand::CryptoRng>(
     Ok(relays.iter().filter_map(to_hsdir).collect())
 }
 
+/// The identities of the HSDirs clients fetch the descriptor with `blind_id` from, for
+/// `period`, as a set; `upload` is that period's [`upload_hsdirs`].
+///
+/// Arti computes the fetch set only for the consensus's current period (clients fetch only
+/// for that one). For the other period we publish for, it is estimated from the upload set,
+/// which lists each replica's `hsdir_spread_store` HSDirs in ring order: the first
+/// `hsdir_spread_fetch` of each replica. That is exact unless an HSDir that one replica
+/// stores at but does not fetch from falls among the next replica's first ones; once the
+/// period is current, the exact set replaces the estimate (and a plan of several variants is
+/// made again if they differ).
+pub fn fetch_set<R: rand::Rng + rand::CryptoRng>(
+    netdir: &NetDir,
+    blind_id: HsBlindId,
+    period: TimePeriod,
+    upload: &[HsDir],
+    rng: &mut R,
+) -> Vec<RsaIdentity> {
+    if let Ok(exact) = fetch_hsdirs(netdir, blind_id, period, rng) {
+        return exact.into_iter().map(|h| h.id).collect();
+    }
+    let params = netdir.params();
+    let count = |v: i32| usize::try_from(v).unwrap_or(1).max(1);
+    estimate_fetch_set(
+        upload,
+        count(params.hsdir_spread_store.get()),
+        count(params.hsdir_spread_fetch.get()),
+    )
+}
+
+/// The first `spread_fetch` HSDirs of each replica's `spread_store` in `upload`.
+fn estimate_fetch_set(
+    upload: &[HsDir],
+    spread_store: usize,
+    spread_fetch: usize,
+) -> Vec<RsaIdentity> {
+    upload
+        .chunks(spread_store)
+        .flat_map(|replica| replica.iter().take(spread_fetch).map(|h| h.id))
+        .collect()
+}
+
 /// A relay as an [`HsDir`], if it has an RSA identity (every relay in a consensus does).
 fn to_hsdir(relay: &tor_netdir::Relay<'_>) -> Option<HsDir> {
     let target = OwnedCircTarget::from_circ_target(relay);

@@ -88,10 +88,18 @@ pub struct PeriodStatus {
     /// When the current descriptor was built.
     #[serde(serialize_with = "opt_time")]
     pub built_at: Option<SystemTime>,
-    /// Intro points in it.
+    /// Intro points in it (with several variants: in all of them together).
     pub intro_points: usize,
-    /// The backends it lists.
+    /// The backends it lists (with several variants: listed by any of them).
     pub backends: Vec<String>,
+    /// The descriptors of this period: one, or one per HSDir clients fetch from when one
+    /// descriptor cannot list every backend.
+    pub variants: Vec<VariantStatus>,
+    /// Each backend's expected share of new clients, from what the variants list and which
+    /// HSDirs clients fetch from.
+    pub shares: Vec<BackendShare>,
+    /// Backends in no descriptor of this period (more than the fetch HSDirs can list).
+    pub left_out: Vec<String>,
     /// Responsible HSDirs.
     pub hsdirs: usize,
     /// HSDirs holding the current descriptor.
@@ -110,6 +118,30 @@ pub struct PeriodStatus {
     pub refusals_in_a_row: u32,
     /// The last refusal, as the HSDir worded it.
     pub last_refusal: Option<String>,
+}
+
+/// One descriptor variant of a period and the HSDirs that hold it.
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct VariantStatus {
+    /// The HSDirs assigned this variant (RSA fingerprints, hex).
+    pub hsdirs: Vec<String>,
+    /// Of those, how many clients fetch from (the others are upload-only).
+    pub fetched_from: usize,
+    /// The backends it lists, with how many intro points each.
+    pub backends: Vec<(String, usize)>,
+    /// Intro points in it.
+    pub intro_points: usize,
+}
+
+/// A backend's expected share of new clients in one period.
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendShare {
+    /// The backend's name.
+    pub name: String,
+    /// The share, from 0 to 1.
+    pub share: f64,
 }
 
 /// Status of one backend instance.

@@ -92,6 +92,57 @@ fn table(doc: &Value) -> String {
                 .map(s)
                 .collect();
             let _ = writeln!(out, "    lists: {}", listed.join(", "));
+            let variants = p["variants"].as_array().map_or(&[][..], |v| &v[..]);
+            if variants.len() > 1 {
+                for (i, v) in variants.iter().enumerate() {
+                    let hsdirs: Vec<String> = v["hsdirs"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|h| s(h).chars().take(8).collect())
+                        .collect();
+                    let backends: Vec<String> = v["backends"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|b| s(&b[0]))
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "    variant {i} at HSDirs {} ({} fetched from): {} intro points [{}]",
+                        hsdirs.join(" "),
+                        n(&v["fetchedFrom"]),
+                        n(&v["introPoints"]),
+                        backends.join(", ")
+                    );
+                }
+                let shares: Vec<String> = p["shares"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|b| {
+                        format!(
+                            "{} {:.1}%",
+                            s(&b["name"]),
+                            b["share"].as_f64().unwrap_or(0.0) * 100.0
+                        )
+                    })
+                    .collect();
+                let _ = writeln!(out, "    shares of new clients: {}", shares.join(", "));
+            }
+            let left_out: Vec<String> = p["leftOut"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect();
+            if !left_out.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "    in no descriptor (too many backends for 20 intro points per fetch HSDir): {}",
+                    left_out.join(", ")
+                );
+            }
             let refusals = p["refusalsInARow"].as_u64().unwrap_or(0);
             if refusals > 0 {
                 let _ = writeln!(

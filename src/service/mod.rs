@@ -61,19 +61,25 @@ use futures::{FutureExt as _, StreamExt as _};
 use rand::rngs::StdRng;
 use rand::SeedableRng as _;
 use tor_hscrypto::time::TimePeriod;
+use tor_llcrypto::pk::rsa::RsaIdentity;
 use tor_netdir::{DirEvent, NetDir, NetDirProvider};
 use tor_rtcompat::{Runtime, SleepProviderExt as _};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{InstanceConfig, ServiceConfig};
-use crate::descriptor::{BackendSnapshot, BuildError, Engine};
+use crate::descriptor::{BackendSnapshot, BuildError, BuiltVariants, Engine, RingFacts};
 use crate::fetch::{self, FetchOutcome, FetchReport, FetchRequest};
 use crate::net::{DirTransport, TransferError};
 use crate::onion::OnionAddress;
 use crate::ring;
-use crate::status::{Counters, InstanceStatus, PeriodStatus, ServicePhase, ServiceStatus};
+use crate::status::{
+    BackendShare, Counters, InstanceStatus, PeriodStatus, ServicePhase, ServiceStatus,
+    VariantStatus,
+};
 use backend::{Backend, Intake};
-use publish::{BuildInputs, BuildReason, PublishState, Recorded, UploadFailure, UploadJob};
+use publish::{
+    BuildInputs, BuildReason, Publication, PublishState, Recorded, UploadFailure, UploadJob,
+};
 use revision_store::RevisionStore;
 
 /// The timing knobs of a service. The defaults suit the public Tor network; none of them is
@@ -441,7 +447,12 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 }
             };
             match ring::upload_hsdirs(netdir, blind_id, p.time_period) {
-                Ok(h) => rings.push((p, h)),
+                Ok(up) => {
+                    // Where clients fetch from decides the variants, if there are several.
+                    let fetch =
+                        ring::fetch_set(netdir, blind_id, p.time_period, &up, &mut self.rng);
+                    rings.push((p, up, fetch));
+                }
                 Err(e) => warn!(
                     "{}: time period {}: {e}",
                     self.frontend,
@@ -449,7 +460,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 ),
             }
         }
-        let periods: Vec<TimePeriod> = rings.iter().map(|(p, _)| p.time_period).collect();
+        let periods: Vec<TimePeriod> = rings.iter().map(|(p, _, _)| p.time_period).collect();
         for tp in self.publish.set_rings(rings, self.runtime.now()) {
             if let Some(used) = self.store.get(tp) {
                 self.engine.raise_revision_floor(tp, used);
@@ -692,30 +703,27 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             let snapshots: Vec<BackendSnapshot> =
                 chosen.iter().map(|(_, s)| (*s).clone()).collect();
             let refs: Vec<&BackendSnapshot> = snapshots.iter().collect();
-            match self.engine.build(&period, &refs, wall, &mut self.rng) {
+            let Some(st) = self.publish.period(tp) else {
+                continue;
+            };
+            let upload: Vec<RsaIdentity> = st.hsdirs.keys().copied().collect();
+            let fetch = st.fetch.clone();
+            let ring = RingFacts {
+                upload: &upload,
+                fetch: &fetch,
+            };
+            match self
+                .engine
+                .build_variants(&period, &refs, &ring, wall, &mut self.rng)
+            {
                 Ok(built) => {
-                    let mut listed: Vec<(String, usize)> = Vec::new();
-                    for &i in &built.backends {
-                        match listed.iter_mut().find(|(n, _)| *n == names[i]) {
-                            Some((_, k)) => *k += 1,
-                            None => listed.push((names[i].clone(), 1)),
+                    let publication = publication(built, &names, &fetch);
+                    if let Some(rev) = publication.revision() {
+                        if let Err(e) = self.store.record(tp, rev) {
+                            warn!("{}: {e}", self.frontend);
                         }
                     }
-                    let d = built.descriptor;
-                    if let Err(e) = self.store.record(tp, d.revision) {
-                        warn!("{}: {e}", self.frontend);
-                    }
-                    let shares: Vec<String> =
-                        listed.iter().map(|(n, k)| format!("{n}×{k}")).collect();
-                    info!(
-                        "{}: built descriptor for time period {} (revision {}; {}): {} intro point(s) [{}]",
-                        self.frontend,
-                        tp.interval_num(),
-                        u64::from(d.revision),
-                        reason.describe(),
-                        d.intro_points,
-                        shares.join(", ")
-                    );
+                    self.log_build(tp, reason, &publication);
                     self.counters.builds += 1;
                     let delay = publish::refresh_delay(
                         self.timing.republish_min,
@@ -723,7 +731,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                         &mut self.rng,
                     );
                     self.publish
-                        .install(d, reason, inputs, listed, now, wall, delay);
+                        .install(tp, publication, reason, inputs, (now, wall), delay);
                     self.phase = ServicePhase::Publishing;
                 }
                 Err(BuildError::NoIntroPoints) => self.publish.build_failed(tp, now),
@@ -751,6 +759,57 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             self.phase = ServicePhase::NoBackends;
         } else if any_inputs && self.phase == ServicePhase::NoBackends {
             self.phase = ServicePhase::Publishing;
+        }
+    }
+
+    /// Logs what a build of period `tp` lists.
+    fn log_build(&self, tp: TimePeriod, reason: BuildReason, publication: &Publication) {
+        let rev = publication.revision().map_or(0, u64::from);
+        let describe = |listed: &[(String, usize)]| -> String {
+            let parts: Vec<String> = listed.iter().map(|(n, k)| format!("{n}×{k}")).collect();
+            parts.join(", ")
+        };
+        if let [only] = &publication.variants[..] {
+            info!(
+                "{}: built descriptor for time period {} (revision {rev}; {}): {} intro point(s) [{}]",
+                self.frontend,
+                tp.interval_num(),
+                reason.describe(),
+                only.intro_points,
+                describe(publication.listed.first().map_or(&[][..], |l| &l[..]))
+            );
+        } else {
+            let sizes: Vec<String> = publication
+                .variants
+                .iter()
+                .map(|d| d.intro_points.to_string())
+                .collect();
+            info!(
+                "{}: built {} descriptor variants for time period {} (revision {rev}; {}), one per HSDir clients fetch from, with {} intro points",
+                self.frontend,
+                publication.variants.len(),
+                tp.interval_num(),
+                reason.describe(),
+                sizes.join("/")
+            );
+            for (v, listed) in publication.listed.iter().enumerate() {
+                debug!(
+                    "{}: time period {} variant {v}: [{}]",
+                    self.frontend,
+                    tp.interval_num(),
+                    describe(listed)
+                );
+            }
+        }
+        if !publication.left_out.is_empty() {
+            warn!(
+                "{}: time period {}: {} backend(s) fit in no descriptor (clients use 20 intro points of each, one per relay, from {} HSDirs): {}",
+                self.frontend,
+                tp.interval_num(),
+                publication.left_out.len(),
+                publication.holders.len(),
+                publication.left_out.join(", ")
+            );
         }
     }
 
@@ -852,10 +911,49 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             .map(|p| PeriodStatus {
                 time_period: p.period.time_period.interval_num(),
                 length_minutes: p.period.time_period.length().as_minutes(),
-                revision_counter: p.descriptor.as_ref().map(|d| u64::from(d.revision)),
+                revision_counter: p
+                    .published
+                    .as_ref()
+                    .and_then(Publication::revision)
+                    .map(u64::from),
                 built_at: p.built_at,
-                intro_points: p.descriptor.as_ref().map_or(0, |d| d.intro_points),
-                backends: p.listed.iter().map(|(n, _)| n.clone()).collect(),
+                intro_points: p
+                    .published
+                    .as_ref()
+                    .map_or(0, |pb| pb.variants.iter().map(|d| d.intro_points).sum()),
+                backends: p
+                    .published
+                    .as_ref()
+                    .map(|pb| {
+                        pb.shares
+                            .iter()
+                            .filter(|(_, s)| *s > 0.0)
+                            .map(|(n, _)| n.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                variants: p
+                    .published
+                    .as_ref()
+                    .map_or_else(Vec::new, |pb| variant_status(pb, &p.fetch)),
+                shares: p
+                    .published
+                    .as_ref()
+                    .map(|pb| {
+                        pb.shares
+                            .iter()
+                            .map(|(name, share)| BackendShare {
+                                name: name.clone(),
+                                share: *share,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                left_out: p
+                    .published
+                    .as_ref()
+                    .map(|pb| pb.left_out.clone())
+                    .unwrap_or_default(),
                 hsdirs: p.hsdirs.len(),
                 hsdirs_accepted: p.accepted(),
                 hsdirs_failed: p.failed(),
@@ -899,6 +997,78 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             *guard = st;
         }
     }
+}
+
+/// What a build of one period publishes, with backend names for `names` (per snapshot
+/// given to the engine) and the plan's holders.
+fn publication(built: BuiltVariants, names: &[String], fetch: &[RsaIdentity]) -> Publication {
+    let n = names.len();
+    let shares = built.plan.shares(n);
+    let listed = built
+        .variants
+        .iter()
+        .map(|b| {
+            let mut listed: Vec<(String, usize)> = Vec::new();
+            for &i in &b.backends {
+                match listed.iter_mut().find(|(name, _)| *name == names[i]) {
+                    Some((_, k)) => *k += 1,
+                    None => listed.push((names[i].clone(), 1)),
+                }
+            }
+            listed
+        })
+        .collect();
+    let holders = built
+        .plan
+        .fetch_holders
+        .iter()
+        .chain(&built.plan.upload_only_holders)
+        .copied()
+        .collect();
+    let planned_fetch = (!built.plan.is_single()).then(|| fetch.to_vec());
+    Publication {
+        variants: built
+            .variants
+            .into_iter()
+            .map(|b| Arc::new(b.descriptor))
+            .collect(),
+        listed,
+        holders,
+        shares: names.iter().cloned().zip(shares).collect(),
+        left_out: built
+            .plan
+            .left_out
+            .iter()
+            .map(|&i| names[i].clone())
+            .collect(),
+        planned_fetch,
+    }
+}
+
+/// Per variant of `publication`: its HSDirs (how many clients fetch from) and what it lists.
+fn variant_status(publication: &Publication, fetch: &[RsaIdentity]) -> Vec<VariantStatus> {
+    let mut out: Vec<VariantStatus> = publication
+        .variants
+        .iter()
+        .zip(&publication.listed)
+        .map(|(d, listed)| VariantStatus {
+            hsdirs: Vec::new(),
+            fetched_from: 0,
+            backends: listed.clone(),
+            intro_points: d.intro_points,
+        })
+        .collect();
+    let mut holders: Vec<(&RsaIdentity, &usize)> = publication.holders.iter().collect();
+    holders.sort();
+    for (h, &v) in holders {
+        if let Some(vs) = out.get_mut(v) {
+            vs.hsdirs.push(hex::encode_upper(h.as_bytes()));
+            if fetch.contains(h) {
+                vs.fetched_from += 1;
+            }
+        }
+    }
+    out
 }
 
 /// The build inputs of a selection: what each backend's snapshot means.

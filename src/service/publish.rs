@@ -55,6 +55,47 @@ pub const SLOW_RETRY: Duration = Duration::from_secs(30 * 60);
 /// equal inputs would list the same intro points (up to the random choice among them).
 pub type BuildInputs = Vec<(OnionAddress, ContentKey)>;
 
+/// The descriptors of one full build of a period: one per variant (usually one), and which
+/// HSDir holds which (see [`crate::descriptor::variants`]).
+#[derive(Debug, Clone)]
+pub struct Publication {
+    /// The descriptors, one per variant; all carry the same revision counter.
+    pub variants: Vec<Arc<BuiltDescriptor>>,
+    /// Per variant, the backends it lists with how many intro points each.
+    pub listed: Vec<Vec<(String, usize)>>,
+    /// Per HSDir of the ring it was planned for, the variant it holds.
+    pub holders: HashMap<RsaIdentity, usize>,
+    /// Per backend, its expected share of new clients (0 for those left out).
+    pub shares: Vec<(String, f64)>,
+    /// Backends in no variant.
+    pub left_out: Vec<String>,
+    /// With several variants, the fetch HSDirs they were planned for (sorted): when the ring
+    /// changes, the plan must be made again, or a variant could end up where nobody fetches.
+    pub planned_fetch: Option<Vec<RsaIdentity>>,
+}
+
+impl Publication {
+    /// The revision counter of this build.
+    pub fn revision(&self) -> Option<RevisionCounter> {
+        self.variants.first().map(|d| d.revision)
+    }
+
+    /// The descriptor `hsdir` should hold: its variant in the plan, or, for an HSDir that
+    /// joined the ring since, one chosen by its identity.
+    pub fn variant_for(&self, hsdir: &RsaIdentity) -> Option<Arc<BuiltDescriptor>> {
+        let n = self.variants.len();
+        if n == 0 {
+            return None;
+        }
+        let v = self
+            .holders
+            .get(hsdir)
+            .copied()
+            .unwrap_or_else(|| usize::from(hsdir.as_bytes()[0]) % n);
+        self.variants.get(v).cloned()
+    }
+}
+
 /// What one HSDir has and what it should have.
 #[derive(Debug, Clone)]
 pub struct HsDirState {
@@ -144,12 +185,12 @@ pub struct PeriodState {
     pub period: PublishPeriod,
     /// When we started publishing for it.
     pub appeared: Instant,
-    /// The descriptor of the last full build.
-    pub descriptor: Option<Arc<BuiltDescriptor>>,
+    /// The descriptors of the last full build.
+    pub published: Option<Publication>,
     /// What it was built from.
     pub built_inputs: Option<BuildInputs>,
-    /// Names of the backends it lists, with how many intro points each.
-    pub listed: Vec<(String, usize)>,
+    /// The HSDirs clients fetch from (from the latest consensus), sorted.
+    pub fetch: Vec<RsaIdentity>,
     /// When the last full build happened (wall clock).
     pub built_at: Option<SystemTime>,
     /// When the last build of any kind happened.
@@ -172,9 +213,9 @@ impl PeriodState {
         PeriodState {
             period,
             appeared: now,
-            descriptor: None,
+            published: None,
             built_inputs: None,
-            listed: Vec::new(),
+            fetch: Vec::new(),
             built_at: None,
             last_build: None,
             refresh_at: None,
@@ -226,11 +267,15 @@ impl PeriodState {
             return Some((now, BuildReason::First));
         };
         let gap_over = last + min_gap;
-        if self.descriptor.is_none() {
+        let Some(published) = &self.published else {
             // A first build that failed is retried, but not in a loop.
             return Some((gap_over.max(now), BuildReason::First));
-        }
-        if self.built_inputs.as_ref() != Some(inputs) {
+        };
+        let ring_moved = published
+            .planned_fetch
+            .as_ref()
+            .is_some_and(|f| *f != self.fetch);
+        if self.built_inputs.as_ref() != Some(inputs) || ring_moved {
             return Some((gap_over.max(now), BuildReason::Changed));
         }
         let refresh = self
@@ -304,7 +349,8 @@ impl PublishState {
         self.periods.get(&tp)
     }
 
-    /// Makes the periods and their HSDirs those of the latest consensus.
+    /// Makes the periods and their HSDirs those of the latest consensus: per period, the
+    /// HSDirs we upload to and the identities of those clients fetch from.
     ///
     /// Periods that left are dropped; new periods start with no descriptor; HSDirs that joined
     /// a ring start dirty (they get the period's descriptor); HSDirs that stayed keep what
@@ -312,26 +358,30 @@ impl PublishState {
     /// added.
     pub fn set_rings(
         &mut self,
-        rings: Vec<(PublishPeriod, Vec<HsDir>)>,
+        rings: Vec<(PublishPeriod, Vec<HsDir>, Vec<RsaIdentity>)>,
         now: Instant,
     ) -> Vec<TimePeriod> {
         let mut added = Vec::new();
-        let keep: Vec<TimePeriod> = rings.iter().map(|(p, _)| p.time_period).collect();
+        let keep: Vec<TimePeriod> = rings.iter().map(|(p, _, _)| p.time_period).collect();
         self.periods.retain(|tp, _| keep.contains(tp));
-        for (period, hsdirs) in rings {
+        for (period, hsdirs, mut fetch) in rings {
             let st = self.periods.entry(period.time_period).or_insert_with(|| {
                 added.push(period.time_period);
                 PeriodState::new(period, now)
             });
             st.period = period;
+            fetch.sort();
+            fetch.dedup();
+            st.fetch = fetch;
             let mut old = std::mem::take(&mut st.hsdirs);
             for h in hsdirs {
                 let mut hs = old
                     .remove(&h.id)
                     .unwrap_or_else(|| HsDirState::new(h.clone()));
+                let h_id = h.id;
                 hs.hsdir = h;
                 if hs.assigned.is_none() {
-                    hs.assigned = st.descriptor.clone();
+                    hs.assigned = st.published.as_ref().and_then(|p| p.variant_for(&h_id));
                 }
                 st.hsdirs.insert(hs.hsdir.id, hs);
             }
@@ -339,29 +389,27 @@ impl PublishState {
         added
     }
 
-    /// Installs a descriptor built for `reason`. After a refusal it goes only to the HSDirs
-    /// that refused (keeping their backoff); otherwise to every HSDir of the period, each of
-    /// which is tried at once.
-    #[allow(clippy::too_many_arguments)]
+    /// Installs the descriptors of a build for `reason`. After a refusal they go only to the
+    /// HSDirs that refused (each its own variant, keeping their backoff); otherwise to every
+    /// HSDir of the period, each of which is tried at once.
     pub fn install(
         &mut self,
-        built: BuiltDescriptor,
+        tp: TimePeriod,
+        publication: Publication,
         reason: BuildReason,
         inputs: BuildInputs,
-        listed: Vec<(String, usize)>,
-        now: Instant,
-        wall: SystemTime,
+        at: (Instant, SystemTime),
         refresh_delay: Duration,
     ) {
-        let Some(st) = self.periods.get_mut(&built.period) else {
+        let Some(st) = self.periods.get_mut(&tp) else {
             return;
         };
-        let d = Arc::new(built);
+        let (now, wall) = at;
         st.last_build = Some(now);
         st.refusal_pending = false;
         if reason == BuildReason::Refused {
             for h in st.hsdirs.values_mut().filter(|h| h.refused) {
-                h.assigned = Some(d.clone());
+                h.assigned = publication.variant_for(&h.hsdir.id);
                 h.refused = false;
                 // A new counter deserves a prompt try, until the HSDir has refused so many
                 // that something else must be wrong: then it waits for its slow retry.
@@ -371,16 +419,15 @@ impl PublishState {
             }
             return;
         }
-        st.descriptor = Some(d.clone());
-        st.built_inputs = Some(inputs);
-        st.listed = listed;
-        st.built_at = Some(wall);
-        st.refresh_at = Some(now + refresh_delay);
         for h in st.hsdirs.values_mut() {
-            h.assigned = Some(d.clone());
+            h.assigned = publication.variant_for(&h.hsdir.id);
             h.refused = false;
             h.not_before = None;
         }
+        st.published = Some(publication);
+        st.built_inputs = Some(inputs);
+        st.built_at = Some(wall);
+        st.refresh_at = Some(now + refresh_delay);
     }
 
     /// Marks a rebuild as not possible now (e.g. no intro points): the timers stay, but no
