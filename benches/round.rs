@@ -9,7 +9,9 @@
 //!   every timed iteration verifies all K, which is checked once outside the timed loop),
 //!   select at most 20 intro points (one per relay), and build the frontend descriptor for
 //!   2 periods (period signing key re-certified, every intro point re-certified, signed,
-//!   encrypted). Per-period keys (blinded keys) are derived once, as the daemon does.
+//!   encrypted). Per-period keys (blinded keys) are derived once, as the daemon does. For
+//!   K > 20 one descriptor cannot list every backend: `k=60` plans and builds 6 variants per
+//!   period (one per fetch HSDir, 20 intro points each, every backend in two of them).
 //! * `k=10-unchanged`: the steady state, a round over the same descriptors the previous round
 //!   took in, each in other bytes (C tor encodes once per HSDir): recognising them by their
 //!   revision is all the work, and nothing is rebuilt.
@@ -25,11 +27,13 @@ use criterion::{criterion_group, BenchmarkId, Criterion};
 use onionbalance::descriptor::synthetic::{periods_around, SyntheticBackend};
 use onionbalance::descriptor::{
     build_descriptor, claimed_revision, intake, BackendKeys, BackendSnapshot, BuildRequest,
-    BuiltDescriptor, Engine, FrontendPeriodKeys, PublishPeriod, DEFAULT_MAX_DESCRIPTOR_LEN,
+    BuiltVariants, Engine, FrontendPeriodKeys, PublishPeriod, RingFacts,
+    DEFAULT_MAX_DESCRIPTOR_LEN,
 };
 use onionbalance::FrontendKey;
 use rand::rngs::StdRng;
 use rand::SeedableRng as _;
+use tor_llcrypto::pk::rsa::RsaIdentity;
 
 /// K backends with their descriptors.
 struct Workload {
@@ -79,21 +83,39 @@ fn take_in_all(w: &Workload, set: usize) -> Vec<BackendSnapshot> {
         .collect()
 }
 
-/// Builds the frontend descriptors for both periods from `snapshots`.
+/// A period's ring as the engine sees it: 8 upload HSDirs, clients fetch from 6 of them (the
+/// default parameters, no replica overlap).
+struct Ring {
+    upload: Vec<RsaIdentity>,
+    fetch: Vec<RsaIdentity>,
+}
+
+fn ring() -> Ring {
+    let upload: Vec<RsaIdentity> = (1u8..=8).map(|i| [i; 20].into()).collect();
+    let fetch = upload[..6].to_vec();
+    Ring { upload, fetch }
+}
+
+/// Builds the frontend descriptors for both periods from `snapshots`: one per period, or one
+/// per fetch HSDir when one descriptor cannot list every backend.
 fn build_all(
     engine: &mut Engine,
     w: &Workload,
+    ring: &Ring,
     snapshots: &[BackendSnapshot],
     rng: &mut StdRng,
-) -> Vec<BuiltDescriptor> {
+) -> Vec<BuiltVariants> {
     let refs: Vec<&BackendSnapshot> = snapshots.iter().collect();
+    let facts = RingFacts {
+        upload: &ring.upload,
+        fetch: &ring.fetch,
+    };
     w.periods
         .iter()
         .map(|p| {
             engine
-                .build(p, &refs, w.now, rng)
+                .build_variants(p, &refs, &facts, w.now, rng)
                 .expect("build")
-                .descriptor
         })
         .collect()
 }
@@ -102,20 +124,33 @@ fn round(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(2026);
     let mut g = c.benchmark_group("round");
     g.sample_size(30).measurement_time(Duration::from_secs(4));
-    for k in [2usize, 5, 10, 20] {
+    let ring = ring();
+    for k in [2usize, 5, 10, 20, 60] {
         let w = workload(k, &mut rng);
         let mut engine = Engine::new(Arc::new(FrontendKey::generate(&mut rng)));
-        // Outside the timed loop: one round verifies all K and lists every backend.
+        // Outside the timed loop: one round verifies all K and lists every backend, in one
+        // descriptor up to 20 backends, in 6 variants (one per fetch HSDir) beyond.
         let snaps = take_in_all(&w, 0);
         assert_eq!(snaps.len(), k, "every descriptor verified");
-        let built = build_all(&mut engine, &w, &snaps, &mut rng);
-        assert!(built.iter().all(|d| d.intro_points == (3 * k).min(20)));
+        let built = build_all(&mut engine, &w, &ring, &snaps, &mut rng);
+        for b in &built {
+            assert!(b.plan.left_out.is_empty(), "k={k}: every backend listed");
+            let expected_variants = if k <= 20 { 1 } else { ring.fetch.len() };
+            assert_eq!(b.variants.len(), expected_variants, "k={k}");
+            let listed: usize = b.variants.iter().map(|v| v.descriptor.intro_points).sum();
+            let expected = if k <= 20 {
+                (3 * k).min(20)
+            } else {
+                20 * ring.fetch.len()
+            };
+            assert_eq!(listed, expected, "k={k}");
+        }
         let mut set = 0;
         g.bench_function(BenchmarkId::from_parameter(format!("k={k}")), |b| {
             b.iter(|| {
                 set ^= 1;
                 let snaps = take_in_all(&w, set);
-                black_box(build_all(&mut engine, &w, &snaps, &mut rng))
+                black_box(build_all(&mut engine, &w, &ring, &snaps, &mut rng))
             })
         });
     }
