@@ -726,6 +726,115 @@ fn backend_changes_are_republished() {
     });
 }
 
+/// The last accepted upload at each HSDir of period `tp`: (revision, intro point keys).
+fn last_held(
+    w: &World,
+    ups: &[Upload],
+    tp: TimePeriod,
+    hsdirs: &HashSet<RsaIdentity>,
+) -> HashMap<RsaIdentity, (u64, HashSet<[u8; 32]>)> {
+    hsdirs
+        .iter()
+        .filter_map(|h| {
+            let u = ups
+                .iter()
+                .rev()
+                .find(|u| u.hsdir == *h && u.period == Some(tp) && u.accepted)?;
+            let (_, rev, sids) = w.decode(&u.text, u.at);
+            Some((*h, (rev, sids)))
+        })
+        .collect()
+}
+
+/// 30 backends (90 intro points on distinct relays): more than one descriptor lists, so each
+/// fetch HSDir of the current period holds its own variant, and together they list every
+/// backend. When a backend vanishes, every HSDir promptly gets a descriptor with a higher
+/// revision that no longer lists it, and the others are all still listed.
+#[test]
+fn variants_list_every_backend_and_follow_one_leaving() {
+    sim(|rt| {
+        Box::pin(async move {
+            let n = 30;
+            let mut w = World::new(rt.clone(), n);
+            let handle = w.launch();
+            rt.advance_by(Duration::from_secs(60)).await;
+            let nd = w.provider.timely_netdir().expect("netdir");
+            let tp = nd.hs_time_period();
+            let blind = FrontendPeriodKeys::derive(&w.frontend, tp)
+                .expect("keys")
+                .blind_id();
+            let fetch: HashSet<RsaIdentity> = nd
+                .hs_dirs_download(blind, tp, &mut StdRng::seed_from_u64(1))
+                .expect("fetch set")
+                .iter()
+                .map(|r| *r.rsa_id())
+                .collect();
+            let upload = w.expected_hsdirs()[&tp].clone();
+            assert!(fetch.is_subset(&upload));
+
+            let before = last_held(&w, &w.uploads(), tp, &upload);
+            assert_eq!(before.len(), upload.len(), "every HSDir holds a variant");
+            let distinct: HashSet<Vec<[u8; 32]>> = before
+                .values()
+                .map(|(_, sids)| {
+                    let mut v: Vec<[u8; 32]> = sids.iter().copied().collect();
+                    v.sort();
+                    v
+                })
+                .collect();
+            assert_eq!(distinct.len(), fetch.len(), "one variant per fetch HSDir");
+            let sids: Vec<HashSet<[u8; 32]>> = (0..n).map(|i| w.sids_of(i, tp)).collect();
+            let listed = |held: &HashMap<RsaIdentity, (u64, HashSet<[u8; 32]>)>, i: usize| {
+                let mine = &sids[i];
+                fetch
+                    .iter()
+                    .filter(|h| held.get(*h).is_some_and(|(_, s)| !s.is_disjoint(mine)))
+                    .count()
+            };
+            let counts: Vec<usize> = (0..n).map(|i| listed(&before, i)).collect();
+            assert!(
+                counts.iter().all(|&c| c >= 1),
+                "every backend listed: {counts:?}"
+            );
+            let status = &handle.status()[0];
+            let period = status
+                .periods
+                .iter()
+                .find(|p| p.time_period == tp.interval_num())
+                .expect("period status");
+            assert_eq!(period.variants.len(), fetch.len());
+            assert_eq!(period.shares.len(), n);
+            assert!(period.left_out.is_empty());
+
+            let n_before = w.uploads().len();
+            w.backend_vanishes(7);
+            let gone = sids[7].clone();
+            rt.advance_by(Duration::from_secs(150)).await;
+            let new: Vec<Upload> = w.uploads().into_iter().skip(n_before).collect();
+            let after = last_held(&w, &new, tp, &upload);
+            assert_eq!(
+                after.len(),
+                upload.len(),
+                "every HSDir got a new descriptor"
+            );
+            for (h, (rev, sids)) in &after {
+                assert!(*rev > before[h].0, "a strictly higher revision at {h}");
+                assert!(
+                    sids.is_disjoint(&gone),
+                    "the vanished backend is gone at {h}"
+                );
+            }
+            for i in (0..n).filter(|&i| i != 7) {
+                assert!(listed(&after, i) >= 1, "backend {i} still listed");
+            }
+            // One rebuild for the one change.
+            let b = builds(&new);
+            assert_eq!(b.get(&tp).map_or(0, Vec::len), 1, "{b:?}");
+            handle.shutdown().await;
+        })
+    });
+}
+
 /// A new consensus in the next time period: the new period's descriptor is built and
 /// uploaded to its ring.
 #[test]
