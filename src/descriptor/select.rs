@@ -105,6 +105,11 @@ impl Matching {
         self.augment(b, &mut Vec::new())
     }
 
+    /// Takes backend `b` out of the matching, freeing its relays.
+    pub(super) fn remove(&mut self, b: usize) {
+        self.holder.retain(|_, (holder, _)| *holder != b);
+    }
+
     /// The (backend, intro point) pairs held, per backend in its candidate order.
     pub(super) fn held(&self) -> Vec<Vec<usize>> {
         let mut held: Vec<Vec<usize>> = vec![Vec::new(); self.candidates.len()];

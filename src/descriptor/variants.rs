@@ -322,38 +322,74 @@ fn assign(
         members: vec![Vec::new(); v_count],
         placed: vec![0; n],
     };
+    let room = |a: &Assignment, v: usize| -> bool {
+        let size = a.members[v].len();
+        let bigs = a.members.iter().filter(|m| m.len() > base).count();
+        let quota = if size == base && bigs < big {
+            base + 1
+        } else {
+            base.max(1)
+        };
+        size < quota.min(capacity)
+    };
     for &b in order {
-        for relaxed in [false, true] {
-            for &v in &prefs[b] {
-                if a.placed[b] == appearances {
-                    break;
-                }
-                let size = a.members[v].len();
-                let bigs = a.members.iter().filter(|m| m.len() > base).count();
-                let quota = if size == base && bigs < big {
-                    base + 1
-                } else {
-                    base.max(1)
-                };
-                let limit = if relaxed {
-                    capacity
-                } else {
-                    quota.min(capacity)
-                };
-                if size >= limit || a.members[v].contains(&b) {
-                    continue;
-                }
-                if a.matchings[v].add(b) {
-                    a.members[v].push(b);
-                    a.placed[b] += 1;
-                }
+        for &v in &prefs[b] {
+            if a.placed[b] == appearances {
+                break;
+            }
+            if room(&a, v) && !a.members[v].contains(&b) && a.matchings[v].add(b) {
+                a.members[v].push(b);
+                a.placed[b] += 1;
             }
         }
+        // Greedy placement can get stuck at the end: the room left is in variants `b` is
+        // already in, or on relays it does not have. Then make room by moving a member of
+        // another variant to one with room (an augmenting path of length two).
+        while a.placed[b] < appearances && a.swap_in(b, &prefs[b], &room) {}
     }
     a
 }
 
 impl Assignment {
+    /// Places `b` into a variant `u` it is not in by moving one member `c` of `u` to a
+    /// variant `v` that has room (per `room`), where `c` is not yet and finds a relay.
+    /// Returns false, with nothing changed, if no such move exists.
+    fn swap_in(
+        &mut self,
+        b: usize,
+        prefs: &[usize],
+        room: &impl Fn(&Assignment, usize) -> bool,
+    ) -> bool {
+        for &u in prefs {
+            if self.members[u].contains(&b) {
+                continue;
+            }
+            for ci in 0..self.members[u].len() {
+                let c = self.members[u][ci];
+                for v in 0..self.members.len() {
+                    if v == u || self.members[v].contains(&c) || !room(self, v) {
+                        continue;
+                    }
+                    if !self.matchings[v].add(c) {
+                        continue;
+                    }
+                    self.matchings[u].remove(c);
+                    if self.matchings[u].add(b) {
+                        self.members[u][ci] = b;
+                        self.members[v].push(c);
+                        self.placed[b] += 1;
+                        return true;
+                    }
+                    // Undo: `c` gets a relay in `u` again (a failed augmentation changed
+                    // nothing, so its old relay is free).
+                    self.matchings[v].remove(c);
+                    let _ = self.matchings[u].add(c);
+                }
+            }
+        }
+        false
+    }
+
     /// Every backend placed `appearances` times, and variant sizes within one of each other:
     /// what makes the shares equal.
     fn is_even(&self, appearances: usize) -> bool {
@@ -573,6 +609,17 @@ mod tests {
                     assert!(p.is_single(), "{what}: one descriptor suffices");
                 } else {
                     assert_eq!(p.variants.len(), fetch.len(), "{what}");
+                    // With relays to spare, every backend is in as many variants as fit.
+                    let most = (room / n).clamp(1, fetch.len());
+                    let mut places = vec![0usize; n];
+                    for c in p.variants.iter().flatten() {
+                        places[c.backend] += 1;
+                    }
+                    let placed: Vec<usize> = (0..n).filter(|b| !p.left_out.contains(b)).collect();
+                    assert!(
+                        placed.iter().all(|&b| places[b] == most),
+                        "{what}: places {places:?}, expected {most} each"
+                    );
                     for list in &p.variants {
                         let members: HashSet<usize> = list.iter().map(|c| c.backend).collect();
                         assert!(members.len() >= 2, "{what}: a variant of one backend");
@@ -600,6 +647,13 @@ mod tests {
                 assert!(!p.is_single(), "{what}");
                 assert!(p.left_out.is_empty(), "{what}: left out {:?}", p.left_out);
                 check_shares(&p, 24, &what);
+                // Not a timid plan: at least half the 16 relays carry an intro point in each
+                // variant (2 places per backend or more).
+                assert!(
+                    p.variants.iter().all(|v| v.len() >= 8),
+                    "{what}: sizes {:?}",
+                    p.variants.iter().map(Vec::len).collect::<Vec<_>>()
+                );
             }
         }
     }
