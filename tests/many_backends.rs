@@ -1,0 +1,241 @@
+//! More backends than one descriptor can serve, on a private Tor network: 24 C tor backends
+//! with 3 intro points each (72) on 16 relays. One descriptor lists at most one intro point
+//! per relay, so at most 16 backends; the daemon publishes a variant per HSDir that clients
+//! fetch from, and new clients reach every backend.
+//!
+//! "New clients" are modelled from the client's side of the protocol:
+//! * a C tor client fetches the frontend's descriptor from one HSDir of the fetch set, picked
+//!   at random, and keeps it. A new client is a new such pick: before each page load the test
+//!   picks an HSDir of the fetch set uniformly at random and has the network's C tor client
+//!   fetch the descriptor from it (`HSFETCH … SERVER=`), which replaces the cached one (same
+//!   revision counter). The fetch set is computed by Arti's own `hs_dirs_download` from an
+//!   Arti client's consensus, not by the daemon. (NEWNYM would make C tor pick for itself,
+//!   but tor accepts one NEWNYM per 10 s, and it skips HSDirs it asked in the last 15 minutes.)
+//! * an Arti client keeps onion-service state, descriptor included, per isolation group: each
+//!   page load in a new isolation group fetches the descriptor afresh from a random HSDir of
+//!   its fetch set, as a new client would.
+//!
+//! Needs C tor (`apt-get install tor`); without it the test fails, it never skips.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use arti_client::TorClient;
+use onionbalance::OnionAddress;
+use rand::seq::IndexedRandom as _;
+use support::frontend::{
+    arti_client, arti_fetch, assert_no_process_left, page_load, tolerated_failures, with_storage,
+    Daemon, PageLoads,
+};
+use support::TestNet;
+use tor_llcrypto::pk::rsa::RsaIdentity;
+use tor_netdir::Timeliness;
+
+/// Backends: more than the 16 relays can carry in one descriptor.
+const BACKENDS: usize = 24;
+/// Relays besides the 3 authorities: 16 HSDirs in all, enough for 6 distinct fetch HSDirs.
+const RELAYS: usize = 13;
+/// Page loads within which every backend must have answered, per client kind (the issue's
+/// bound). With equal shares of 1/24, the chance that a given backend is still missing after
+/// 200 uniform picks is (23/24)^200 ≈ 2e-4, about 0.5 % that any of 24 is.
+const MAX_LOADS: usize = 200;
+/// How long the C tor client may take to fetch the descriptor from the HSDir it was told.
+const HSFETCH_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_backend_is_reached_through_the_variants() -> Result<()> {
+    let started = Instant::now();
+    let net = TestNet::builder()
+        .relays(RELAYS)
+        .backends(BACKENDS)
+        .start()
+        .await?;
+    let tor_pids = net.tor_pids();
+    let front = net.frontend_address().to_owned();
+    let names: Vec<String> = (0..BACKENDS)
+        .map(|i| net.backend_name(i).to_owned())
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let all: Vec<usize> = (0..BACKENDS).collect();
+    let mut daemon = Daemon::start(&net, &net.run_dir().join("frontend"), &all)?;
+    let published = daemon.wait_all_backends_published().await?;
+    eprintln!(
+        "network and {BACKENDS} backends ready, daemon published every backend {:.1} s after \
+         its start ({:.0} s since the test began)",
+        published.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    let doc = daemon.status().await?;
+    report_variants(&doc)?;
+
+    let arti_dir = net.run_dir().join("arti-client");
+    let arti = arti_client(&with_storage(net.arti_toml(), &arti_dir)?).await?;
+
+    // C tor: a new client per load (see the module documentation).
+    let mut ctl = net.client_control().await?;
+    ctl.command_ok("SETEVENTS HS_DESC").await?;
+    let bare = front.trim_end_matches(".onion").to_owned();
+    let mut ctor = PageLoads::new("C tor client, a new HSDir pick per load");
+    let mut fetches_failed = 0;
+    while !ctor.every_backend_answered(&names) && ctor.attempts() < MAX_LOADS {
+        let fetch_set = fetch_set(&arti, &front)?;
+        let hsdir = fetch_set
+            .choose(&mut rand::rng())
+            .context("empty fetch set")?;
+        let fp = hex::encode_upper(hsdir.as_bytes());
+        ctl.command_ok(&format!("HSFETCH {bare} SERVER=${fp}"))
+            .await?;
+        if !wait_fetched(&mut ctl, &bare, &fp).await? {
+            fetches_failed += 1;
+        }
+        ctor.record(page_load(&net, &front).await);
+    }
+    eprintln!("C tor: {fetches_failed} HSFETCH without a descriptor");
+    report_counts(&ctor, &names);
+
+    // Arti: a new isolation group per load, so a descriptor fetched afresh each time.
+    let mut by_arti = PageLoads::new("Arti client, a new isolation group per load");
+    while !by_arti.every_backend_answered(&names) && by_arti.attempts() < MAX_LOADS {
+        by_arti.record(arti_fetch(&arti, &front).await);
+    }
+    report_counts(&by_arti, &names);
+
+    let why = "one rendezvous stall per started ten loads";
+    ctor.check_every_backend_answered(&names)?;
+    ctor.check_failures(tolerated_failures(ctor.attempts()), why)?;
+    if fetches_failed > tolerated_failures(ctor.attempts()) {
+        bail!(
+            "{fetches_failed} of {} HSFETCH got no descriptor",
+            ctor.attempts()
+        );
+    }
+    by_arti.check_every_backend_answered(&names)?;
+    by_arti.check_failures(tolerated_failures(by_arti.attempts()), why)?;
+    eprintln!("daemon peak RSS: {} kB", daemon.peak_rss_kb().unwrap_or(0));
+    daemon.stop()?;
+    drop(net);
+    assert_no_process_left(&tor_pids);
+    Ok(())
+}
+
+/// The frontend's fetch set for the current period, by Arti's own ring computation over the
+/// Arti client's consensus.
+fn fetch_set(
+    arti: &TorClient<tor_rtcompat::PreferredRuntime>,
+    onion: &str,
+) -> Result<Vec<RsaIdentity>> {
+    let netdir = arti
+        .dirmgr()
+        .map_err(|e| anyhow::anyhow!("Arti's directory manager: {e}"))?
+        .netdir(Timeliness::Timely)
+        .context("the Arti client has no usable consensus")?;
+    let period = netdir.hs_time_period();
+    let address: OnionAddress = onion.parse().context("frontend address")?;
+    let (blinded, _) = address
+        .hs_id_key()?
+        .compute_blinded_key(period)
+        .context("blind the frontend key")?;
+    let dirs = netdir
+        .hs_dirs_download(blinded.id(), period, &mut rand::rng())
+        .map_err(|e| anyhow::anyhow!("fetch set: {e}"))?;
+    Ok(dirs.iter().map(|r| *r.rsa_id()).collect())
+}
+
+/// Waits for the C tor client's `HS_DESC RECEIVED` (true) or `FAILED` (false) for `bare`
+/// from the HSDir `fp`.
+async fn wait_fetched(
+    ctl: &mut support::control::ControlConnection,
+    bare: &str,
+    fp: &str,
+) -> Result<bool> {
+    let deadline = Instant::now() + HSFETCH_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(event) = tokio::time::timeout(left, ctl.next_event()).await else {
+            return Ok(false);
+        };
+        for line in event?.lines {
+            let words: Vec<&str> = line.text.split_whitespace().collect();
+            if words.len() >= 5 && words[0] == "HS_DESC" && words[2] == bare {
+                let from_it = words[4].trim_start_matches('$').starts_with(fp);
+                match words[1] {
+                    "RECEIVED" if from_it => return Ok(true),
+                    "FAILED" if from_it => return Ok(false),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Prints each variant of the current period and each backend's computed share.
+fn report_variants(doc: &serde_json::Value) -> Result<()> {
+    let periods = doc["services"][0]["periods"]
+        .as_array()
+        .context("no periods in the status")?;
+    for p in periods {
+        let variants = p["variants"].as_array().map_or(&[][..], |v| &v[..]);
+        eprintln!(
+            "period {}: {} variant(s), {} intro points in all, left out: {}",
+            p["timePeriod"],
+            variants.len(),
+            p["introPoints"],
+            p["leftOut"]
+        );
+        for v in variants {
+            let backends: Vec<&str> = v["backends"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|b| b[0].as_str())
+                .collect();
+            eprintln!(
+                "  {} HSDir(s), {} fetched from: {} intro points [{}]",
+                v["hsdirs"].as_array().map_or(0, Vec::len),
+                v["fetchedFrom"],
+                v["introPoints"],
+                backends.join(" ")
+            );
+        }
+        if variants.len() < 2 {
+            bail!(
+                "period {}: {BACKENDS} backends on {} relays need several variants, the daemon \
+                 published {}",
+                p["timePeriod"],
+                RELAYS + 3,
+                variants.len()
+            );
+        }
+        let shares: Vec<String> = p["shares"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                format!(
+                    "{} {:.1}%",
+                    s["name"].as_str().unwrap_or("?"),
+                    s["share"].as_f64().unwrap_or(0.0) * 100.0
+                )
+            })
+            .collect();
+        eprintln!("  computed shares: {}", shares.join(", "));
+    }
+    Ok(())
+}
+
+/// Prints how often each backend answered.
+fn report_counts(loads: &PageLoads, names: &[&str]) {
+    let mut counts: BTreeMap<&str, usize> = names.iter().map(|n| (*n, 0)).collect();
+    for b in &loads.bodies {
+        if let Some(name) = b.strip_prefix("hello from backend ") {
+            if let Some(c) = counts.get_mut(name) {
+                *c += 1;
+            }
+        }
+    }
+    let line: Vec<String> = counts.iter().map(|(n, c)| format!("{n}:{c}")).collect();
+    eprintln!("{}: {}", loads.summary(), line.join(" "));
+}
