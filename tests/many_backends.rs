@@ -47,78 +47,146 @@ const HSFETCH_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_backend_is_reached_through_the_variants() -> Result<()> {
-    let started = Instant::now();
-    let net = TestNet::builder()
-        .relays(RELAYS)
-        .backends(BACKENDS)
-        .start()
-        .await?;
-    let tor_pids = net.tor_pids();
-    let front = net.frontend_address().to_owned();
-    let names: Vec<String> = (0..BACKENDS)
-        .map(|i| net.backend_name(i).to_owned())
-        .collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let all: Vec<usize> = (0..BACKENDS).collect();
-    let mut daemon = Daemon::start(&net, &net.run_dir().join("frontend"), &all)?;
-    let published = daemon.wait_all_backends_published().await?;
-    eprintln!(
-        "network and {BACKENDS} backends ready, daemon published every backend {:.1} s after \
-         its start ({:.0} s since the test began)",
-        published.as_secs_f64(),
-        started.elapsed().as_secs_f64()
-    );
-    let doc = daemon.status().await?;
-    report_variants(&doc)?;
+    let run = Run {
+        backends: BACKENDS,
+        relays: RELAYS,
+        loads: MAX_LOADS,
+        until_every_backend: true,
+    };
+    run.go().await
+}
 
-    let arti_dir = net.run_dir().join("arti-client");
-    let arti = arti_client(&with_storage(net.arti_toml(), &arti_dir)?).await?;
+/// The README's figures for 60 backends (not in CI: 76 tors and 600 page loads, ~20 minutes):
+/// 300 page loads per client kind, every one counted, with the daemon's CPU time and peak
+/// RSS. `cargo test --release --test many_backends -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "20 minutes, 76 tors: run by hand for the README's figures"]
+async fn sixty_backends_landing_counts() -> Result<()> {
+    let run = Run {
+        backends: 60,
+        relays: RELAYS,
+        loads: 300,
+        until_every_backend: false,
+    };
+    run.go().await
+}
 
-    // C tor: a new client per load (see the module documentation).
-    let mut ctl = net.client_control().await?;
-    ctl.command_ok("SETEVENTS HS_DESC").await?;
-    let bare = front.trim_end_matches(".onion").to_owned();
-    let mut ctor = PageLoads::new("C tor client, a new HSDir pick per load");
-    let mut fetches_failed = 0;
-    while !ctor.every_backend_answered(&names) && ctor.attempts() < MAX_LOADS {
-        let fetch_set = fetch_set(&arti, &front)?;
-        let hsdir = fetch_set
-            .choose(&mut rand::rng())
-            .context("empty fetch set")?;
-        let fp = hex::encode_upper(hsdir.as_bytes());
-        ctl.command_ok(&format!("HSFETCH {bare} SERVER=${fp}"))
+/// One run: a network, the daemon, and page loads by both client kinds.
+struct Run {
+    /// C tor backends.
+    backends: usize,
+    /// Relays besides the 3 authorities.
+    relays: usize,
+    /// Page loads per client kind, at most.
+    loads: usize,
+    /// Stop a client kind's loads once every backend answered.
+    until_every_backend: bool,
+}
+
+impl Run {
+    async fn go(&self) -> Result<()> {
+        let started = Instant::now();
+        let net = TestNet::builder()
+            .relays(self.relays)
+            .backends(self.backends)
+            .start()
             .await?;
-        if !wait_fetched(&mut ctl, &bare, &fp).await? {
-            fetches_failed += 1;
-        }
-        ctor.record(page_load(&net, &front).await);
-    }
-    eprintln!("C tor: {fetches_failed} HSFETCH without a descriptor");
-    report_counts(&ctor, &names);
-
-    // Arti: a new isolation group per load, so a descriptor fetched afresh each time.
-    let mut by_arti = PageLoads::new("Arti client, a new isolation group per load");
-    while !by_arti.every_backend_answered(&names) && by_arti.attempts() < MAX_LOADS {
-        by_arti.record(arti_fetch(&arti, &front).await);
-    }
-    report_counts(&by_arti, &names);
-
-    let why = "one rendezvous stall per started ten loads";
-    ctor.check_every_backend_answered(&names)?;
-    ctor.check_failures(tolerated_failures(ctor.attempts()), why)?;
-    if fetches_failed > tolerated_failures(ctor.attempts()) {
-        bail!(
-            "{fetches_failed} of {} HSFETCH got no descriptor",
-            ctor.attempts()
+        let tor_pids = net.tor_pids();
+        let front = net.frontend_address().to_owned();
+        let names: Vec<String> = (0..self.backends)
+            .map(|i| net.backend_name(i).to_owned())
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let all: Vec<usize> = (0..self.backends).collect();
+        let mut daemon = Daemon::start(&net, &net.run_dir().join("frontend"), &all)?;
+        let published = daemon.wait_all_backends_published().await?;
+        eprintln!(
+            "network and {} backends ready, daemon published every backend {:.1} s after its \
+             start ({:.0} s since the test began)",
+            self.backends,
+            published.as_secs_f64(),
+            started.elapsed().as_secs_f64()
         );
+        let doc = daemon.status().await?;
+        report_variants(&doc, self.backends, self.relays)?;
+        let cpu_before = daemon_cpu_seconds(daemon.pid());
+        let loads_started = Instant::now();
+
+        let arti_dir = net.run_dir().join("arti-client");
+        let arti = arti_client(&with_storage(net.arti_toml(), &arti_dir)?).await?;
+        let more = |loads: &PageLoads| {
+            loads.attempts() < self.loads
+                && !(self.until_every_backend && loads.every_backend_answered(&names))
+        };
+
+        // C tor: a new client per load (see the module documentation).
+        let mut ctl = net.client_control().await?;
+        ctl.command_ok("SETEVENTS HS_DESC").await?;
+        let bare = front.trim_end_matches(".onion").to_owned();
+        let mut ctor = PageLoads::new("C tor client, a new HSDir pick per load");
+        let mut fetches_failed = 0;
+        while more(&ctor) {
+            let fetch_set = fetch_set(&arti, &front)?;
+            let hsdir = fetch_set
+                .choose(&mut rand::rng())
+                .context("empty fetch set")?;
+            let fp = hex::encode_upper(hsdir.as_bytes());
+            ctl.command_ok(&format!("HSFETCH {bare} SERVER=${fp}"))
+                .await?;
+            if !wait_fetched(&mut ctl, &bare, &fp).await? {
+                fetches_failed += 1;
+            }
+            ctor.record(page_load(&net, &front).await);
+        }
+        eprintln!("C tor: {fetches_failed} HSFETCH without a descriptor");
+        report_counts(&ctor, &names);
+
+        // Arti: a new isolation group per load, so a descriptor fetched afresh each time.
+        let mut by_arti = PageLoads::new("Arti client, a new isolation group per load");
+        while more(&by_arti) {
+            by_arti.record(arti_fetch(&arti, &front).await);
+        }
+        report_counts(&by_arti, &names);
+        if let (Some(before), Some(after)) = (cpu_before, daemon_cpu_seconds(daemon.pid())) {
+            eprintln!(
+                "daemon CPU time: {:.1} s during the {} page loads ({:.0} s), {after:.1} s since \
+                 its start {:.0} s ago; peak RSS {} kB",
+                after - before,
+                ctor.attempts() + by_arti.attempts(),
+                loads_started.elapsed().as_secs_f64(),
+                daemon.started.elapsed().as_secs_f64(),
+                daemon.peak_rss_kb().unwrap_or(0)
+            );
+        }
+
+        let why = "one rendezvous stall per started ten loads";
+        ctor.check_every_backend_answered(&names)?;
+        ctor.check_failures(tolerated_failures(ctor.attempts()), why)?;
+        if fetches_failed > tolerated_failures(ctor.attempts()) {
+            bail!(
+                "{fetches_failed} of {} HSFETCH got no descriptor",
+                ctor.attempts()
+            );
+        }
+        by_arti.check_every_backend_answered(&names)?;
+        by_arti.check_failures(tolerated_failures(by_arti.attempts()), why)?;
+        daemon.stop()?;
+        drop(net);
+        assert_no_process_left(&tor_pids);
+        Ok(())
     }
-    by_arti.check_every_backend_answered(&names)?;
-    by_arti.check_failures(tolerated_failures(by_arti.attempts()), why)?;
-    eprintln!("daemon peak RSS: {} kB", daemon.peak_rss_kb().unwrap_or(0));
-    daemon.stop()?;
-    drop(net);
-    assert_no_process_left(&tor_pids);
-    Ok(())
+}
+
+/// CPU time (user + system) of process `pid` so far, in seconds.
+fn daemon_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // Clock ticks: 100 per second on Linux.
+    Some((utime + stime) / 100.0)
 }
 
 /// The frontend's fetch set for the current period, by Arti's own ring computation over the
@@ -171,8 +239,9 @@ async fn wait_fetched(
     }
 }
 
-/// Prints each variant of the current period and each backend's computed share.
-fn report_variants(doc: &serde_json::Value) -> Result<()> {
+/// Prints each variant of each period and each backend's computed share; fails unless there
+/// are several variants (`backends` on `relays` + 3 routers need them).
+fn report_variants(doc: &serde_json::Value, backends: usize, relays: usize) -> Result<()> {
     let periods = doc["services"][0]["periods"]
         .as_array()
         .context("no periods in the status")?;
@@ -202,10 +271,10 @@ fn report_variants(doc: &serde_json::Value) -> Result<()> {
         }
         if variants.len() < 2 {
             bail!(
-                "period {}: {BACKENDS} backends on {} relays need several variants, the daemon \
+                "period {}: {backends} backends on {} relays need several variants, the daemon \
                  published {}",
                 p["timePeriod"],
-                RELAYS + 3,
+                relays + 3,
                 variants.len()
             );
         }
