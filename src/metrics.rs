@@ -248,7 +248,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{Counters, InstanceStatus, PeriodStatus};
+    use crate::status::{BackendShare, Counters, InstanceStatus, PeriodStatus, VariantStatus};
 
     #[test]
     fn renders_prometheus_text() {
@@ -267,6 +267,12 @@ mod tests {
                 hsdirs_accepted: 8,
                 refusals_in_a_row: 5,
                 built_at: Some(now - std::time::Duration::from_secs(90)),
+                variants: vec![VariantStatus::default(); 6],
+                shares: vec![BackendShare {
+                    name: "b1".into(),
+                    share: 0.125,
+                }],
+                left_out: vec!["b9".into()],
                 ..Default::default()
             }],
             instances: vec![
@@ -290,6 +296,9 @@ mod tests {
             "onionbalance_uploads_total{service=\"f.onion\",result=\"timeout\"} 2",
             "# TYPE onionbalance_uploads_total counter",
             "onionbalance_hsdir_refusals_in_a_row{service=\"f.onion\",time_period=\"42\"} 5",
+            "onionbalance_descriptor_variants{service=\"f.onion\",time_period=\"42\"} 6",
+            "onionbalance_backend_share{service=\"f.onion\",time_period=\"42\",backend=\"b1\"} 0.1250",
+            "onionbalance_backends_left_out{service=\"f.onion\",time_period=\"42\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

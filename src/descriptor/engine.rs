@@ -2,7 +2,9 @@
 //!
 //! An [`Engine`] belongs to one frontend service. Given, for one time period, the backend
 //! snapshots to draw intro points from, it selects (see [`select`](super::select)) and builds
-//! a descriptor with a revision counter above every counter used before for that period,
+//! a descriptor, or with [`Engine::build_variants`] one per HSDir clients fetch from when one
+//! cannot list every backend (see [`variants`](super::variants)), with a revision counter
+//! above every counter used before for that period,
 //! including counters used by an earlier run of the program (the caller passes those in with
 //! [`Engine::raise_revision_floor`]).
 //!
