@@ -3,7 +3,7 @@
 //! This module is pure: no I/O, no clock reads (time is always an argument), and randomness
 //! comes from a caller-supplied RNG, so it is deterministic under test and benchmarkable.
 //!
-//! * [`intake`]: parse, verify and decrypt a backend's descriptor with the backend's address,
+//! * [`intake`](mod@intake): parse, verify and decrypt a backend's descriptor with the backend's address,
 //!   giving a [`BackendSnapshot`] of its intro points, revision counter and validity, or a
 //!   typed [`IntakeError`].
 //!   [`claimed_revision`] reads the revision a text claims without cryptography, and
