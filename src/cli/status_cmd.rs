@@ -177,3 +177,56 @@ fn table(doc: &Value) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A period with several variants shows each variant's HSDirs and backends, the shares,
+    /// and the backends left out; a period with one descriptor shows neither.
+    #[test]
+    fn table_shows_variants_shares_and_left_out() {
+        let doc = serde_json::json!({
+            "services": [{
+                "onionAddress": "f.onion",
+                "phase": "publishing",
+                "periods": [{
+                    "timePeriod": 7,
+                    "backends": ["a", "b", "c"],
+                    "variants": [
+                        {"hsdirs": ["AAAAAAAAAAAA", "BBBBBBBBBBBB"], "fetchedFrom": 1,
+                         "backends": [["a", 1], ["b", 1]], "introPoints": 2},
+                        {"hsdirs": ["CCCCCCCCCCCC"], "fetchedFrom": 1,
+                         "backends": [["b", 1], ["c", 1]], "introPoints": 2}
+                    ],
+                    "shares": [{"name": "a", "share": 0.25}, {"name": "b", "share": 0.5},
+                               {"name": "c", "share": 0.25}],
+                    "leftOut": ["d"]
+                }, {
+                    "timePeriod": 8,
+                    "backends": ["a"],
+                    "variants": [{"hsdirs": ["AAAAAAAAAAAA"], "fetchedFrom": 1,
+                                  "backends": [["a", 3]], "introPoints": 3}],
+                    "shares": [{"name": "a", "share": 1.0}],
+                    "leftOut": []
+                }],
+                "instances": []
+            }]
+        });
+        let out = table(&doc);
+        assert!(
+            out.contains(
+                "variant 0 at HSDirs AAAAAAAA BBBBBBBB (1 fetched from): 2 intro points [a, b]"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("variant 1 at HSDirs CCCCCCCC"), "{out}");
+        assert!(
+            out.contains("shares of new clients: a 25.0%, b 50.0%, c 25.0%"),
+            "{out}"
+        );
+        assert!(out.contains("in no descriptor"), "{out}");
+        assert_eq!(out.matches("variant ").count(), 2, "{out}");
+        assert_eq!(out.matches("shares of new clients").count(), 1, "{out}");
+    }
+}
