@@ -205,6 +205,8 @@ struct TorNode {
     control_port: u16,
     /// The running process, if started and not stopped.
     child: Option<Child>,
+    /// Its ports, held bound until the moment tor starts (see [`PortAllocator`]).
+    reserved: Vec<TcpListener>,
 }
 
 impl TorNode {
@@ -217,6 +219,9 @@ impl TorNode {
     fn spawn(&mut self) -> Result<()> {
         let out = fs::File::create(self.dir.join("stdout.log")).context("create stdout.log")?;
         let err = out.try_clone().context("clone stdout.log handle")?;
+        // Free its ports now, not before: until here another test network on this machine
+        // could not have taken them.
+        self.reserved.clear();
         let child = Command::new(TOR)
             .arg("-f")
             .arg(self.torrc())
@@ -396,10 +401,12 @@ impl PhaseClock {
     }
 }
 
-/// Ports of the run, held bound until all are chosen so no two nodes get the same one.
+/// Ports of the run, each held bound until the tor that uses it starts, so that neither
+/// another node of this network nor another test network running beside it (CI runs
+/// several at once) can be given the same one.
 struct PortAllocator {
     /// The reserved ports.
-    held: Vec<TcpListener>,
+    held: Vec<(u16, TcpListener)>,
     /// Range to choose from.
     range: std::ops::Range<u16>,
 }
@@ -407,11 +414,11 @@ struct PortAllocator {
 impl PortAllocator {
     /// An allocator choosing below the kernel's ephemeral port range.
     ///
-    /// Why not port 0: the ports are released before tor binds them, up to a minute later
-    /// for the last phase, and meanwhile every outgoing connection of every tor on this
-    /// machine takes a port from the ephemeral range — one of ours, now and then, which
-    /// makes that tor fail with "Address already in use". Below the range, only another
-    /// explicit bind can collide.
+    /// Why not port 0: a port is released the moment before its tor binds it, and in that
+    /// moment an outgoing connection of any tor on this machine could take it if it were in
+    /// the ephemeral range, which makes that tor fail with "Address already in use". Below
+    /// the range, only another explicit bind can collide, and other test networks probe
+    /// ports by binding them, so they skip ours while we hold them.
     fn new() -> Self {
         let ephemeral_start = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
             .ok()
@@ -432,7 +439,7 @@ impl PortAllocator {
             let port = rand::random_range(self.range.clone());
             match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
                 Ok(listener) => {
-                    self.held.push(listener);
+                    self.held.push((port, listener));
                     return Ok(port);
                 }
                 Err(e) if e.kind() == ErrorKind::AddrInUse => continue,
@@ -443,8 +450,17 @@ impl PortAllocator {
         let listener =
             TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind a free loopback port")?;
         let port = listener.local_addr().context("local address")?.port();
-        self.held.push(listener);
+        self.held.push((port, listener));
         Ok(port)
+    }
+
+    /// Hands over the listeners holding `ports`, for the node that will use them.
+    fn take(&mut self, ports: &[u16]) -> Vec<TcpListener> {
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(p, _)| ports.contains(p));
+        self.held = rest;
+        mine.into_iter().map(|(_, l)| l).collect()
     }
 }
 
@@ -514,7 +530,6 @@ impl TestNet {
         for _ in 0..n_backends {
             backend_controls.push(ports.allocate()?);
         }
-        drop(ports);
 
         // Authority identities.
         let auth_dirs: Vec<PathBuf> = (0..cfg.authorities)
@@ -581,7 +596,9 @@ impl TestNet {
             } else {
                 torrc::relay(&mut t, p.or_port, p.dir_port, &contact);
             }
-            relays.push(write_node(name, dir, p.control_port, &t)?);
+            let mut node = write_node(name, dir, p.control_port, &t)?;
+            node.reserved = ports.take(&[p.or_port, p.dir_port, p.control_port]);
+            relays.push(node);
         }
 
         // Client.
@@ -589,7 +606,8 @@ impl TestNet {
         make_private_dir(&client_dir)?;
         let mut t = common(&client_dir, "client", client_control);
         torrc::client(&mut t, socks_port);
-        let client = write_node("client".into(), client_dir, client_control, &t)?;
+        let mut client = write_node("client".into(), client_dir, client_control, &t)?;
+        client.reserved = ports.take(&[client_control, socks_port]);
 
         // Backends, with their HTTP servers and ob_config files.
         let mut backends = Vec::with_capacity(n_backends);
@@ -610,8 +628,10 @@ impl TestNet {
             }
             let mut t = common(&dir, &name, control_port);
             torrc::backend(&mut t, &hs_dir, http.port(), instance);
+            let mut node = write_node(name, dir, control_port, &t)?;
+            node.reserved = ports.take(&[control_port]);
             backends.push(Backend {
-                node: write_node(name, dir, control_port, &t)?,
+                node,
                 http,
                 address: String::new(),
                 instance,
@@ -1496,6 +1516,7 @@ fn write_node(name: String, dir: PathBuf, control_port: u16, t: &Torrc) -> Resul
         dir,
         control_port,
         child: None,
+        reserved: Vec::new(),
     };
     fs::write(node.torrc(), t.render())
         .with_context(|| format!("write {}", node.torrc().display()))?;
