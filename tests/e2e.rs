@@ -355,6 +355,9 @@ async fn frontend_balances_three_backends() -> Result<()> {
         None => net.relay_identities()?.len(),
     };
     let bound = loads_to_reach_each(listed);
+    // More page loads by the same client, its descriptor cache kept: what a user's further
+    // visits are. Each is one counted attempt (failures stay bounded below), and a backend
+    // the descriptor lacks still never answers, however many loads are made.
     while !loads.every_backend_answered(&names) && loads.attempts() < bound {
         loads.record(page_load(&net, &front).await);
     }
