@@ -7,6 +7,10 @@
 //!     instances:
 //!       - address: <56 chars>.onion  # ".onion" optional
 //!         name: node1                # optional
+//!     authorized-clients-dir: clients  # optional: restricted discovery, `<name>.auth` files
+//!     authorized-clients:              # optional: the same, inline
+//!       - name: alice
+//!         key: descriptor:x25519:<52 base32 chars>
 //! ```
 //!
 //! Loading validates everything an operator can get wrong and reports *all* problems at once,
@@ -24,6 +28,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use tor_llcrypto::pk::curve25519;
+
+use crate::client_auth::{self, AuthorizedClient};
 use crate::keys::FrontendKey;
 use crate::onion::OnionAddress;
 
@@ -57,6 +64,24 @@ struct RawService {
     /// The backends.
     #[serde(default)]
     instances: Option<Vec<RawInstance>>,
+    /// Clients allowed to discover the frontend, inline.
+    #[serde(default, rename = "authorized-clients")]
+    authorized_clients: Option<Vec<RawClient>>,
+    /// A directory of `<name>.auth` files, each a client allowed to discover the frontend.
+    #[serde(default, rename = "authorized-clients-dir")]
+    authorized_clients_dir: Option<String>,
+    /// Anything else (reported as a warning).
+    #[serde(flatten)]
+    unknown: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// One `authorized-clients:` entry as written.
+#[derive(Debug, Deserialize)]
+struct RawClient {
+    /// The operator's name for the client.
+    name: Option<String>,
+    /// Its public key, `descriptor:x25519:<base32>`.
+    key: Option<String>,
     /// Anything else (reported as a warning).
     #[serde(flatten)]
     unknown: BTreeMap<String, serde_yaml::Value>,
@@ -99,6 +124,28 @@ pub struct ServiceConfig {
     /// Names of instances whose address is still a placeholder (only with
     /// [`Config::load_allowing_placeholders`]; otherwise placeholders are errors).
     pub pending: Vec<String>,
+    /// Restricted discovery: `None` when anyone who knows the address may connect (the
+    /// service has neither `authorized-clients:` nor `authorized-clients-dir:`).
+    pub client_auth: Option<ClientAuthConfig>,
+}
+
+/// The clients allowed to discover one frontend (see [`crate::client_auth`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuthConfig {
+    /// Every client: the inline ones in file order, then the directory's by name. May be
+    /// empty: the descriptor then lists only random entries and nobody can use it, which is
+    /// what an operator who removed the last client asked for.
+    pub clients: Vec<AuthorizedClient>,
+    /// The authorized-clients directory, resolved against the config file's directory, if
+    /// configured (`onionbalance client-auth add` writes there).
+    pub dir: Option<PathBuf>,
+}
+
+impl ClientAuthConfig {
+    /// The clients' public keys, for the descriptor.
+    pub fn keys(&self) -> Vec<curve25519::PublicKey> {
+        self.clients.iter().map(|c| *c.key).collect()
+    }
 }
 
 impl ServiceConfig {
@@ -417,13 +464,111 @@ impl Validator<'_> {
             }
             instances.push(InstanceConfig { address, name });
         }
+        let client_auth = self.client_auth(&loc, rs.authorized_clients, rs.authorized_clients_dir);
         let (key_path, key) = key?;
         Some(ServiceConfig {
             key_path,
             key,
             instances,
             pending,
+            client_auth,
         })
+    }
+
+    /// Validates a service's authorized clients; `None` when it has none configured (open).
+    fn client_auth(
+        &mut self,
+        loc: &str,
+        inline: Option<Vec<RawClient>>,
+        dir: Option<String>,
+    ) -> Option<ClientAuthConfig> {
+        if inline.is_none() && dir.is_none() {
+            return None;
+        }
+        let mut clients: Vec<AuthorizedClient> = Vec::new();
+        let mut add = |v: &mut Self, where_: String, client: AuthorizedClient| {
+            if let Some(prev) = clients.iter().find(|c| c.name == client.name) {
+                v.problem(
+                    &where_,
+                    format!(
+                        "client name \"{}\" is used twice: give each client its own name",
+                        prev.name
+                    ),
+                );
+            } else if let Some(prev) = clients.iter().find(|c| c.key == client.key) {
+                v.problem(
+                    &where_,
+                    format!(
+                        "this key is already authorized as \"{}\": remove one of the two",
+                        prev.name
+                    ),
+                );
+            } else {
+                clients.push(client);
+            }
+        };
+        for (k, rc) in inline.unwrap_or_default().into_iter().enumerate() {
+            let name = rc
+                .name
+                .as_deref()
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned();
+            let cloc = if name.is_empty() {
+                format!("{loc}, authorized client {}", k + 1)
+            } else {
+                format!("{loc}, authorized client {} \"{name}\"", k + 1)
+            };
+            self.unknown(&cloc, &rc.unknown);
+            if !client_auth::valid_client_name(&name) {
+                self.problem(
+                    &cloc,
+                    if name.is_empty() {
+                        "no `name:`: give each authorized client a name (letters, digits, `-`, `_`, `.`)".to_owned()
+                    } else {
+                        client_auth::ClientKeyError::BadName(name).to_string()
+                    },
+                );
+                continue;
+            }
+            let Some(text) = rc.key.as_deref().filter(|t| !t.trim().is_empty()) else {
+                self.problem(
+                    &cloc,
+                    "no `key:`: give the client's public key, `descriptor:x25519:<base32>`",
+                );
+                continue;
+            };
+            match client_auth::parse_public_key(text) {
+                Ok(key) => add(self, cloc, AuthorizedClient { name, key }),
+                Err(e) => self.problem(&cloc, e.to_string()),
+            }
+        }
+        let dir = dir.map(|d| self.base.join(d.trim()));
+        if let Some(d) = dir.as_ref().filter(|d| !d.exists()) {
+            // Fail closed: the operator asked for restricted discovery, so a missing
+            // directory authorizes nobody rather than everybody.
+            self.warnings.push(format!(
+                "{loc}: authorized-clients-dir {} does not exist: no client is authorized yet (add one with `onionbalance client-auth add`)",
+                d.display()
+            ));
+        } else if let Some(d) = &dir {
+            let dloc = format!("{loc}, authorized-clients-dir");
+            match client_auth::read_auth_dir(d) {
+                Ok(found) => {
+                    for c in found {
+                        let cloc =
+                            format!("{dloc} {}", d.join(format!("{}.auth", c.name)).display());
+                        add(self, cloc, c);
+                    }
+                }
+                Err(problems) => {
+                    for p in problems {
+                        self.problem(&dloc, p);
+                    }
+                }
+            }
+        }
+        Some(ClientAuthConfig { clients, dir })
     }
 }
 
@@ -588,6 +733,132 @@ mod tests {
         .expect("valid");
         assert_eq!(cfg.warnings.len(), 1);
         assert!(cfg.warnings[0].contains("instanses"));
+    }
+
+    /// A client public key (and its private counterpart) from a fixed seed.
+    fn client(seed: u64) -> crate::client_auth::ClientSecret {
+        let frontend: OnionAddress = BACKEND_A.parse().expect("address");
+        crate::client_auth::ClientSecret::generate(
+            frontend,
+            &mut rand::rngs::StdRng::seed_from_u64(seed),
+        )
+    }
+
+    #[test]
+    fn authorized_clients_inline_and_from_a_directory() {
+        let (dir, _) = dir_with_key();
+        let (a, b, c) = (client(1), client(2), client(3));
+        let auth = dir.path().join("clients");
+        std::fs::create_dir(&auth).expect("mkdir");
+        std::fs::write(auth.join("carol.auth"), format!("{}\n", c.public())).expect("w");
+        std::fs::write(auth.join("bob.auth"), b.public().to_string()).expect("w");
+        let yaml = format!(
+            "services:\n- key: frontend.key\n  instances:\n  - address: {BACKEND_A}\n  authorized-clients:\n  - name: alice\n    key: {}\n  authorized-clients-dir: clients\n",
+            a.public()
+        );
+        let cfg = parse_in(dir.path(), &yaml).expect("valid");
+        let auth_cfg = cfg.services[0].client_auth.as_ref().expect("restricted");
+        let names: Vec<&str> = auth_cfg.clients.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["alice", "bob", "carol"]);
+        assert_eq!(auth_cfg.clients[0].key, a.public());
+        assert_eq!(auth_cfg.clients[2].key, c.public());
+        assert_eq!(auth_cfg.dir.as_deref(), Some(auth.as_path()));
+        assert_eq!(auth_cfg.keys().len(), 3);
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+
+        // Without either key the service is open, exactly as before.
+        let open = parse_in(
+            dir.path(),
+            &format!("services:\n- key: frontend.key\n  instances:\n  - address: {BACKEND_A}\n"),
+        )
+        .expect("valid");
+        assert!(open.services[0].client_auth.is_none());
+    }
+
+    #[test]
+    fn authorized_client_problems_are_reported_with_their_place() {
+        let (dir, _) = dir_with_key();
+        let (a, b) = (client(1), client(2));
+        let auth = dir.path().join("clients");
+        std::fs::create_dir(&auth).expect("mkdir");
+        // The same name as an inline client, a bad key, and a directory where a file should be.
+        std::fs::write(auth.join("alice.auth"), b.public().to_string()).expect("w");
+        std::fs::write(auth.join("broken.auth"), "descriptor:x25519:AAAA").expect("w");
+        std::fs::create_dir(auth.join("weird.auth")).expect("mkdir");
+        let yaml = format!(
+            "services:
+- key: frontend.key
+  instances:
+  - address: {BACKEND_A}
+  authorized-clients:
+  - name: alice
+    key: {a}
+  - name: alice-again
+    key: {a}
+  - key: {b}
+  - name: nokey
+  - name: pasted-private
+    key: {private}
+  - name: ../escape
+    key: {b}
+  authorized-clients-dir: clients
+",
+            a = a.public(),
+            b = b.public(),
+            private = a.auth_private_line().as_str(),
+        );
+        let ps = problems(parse_in(dir.path(), &yaml));
+        let text: Vec<String> = ps.iter().map(|p| p.to_string()).collect();
+        let has = |needle: &str, loc: &str| {
+            assert!(
+                ps.iter()
+                    .any(|p| p.message.contains(needle) && p.location.contains(loc)),
+                "no problem with {needle:?} at {loc:?} in {text:#?}"
+            )
+        };
+        has(
+            "already authorized as \"alice\"",
+            "authorized client 2 \"alice-again\"",
+        );
+        has("no `name:`", "authorized client 3");
+        has("no `key:`", "authorized client 4 \"nokey\"");
+        has("private key", "authorized client 5 \"pasted-private\"");
+        has("not usable", "authorized client 6 \"../escape\"");
+        has("broken.auth", "authorized-clients-dir");
+        has("weird.auth", "authorized-clients-dir");
+        assert_eq!(ps.len(), 7, "{text:#?}");
+
+        // Once the directory's files are good, the clash with the inline name shows.
+        std::fs::remove_file(auth.join("broken.auth")).expect("rm");
+        std::fs::remove_dir(auth.join("weird.auth")).expect("rm");
+        let yaml = format!(
+            "services:\n- key: frontend.key\n  instances:\n  - address: {BACKEND_A}\n  authorized-clients:\n  - name: alice\n    key: {}\n  authorized-clients-dir: clients\n",
+            a.public()
+        );
+        let ps = problems(parse_in(dir.path(), &yaml));
+        assert!(ps[0].message.contains("used twice"), "{ps:?}");
+        assert!(ps[0].location.contains("alice.auth"), "{ps:?}");
+    }
+
+    #[test]
+    fn missing_clients_directory_authorizes_nobody() {
+        let (dir, _) = dir_with_key();
+        let cfg = parse_in(
+            dir.path(),
+            &format!("services:\n- key: frontend.key\n  instances:\n  - address: {BACKEND_A}\n  authorized-clients-dir: not-yet\n"),
+        )
+        .expect("valid");
+        let auth_cfg = cfg.services[0]
+            .client_auth
+            .as_ref()
+            .expect("still restricted");
+        assert!(auth_cfg.clients.is_empty());
+        assert_eq!(cfg.warnings.len(), 1);
+        assert!(
+            cfg.warnings[0].contains("no client is authorized"),
+            "{:?}",
+            cfg.warnings
+        );
     }
 
     #[test]

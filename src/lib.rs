@@ -15,6 +15,7 @@
 //! | [`onion`] | typed, validated v3 onion addresses |
 //! | [`keys`] | frontend identity keys: generate, load (PKCS#8 PEM, C tor), save (0600) |
 //! | [`config`] | the upstream-compatible YAML config file, validated with file/service/instance context |
+//! | [`client_auth`] | restricted discovery: authorized clients' keys in C tor's formats, padding |
 //! | [`descriptor`] | intake of backend descriptors, selection of intro points, building our own descriptors (no I/O, time is an argument) |
 //! | [`ring`] | which HSDirs hold which descriptor, per time period |
 //! | [`net`], [`fetch`] | moving descriptors over 3-hop circuits; fetching one descriptor from its HSDirs |
@@ -31,6 +32,7 @@
 
 pub mod arti_toml;
 pub mod balancer;
+pub mod client_auth;
 pub mod config;
 pub mod descriptor;
 pub mod fetch;
