@@ -204,6 +204,7 @@ fn parts(c: &mut Criterion) {
                 max_len: DEFAULT_MAX_DESCRIPTOR_LEN,
                 flow_control: None,
                 protocols: Default::default(),
+                auth_clients: None,
             };
             black_box(build_descriptor(&fkeys, &req, &mut rng).expect("build"))
         })

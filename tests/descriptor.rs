@@ -249,6 +249,7 @@ fn too_large_is_an_error() {
         max_len: 5000,
         flow_control: None,
         protocols: Protocols::default(),
+        auth_clients: None,
     };
     let err = build_for_period(&keys, &p, None, req.clone(), &mut r).expect_err("too large");
     assert!(matches!(err, BuildError::TooLarge(5000)), "{err}");
@@ -430,4 +431,223 @@ fn shares_are_equal_not_proportional() {
     for seed in 0..20 {
         assert_eq!(shares(&snaps, seed), vec![3, 3], "seed {seed}");
     }
+}
+
+/// Restricted discovery: a descriptor built for authorized clients is read by each of them,
+/// through our intake and Arti's client parser, and by nobody else; its `auth-client` lines
+/// are padded to a multiple of 16 with fresh random ones per build; and a changed client
+/// list applies to the next build.
+#[test]
+fn restricted_descriptor_is_read_only_by_authorized_clients() {
+    use onionbalance::client_auth::{ClientSecret, AUTH_CLIENT_MULTIPLE};
+    use tor_hscrypto::pk::{HsClientDescEncKeypair, HsClientDescEncSecretKey};
+
+    let mut r = rng(11);
+    let t = now();
+    let p = current(t);
+    let backend = SyntheticBackend::generate(&mut r, 3);
+    let snapshot = {
+        let text = backend
+            .descriptor(&p, t, &mut r)
+            .expect("backend descriptor");
+        let keys = BackendKeys::derive(backend.address(), p.time_period).expect("keys");
+        intake(&keys, &text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect("intake")
+    };
+    let frontend = Arc::new(FrontendKey::generate(&mut r));
+    let clients: Vec<ClientSecret> = (0..3)
+        .map(|_| ClientSecret::generate(frontend.address(), &mut r))
+        .collect();
+    let outsider = ClientSecret::generate(frontend.address(), &mut r);
+    let pair = |c: &ClientSecret| {
+        Arc::new(HsClientDescEncKeypair::new(
+            c.public(),
+            HsClientDescEncSecretKey::from(c.secret.as_ref().clone()),
+        ))
+    };
+    let mut engine = Engine::new(frontend.clone());
+    engine.set_authorized_clients(Some(clients.iter().map(|c| *c.public()).collect()));
+    let built = engine
+        .build(&p, &[&snapshot], t, &mut r)
+        .expect("build")
+        .descriptor;
+
+    // Each authorized client reads the intro points, with our intake and with Arti's parser.
+    let fk = FrontendPeriodKeys::derive(&frontend, p.time_period).expect("derive");
+    for c in &clients {
+        let keys = BackendKeys::derive(frontend.address(), p.time_period)
+            .expect("keys")
+            .with_client_key(pair(c));
+        let snap = intake(&keys, &built.text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect("authorized");
+        assert_eq!(snap.intro_points.len(), 3);
+        let desc = HsDesc::parse_decrypt_validate(
+            &built.text,
+            &built.blind_id,
+            &fk.subcredential(),
+            Some(&*pair(c)),
+        )
+        .expect("Arti reads it with an authorized key")
+        .if_valid_at(&t)
+        .expect("valid now");
+        assert_eq!(desc.intro_points().len(), 3);
+    }
+    // Without a key, or with another one, the intro points stay hidden.
+    let plain = BackendKeys::derive(frontend.address(), p.time_period).expect("keys");
+    let without = intake(&plain, &built.text, t, DEFAULT_MAX_DESCRIPTOR_LEN)
+        .expect_err("no key must not read it");
+    assert!(
+        matches!(without, IntakeError::NotDecryptable(_)),
+        "{without}"
+    );
+    let other = intake(
+        &plain.clone().with_client_key(pair(&outsider)),
+        &built.text,
+        t,
+        DEFAULT_MAX_DESCRIPTOR_LEN,
+    )
+    .expect_err("an outsider's key must not read it");
+    assert!(matches!(other, IntakeError::NotDecryptable(_)), "{other}");
+
+    // Padding: 3 real entries among 16, and the random ones differ from build to build, as
+    // seen by anyone who knows the address (the middle layer needs only the subcredential).
+    let middle = |d: &onionbalance::descriptor::BuiltDescriptor| {
+        auth_client_lines(
+            &d.text,
+            d.blind_id.as_ref(),
+            fk.subcredential().as_ref(),
+            u64::from(d.revision),
+        )
+    };
+    let first = middle(&built);
+    assert_eq!(first.len(), AUTH_CLIENT_MULTIPLE);
+    let again = engine
+        .build(&p, &[&snapshot], t, &mut r)
+        .expect("rebuild")
+        .descriptor;
+    let second = middle(&again);
+    assert_eq!(second.len(), AUTH_CLIENT_MULTIPLE);
+    assert!(
+        first.iter().all(|l| !second.contains(l)),
+        "every entry is fresh in each build"
+    );
+
+    // A client removed from the list cannot read the next build; the others still can.
+    engine.set_authorized_clients(Some(clients[1..].iter().map(|c| *c.public()).collect()));
+    let after = engine
+        .build(&p, &[&snapshot], t, &mut r)
+        .expect("build after removal")
+        .descriptor;
+    let read = |c: &ClientSecret| {
+        intake(
+            &plain.clone().with_client_key(pair(c)),
+            &after.text,
+            t,
+            DEFAULT_MAX_DESCRIPTOR_LEN,
+        )
+    };
+    assert!(
+        read(&clients[0]).is_err(),
+        "the removed client still reads it"
+    );
+    assert!(read(&clients[1]).is_ok() && read(&clients[2]).is_ok());
+
+    // Back to open: anyone with the address reads it.
+    engine.set_authorized_clients(None);
+    let open = engine
+        .build(&p, &[&snapshot], t, &mut r)
+        .expect("open")
+        .descriptor;
+    intake(&plain, &open.text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect("open again");
+}
+
+/// Restricted discovery with variants (more backends than one descriptor lists): every
+/// variant is encrypted to the authorized clients, readable by each and by nobody else.
+#[test]
+fn every_variant_is_restricted_to_the_authorized_clients() {
+    use onionbalance::client_auth::ClientSecret;
+    use onionbalance::descriptor::RingFacts;
+    use tor_hscrypto::pk::{HsClientDescEncKeypair, HsClientDescEncSecretKey};
+    use tor_llcrypto::pk::rsa::RsaIdentity;
+
+    let mut r = rng(12);
+    let t = now();
+    let p = current(t);
+    // 24 backends: more than the 20 intro points one descriptor lists.
+    let snapshots: Vec<_> = (0..24)
+        .map(|_| {
+            let b = SyntheticBackend::generate(&mut r, 2);
+            let text = b.descriptor(&p, t, &mut r).expect("backend descriptor");
+            let keys = BackendKeys::derive(b.address(), p.time_period).expect("keys");
+            intake(&keys, &text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect("intake")
+        })
+        .collect();
+    let refs: Vec<_> = snapshots.iter().collect();
+    let hsdirs: Vec<RsaIdentity> = (1..=8u8).map(|i| RsaIdentity::from([i; 20])).collect();
+    let ring = RingFacts {
+        upload: &hsdirs,
+        fetch: &hsdirs[..6],
+    };
+    let frontend = Arc::new(FrontendKey::generate(&mut r));
+    let client = ClientSecret::generate(frontend.address(), &mut r);
+    let mut engine = Engine::new(frontend.clone());
+    engine.set_authorized_clients(Some(vec![*client.public()]));
+    let built = engine
+        .build_variants(&p, &refs, &ring, t, &mut r)
+        .expect("variants");
+    assert!(built.variants.len() > 1, "24 backends need variants");
+    let plain = BackendKeys::derive(frontend.address(), p.time_period).expect("keys");
+    let with_key = plain
+        .clone()
+        .with_client_key(Arc::new(HsClientDescEncKeypair::new(
+            client.public(),
+            HsClientDescEncSecretKey::from(client.secret.as_ref().clone()),
+        )));
+    for v in &built.variants {
+        let snap = intake(&with_key, &v.descriptor.text, t, DEFAULT_MAX_DESCRIPTOR_LEN)
+            .expect("the authorized client reads every variant");
+        assert_eq!(snap.intro_points.len(), v.descriptor.intro_points);
+        assert!(intake(&plain, &v.descriptor.text, t, DEFAULT_MAX_DESCRIPTOR_LEN).is_err());
+    }
+}
+
+/// The `auth-client` lines of a descriptor's middle layer, decrypted with what any client of
+/// the service knows (rend-spec-v3 §2.5.3: SHAKE-256 over the blinded key, subcredential,
+/// revision counter and salt; AES-256-CTR), independently of Arti's parser.
+fn auth_client_lines(
+    text: &str,
+    blind_id: &[u8; 32],
+    subcredential: &[u8; 32],
+    revision: u64,
+) -> Vec<String> {
+    use cipher::{KeyIvInit as _, StreamCipher as _};
+    use digest::{ExtendableOutput as _, Update as _, XofReader as _};
+
+    let b64: String = text
+        .lines()
+        .skip_while(|l| *l != "superencrypted")
+        .skip(2)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    let blob = data_encoding::BASE64
+        .decode(b64.as_bytes())
+        .expect("base64 body");
+    let (salt, rest) = blob.split_at(16);
+    let mut body = rest[..rest.len() - 32].to_vec();
+    let mut xof = tor_llcrypto::d::Shake256::default();
+    xof.update(blind_id);
+    xof.update(subcredential);
+    xof.update(&revision.to_be_bytes());
+    xof.update(salt);
+    xof.update(b"hsdir-superencrypted-data");
+    let mut keys = [0u8; 32 + 16 + 32];
+    xof.finalize_xof().read(&mut keys);
+    let key: [u8; 32] = keys[..32].try_into().expect("32");
+    let iv: [u8; 16] = keys[32..48].try_into().expect("16");
+    tor_llcrypto::cipher::aes::Aes256Ctr::new(&key.into(), &iv.into()).apply_keystream(&mut body);
+    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+    String::from_utf8(body[..end].to_vec())
+        .expect("middle layer is text")
+        .lines()
+        .filter(|l| l.starts_with("auth-client "))
+        .map(str::to_owned)
+        .collect()
 }

@@ -27,7 +27,7 @@ use tor_hscrypto::ope::{AesOpeKey, SrvPeriodOffset};
 use tor_hscrypto::pk::{HsBlindId, HsBlindIdKey, HsBlindIdKeypair};
 use tor_hscrypto::time::TimePeriod;
 use tor_hscrypto::{RevisionCounter, Subcredential};
-use tor_llcrypto::pk::ed25519;
+use tor_llcrypto::pk::{curve25519, ed25519};
 use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, HsDescBuilder, IntroPointDesc};
 use tor_netdoc::NetdocBuilder as _;
 use tor_protover::Protocols;
@@ -133,6 +133,10 @@ pub struct BuildRequest<'a> {
     pub flow_control: Option<(Protocols, u8)>,
     /// Protocol capabilities to declare (backends' common value).
     pub protocols: Protocols,
+    /// Restricted discovery: the public keys of the clients allowed to read the intro points
+    /// (random entries are added, see [`crate::client_auth::padded_auth_clients`]), or `None`
+    /// for a descriptor anyone who knows the address can read.
+    pub auth_clients: Option<&'a [curve25519::PublicKey]>,
 }
 
 /// A finished descriptor, ready to upload.
@@ -197,12 +201,18 @@ pub fn build_descriptor<R: rand::Rng + rand::CryptoRng>(
     )
     .map_err(|e| BuildError::Crypto(format!("cannot certify the signing key: {e}")))?;
     let lifetime_minutes = u16::try_from(DESCRIPTOR_LIFETIME.as_secs() / 60).unwrap_or(180);
+    // Fresh random entries for every descriptor, as C tor: the same padding twice would let
+    // an observer holding two descriptors tell the random entries from the real ones.
+    let auth_clients = req
+        .auth_clients
+        .map(|real| crate::client_auth::padded_auth_clients(real, rng));
     let mut builder = HsDescBuilder::default()
         .blinded_id(&keys.blinded_public)
         .hs_desc_sign(desc_sign)
         .hs_desc_sign_cert(sign_cert)
         .create2_formats(&[HandshakeType::NTOR])
         .auth_required(None)
+        .auth_clients(auth_clients.as_deref())
         .is_single_onion_service(false)
         .intro_points(req.intro_points)
         .intro_auth_key_cert_expiry(cert_expiry)

@@ -18,6 +18,7 @@ use std::time::SystemTime;
 use tor_hscrypto::pk::HsBlindId;
 use tor_hscrypto::time::TimePeriod;
 use tor_hscrypto::RevisionCounter;
+use tor_llcrypto::pk::curve25519;
 use tor_netdoc::doc::hsdesc::IntroPointDesc;
 use tor_protover::Protocols;
 
@@ -59,6 +60,8 @@ pub struct Engine {
     revision_floor: HashMap<TimePeriod, RevisionCounter>,
     /// Maximum descriptor size.
     max_len: usize,
+    /// Restricted discovery: the authorized clients' keys, or `None` when open.
+    auth_clients: Option<Vec<curve25519::PublicKey>>,
 }
 
 impl Engine {
@@ -69,7 +72,20 @@ impl Engine {
             period_keys: HashMap::new(),
             revision_floor: HashMap::new(),
             max_len: DEFAULT_MAX_DESCRIPTOR_LEN,
+            auth_clients: None,
         }
+    }
+
+    /// Restricts discovery to the holders of `clients`' keys in every descriptor built from
+    /// now on (`None`: anyone who knows the address). An empty list is allowed: descriptors
+    /// then carry only random entries and no client can read their intro points.
+    pub fn set_authorized_clients(&mut self, clients: Option<Vec<curve25519::PublicKey>>) {
+        self.auth_clients = clients;
+    }
+
+    /// The authorized clients' keys in force (`None`: discovery is not restricted).
+    pub fn authorized_clients(&self) -> Option<&[curve25519::PublicKey]> {
+        self.auth_clients.as_deref()
     }
 
     /// Sets the maximum descriptor size (from the consensus).
@@ -227,6 +243,7 @@ impl Engine {
             max_len: self.max_len,
             flow_control,
             protocols,
+            auth_clients: self.auth_clients.as_deref(),
         };
         let descriptor = build_descriptor(keys, &req, rng)?;
         Ok(Built {

@@ -6,10 +6,11 @@
 //! the inner signature, and that the whole thing is valid at `now`.
 
 use std::num::NonZeroU8;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use tor_checkable::TimeBound as _;
-use tor_hscrypto::pk::HsBlindId;
+use tor_hscrypto::pk::{HsBlindId, HsClientDescEncKeypair};
 use tor_hscrypto::time::TimePeriod;
 use tor_hscrypto::{RevisionCounter, Subcredential};
 use tor_netdoc::doc::hsdesc::{HsDesc, HsDescError, HsDescOuter, IntroPointDesc};
@@ -31,6 +32,9 @@ pub struct BackendKeys {
     blind_id: HsBlindId,
     /// The backend's subcredential for `period`: decrypts its descriptor.
     subcredential: Subcredential,
+    /// A client key for a service with restricted discovery (used by `check --online` to
+    /// read an authorized frontend; backends need none).
+    client_key: Option<Arc<HsClientDescEncKeypair>>,
 }
 
 impl BackendKeys {
@@ -47,7 +51,15 @@ impl BackendKeys {
             period,
             blind_id: blinded.id(),
             subcredential,
+            client_key: None,
         })
+    }
+
+    /// Decrypts with `key` too: for a service that restricts discovery to its authorized
+    /// clients, `key` being one of theirs.
+    pub fn with_client_key(mut self, key: Arc<HsClientDescEncKeypair>) -> Self {
+        self.client_key = Some(key);
+        self
     }
 
     /// The backend's address.
@@ -197,8 +209,13 @@ pub fn intake(
             max: max_len,
         });
     }
-    let bound = HsDesc::parse_decrypt_validate(text, &keys.blind_id, &keys.subcredential, None)
-        .map_err(|e| classify(e, text, keys.address))?;
+    let bound = HsDesc::parse_decrypt_validate(
+        text,
+        &keys.blind_id,
+        &keys.subcredential,
+        keys.client_key.as_deref(),
+    )
+    .map_err(|e| classify(e, text, keys.address))?;
     let (valid_from, valid_until) = bound.bounds_start_end();
     let desc = bound
         .if_valid_at(&now)

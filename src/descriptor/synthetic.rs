@@ -59,6 +59,7 @@ impl SyntheticBackend {
             max_len: DEFAULT_MAX_DESCRIPTOR_LEN,
             flow_control: None,
             protocols: Protocols::default(),
+            auth_clients: None,
         };
         Ok(build_descriptor(&keys, &req, rng)?.text.to_string())
     }
