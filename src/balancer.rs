@@ -100,7 +100,8 @@ pub struct ReloadSummary {
     pub added: Vec<OnionAddress>,
     /// Frontends stopped.
     pub removed: Vec<OnionAddress>,
-    /// Frontends whose instances changed (they keep their other state).
+    /// Frontends whose instances or authorized clients changed (they keep their other
+    /// state).
     pub changed: Vec<OnionAddress>,
     /// Frontends left exactly as they were.
     pub unchanged: Vec<OnionAddress>,
@@ -250,13 +251,24 @@ impl BalancerHandle {
                 .and_then(Option::take);
             match existing {
                 Some(mut r) => {
-                    if r.config.instances == svc.instances {
-                        summary.unchanged.push(addr);
-                    } else {
+                    let instances_changed = r.config.instances != svc.instances;
+                    let clients_changed = r.config.client_auth != svc.client_auth;
+                    if instances_changed {
                         let _ = r
                             .commands
                             .unbounded_send(ServiceCommand::SetInstances(svc.instances.clone()));
+                    }
+                    if clients_changed {
+                        let _ = r
+                            .commands
+                            .unbounded_send(ServiceCommand::SetAuthorizedClients(
+                                svc.client_auth.clone(),
+                            ));
+                    }
+                    if instances_changed || clients_changed {
                         summary.changed.push(addr);
+                    } else {
+                        summary.unchanged.push(addr);
                     }
                     r.config = svc.clone();
                     next.push(r);

@@ -53,6 +53,9 @@ pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -
             s.instances.len().to_string(),
         );
         push("backends_healthy", svc.clone(), healthy.to_string());
+        if let Some(n) = s.authorized_clients {
+            push("authorized_clients", svc.clone(), n.to_string());
+        }
         for p in &s.periods {
             let l = format!("{svc},time_period=\"{}\"", p.time_period);
             push(
@@ -134,6 +137,11 @@ pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -
             "backends_healthy",
             "gauge",
             "backends with a valid descriptor",
+        ),
+        (
+            "authorized_clients",
+            "gauge",
+            "clients allowed to discover the frontend (only for a service with restricted discovery)",
         ),
         (
             "intro_points_published",
@@ -283,9 +291,18 @@ mod tests {
                 InstanceStatus::default(),
             ],
             counters,
+            authorized_clients: Some(3),
             ..Default::default()
         };
-        let text = render(&[s], true, now);
+        let open = ServiceStatus {
+            onion_address: "open.onion".into(),
+            ..Default::default()
+        };
+        let text = render(&[s, open], true, now);
+        assert!(
+            !text.contains("onionbalance_authorized_clients{service=\"open.onion\"}"),
+            "a service without restricted discovery has no client count:\n{text}"
+        );
         for needle in [
             "onionbalance_bootstrapped 1",
             "onionbalance_backends_configured{service=\"f.onion\"} 2",
@@ -299,6 +316,7 @@ mod tests {
             "onionbalance_descriptor_variants{service=\"f.onion\",time_period=\"42\"} 6",
             "onionbalance_backend_share{service=\"f.onion\",time_period=\"42\",backend=\"b1\"} 0.1250",
             "onionbalance_backends_left_out{service=\"f.onion\",time_period=\"42\"} 1",
+            "onionbalance_authorized_clients{service=\"f.onion\"} 3",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

@@ -51,6 +51,10 @@ pub struct ServiceStatus {
     pub periods: Vec<PeriodStatus>,
     /// Per backend.
     pub instances: Vec<InstanceStatus>,
+    /// Restricted discovery: how many clients are authorized (never their keys); absent when
+    /// anyone who knows the address may connect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorized_clients: Option<usize>,
     /// Event counts since start.
     pub counters: Counters,
 }

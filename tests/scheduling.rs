@@ -366,6 +366,7 @@ impl World {
                     })
                     .collect(),
                 pending: vec![],
+                client_auth: None,
             }],
             status_socket_location: None,
             warnings: vec![],
@@ -373,8 +374,12 @@ impl World {
     }
 
     fn launch(&self) -> onionbalance::BalancerHandle {
+        self.launch_config(self.config())
+    }
+
+    fn launch_config(&self, config: Config) -> onionbalance::BalancerHandle {
         let provider: Arc<dyn NetDirProvider> = self.provider.clone();
-        let mut b = Balancer::new(self.config()).with_timing(Timing::default());
+        let mut b = Balancer::new(config).with_timing(Timing::default());
         if let Some(d) = &self.state_dir {
             b = b.with_state_dir(d.clone());
         }
@@ -1247,6 +1252,129 @@ fn seven_days_of_steady_state() {
                 "{:?}",
                 status[0].periods
             );
+        })
+    });
+}
+
+/// Restricted discovery in simulated time: every descriptor uploaded is readable by the
+/// authorized clients only; a reload that removes a client rebuilds every period at once
+/// (not held back by the one-minute rebuild gap), each HSDir gets a strictly higher revision
+/// that the removed client cannot read and the remaining one can, in exactly one build per
+/// period; a reload that changes nothing uploads nothing.
+#[test]
+fn authorized_clients_reload_rebuilds_every_period_at_once() {
+    use onionbalance::client_auth::{AuthorizedClient, ClientSecret};
+    use onionbalance::config::ClientAuthConfig;
+    use tor_hscrypto::pk::{HsClientDescEncKeypair, HsClientDescEncSecretKey};
+
+    sim(|rt| {
+        Box::pin(async move {
+            let mut w = World::new(rt.clone(), 2);
+            let front = w.frontend.address();
+            let alice = ClientSecret::generate(front, &mut w.rng);
+            let bob = ClientSecret::generate(front, &mut w.rng);
+            let with_clients = |clients: &[(&str, &ClientSecret)]| {
+                let mut cfg = w.config();
+                cfg.services[0].client_auth = Some(ClientAuthConfig {
+                    clients: clients
+                        .iter()
+                        .map(|(name, c)| AuthorizedClient {
+                            name: (*name).to_owned(),
+                            key: c.public(),
+                        })
+                        .collect(),
+                    dir: None,
+                });
+                cfg
+            };
+            // (period, revision) of `text` as read by `client`, or None if it cannot read it.
+            let read = |w: &World, text: &str, at: SystemTime, client: Option<&ClientSecret>| {
+                let nd = w.provider.timely_netdir().expect("netdir");
+                periods(&nd).into_iter().find_map(|p| {
+                    let mut keys = BackendKeys::derive(front, p.time_period).expect("keys");
+                    if let Some(c) = client {
+                        keys = keys.with_client_key(Arc::new(HsClientDescEncKeypair::new(
+                            c.public(),
+                            HsClientDescEncSecretKey::from(c.secret.as_ref().clone()),
+                        )));
+                    }
+                    intake(&keys, text, at, DEFAULT_MAX_DESCRIPTOR_LEN)
+                        .ok()
+                        .map(|s| (p.time_period, u64::from(s.revision)))
+                })
+            };
+
+            let mut handle = w.launch_config(with_clients(&[("alice", &alice), ("bob", &bob)]));
+            rt.advance_by(Duration::from_secs(30)).await;
+            let first = w.uploads();
+            assert!(!first.is_empty(), "nothing published");
+            for u in &first {
+                assert!(read(&w, &u.text, u.at, Some(&alice)).is_some());
+                assert!(read(&w, &u.text, u.at, Some(&bob)).is_some());
+                assert!(
+                    read(&w, &u.text, u.at, None).is_none(),
+                    "readable without a client key"
+                );
+            }
+            assert_eq!(handle.status()[0].authorized_clients, Some(2));
+            let held: HashMap<(TimePeriod, RsaIdentity), u64> = first
+                .iter()
+                .filter(|u| u.accepted)
+                .filter_map(|u| Some(((u.period?, u.hsdir), u.revision)))
+                .collect();
+
+            // Alice is removed, 30 s after the first build: well within the rebuild gap.
+            let summary = handle
+                .reload(with_clients(&[("bob", &bob)]))
+                .await
+                .expect("reload");
+            assert_eq!(summary.changed, vec![front]);
+            rt.advance_by(Duration::from_secs(10)).await;
+            let after: Vec<Upload> = w.uploads().into_iter().skip(first.len()).collect();
+            let expected = w.expected_hsdirs();
+            for (tp, set) in &expected {
+                for h in set {
+                    let last = after
+                        .iter()
+                        .rev()
+                        .find(|u| u.hsdir == *h && u.period == Some(*tp) && u.accepted)
+                        .unwrap_or_else(|| {
+                            panic!("{tp:?}: HSDir {h} got nothing after the reload")
+                        });
+                    assert!(last.revision > held[&(*tp, *h)], "revision must go up");
+                    assert!(
+                        read(&w, &last.text, last.at, Some(&alice)).is_none(),
+                        "the removed client still reads the new descriptor"
+                    );
+                    assert_eq!(
+                        read(&w, &last.text, last.at, Some(&bob)),
+                        Some((*tp, last.revision))
+                    );
+                }
+            }
+            for (tp, v) in builds(&after) {
+                assert_eq!(
+                    v.len(),
+                    1,
+                    "{tp:?}: one build per period for one reload: {v:?}"
+                );
+            }
+            assert_eq!(handle.status()[0].authorized_clients, Some(1));
+
+            // The same clients again: nothing to do.
+            let n = w.uploads().len();
+            let summary = handle
+                .reload(with_clients(&[("bob", &bob)]))
+                .await
+                .expect("reload");
+            assert_eq!(summary.unchanged, vec![front]);
+            rt.advance_by(Duration::from_secs(20 * 60)).await;
+            assert_eq!(
+                w.uploads().len(),
+                n,
+                "an unchanged reload uploaded something"
+            );
+            handle.shutdown().await;
         })
     });
 }

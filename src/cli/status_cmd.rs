@@ -72,6 +72,13 @@ fn table(doc: &Value) -> String {
             s(&svc["firstPublished"]),
             s(&svc["lastFetch"])
         );
+        if let Some(k) = svc["authorizedClients"].as_u64() {
+            let _ = writeln!(
+                out,
+                "  restricted discovery: {k} authorized client(s){}",
+                if k == 0 { " (nobody can connect)" } else { "" }
+            );
+        }
         for p in svc["periods"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 out,
@@ -228,5 +235,30 @@ mod tests {
         assert!(out.contains("in no descriptor"), "{out}");
         assert_eq!(out.matches("variant ").count(), 2, "{out}");
         assert_eq!(out.matches("shares of new clients").count(), 1, "{out}");
+    }
+
+    /// A service with restricted discovery shows its client count (never keys); an open one
+    /// shows no such line.
+    #[test]
+    fn table_shows_authorized_client_count() {
+        let doc = serde_json::json!({
+            "services": [
+                {"onionAddress": "r.onion", "phase": "publishing", "authorizedClients": 3,
+                 "periods": [], "instances": []},
+                {"onionAddress": "n.onion", "phase": "publishing", "authorizedClients": 0,
+                 "periods": [], "instances": []},
+                {"onionAddress": "o.onion", "phase": "publishing", "periods": [], "instances": []}
+            ]
+        });
+        let out = table(&doc);
+        assert!(
+            out.contains("restricted discovery: 3 authorized client(s)\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("restricted discovery: 0 authorized client(s) (nobody can connect)"),
+            "{out}"
+        );
+        assert_eq!(out.matches("restricted discovery").count(), 2, "{out}");
     }
 }

@@ -66,7 +66,7 @@ use tor_netdir::{DirEvent, NetDir, NetDirProvider};
 use tor_rtcompat::{Runtime, SleepProviderExt as _};
 use tracing::{debug, error, info, warn};
 
-use crate::config::{InstanceConfig, ServiceConfig};
+use crate::config::{ClientAuthConfig, InstanceConfig, ServiceConfig};
 use crate::descriptor::{BackendSnapshot, BuildError, BuiltVariants, Engine, RingFacts};
 use crate::fetch::{self, FetchOutcome, FetchReport, FetchRequest};
 use crate::net::{DirTransport, TransferError};
@@ -146,6 +146,10 @@ impl Default for Timing {
 pub enum ServiceCommand {
     /// The config was reloaded: this is the new list of instances.
     SetInstances(Vec<InstanceConfig>),
+    /// The config was reloaded: these are the clients allowed to discover the frontend
+    /// (`None`: discovery is not restricted). Every descriptor is rebuilt at once if they
+    /// changed.
+    SetAuthorizedClients(Option<ClientAuthConfig>),
 }
 
 /// A fetch or upload that finished.
@@ -237,6 +241,11 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             }
             None => RevisionStore::in_memory(),
         };
+        let mut engine = Engine::new(service.key.clone());
+        engine.set_authorized_clients(service.client_auth.as_ref().map(ClientAuthConfig::keys));
+        if service.client_auth.is_some() {
+            log_client_auth(&frontend, service.client_auth.as_ref(), "starting");
+        }
         ServiceRunner {
             runtime,
             transport,
@@ -245,7 +254,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             rng: StdRng::from_rng(&mut rand::rng()),
             status,
             frontend,
-            engine: Engine::new(service.key.clone()),
+            engine,
             backends: service
                 .instances
                 .iter()
@@ -314,6 +323,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 cmd = commands.next() => {
                     match cmd {
                         Some(ServiceCommand::SetInstances(instances)) => self.set_instances(instances),
+                        Some(ServiceCommand::SetAuthorizedClients(clients)) => self.set_authorized_clients(clients),
                         None => commands = futures::channel::mpsc::unbounded().1.fuse(),
                     }
                     None
@@ -356,6 +366,26 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             self.frontend,
             self.backends.len()
         );
+        self.update_status();
+    }
+
+    /// Takes a new set of authorized clients; if it differs from the one in force, every
+    /// period's descriptor is rebuilt at once, so that HSDirs soon hold descriptors a removed
+    /// client cannot read (clients that cached an older one keep it until it fails them or
+    /// its period ends, as with any onion service).
+    fn set_authorized_clients(&mut self, clients: Option<ClientAuthConfig>) {
+        let keys = clients.as_ref().map(ClientAuthConfig::keys);
+        let same = match (self.engine.authorized_clients(), keys.as_deref()) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.len() == b.len() && a.iter().all(|k| b.contains(k)),
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        self.engine.set_authorized_clients(keys);
+        log_client_auth(&self.frontend, clients.as_ref(), "config reloaded");
+        self.publish.clients_changed();
         self.update_status();
     }
 
@@ -991,11 +1021,28 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             first_published: self.first_published,
             periods,
             instances,
+            authorized_clients: self.engine.authorized_clients().map(<[_]>::len),
             counters: self.counters.clone(),
         };
         if let Ok(mut guard) = self.status.lock() {
             *guard = st;
         }
+    }
+}
+
+/// Logs the restricted-discovery setting in force (counts only, never keys).
+fn log_client_auth(frontend: &str, clients: Option<&ClientAuthConfig>, when: &str) {
+    match clients {
+        None => warn!(
+            "{frontend}: {when}: discovery is no longer restricted: anyone who knows the address can connect"
+        ),
+        Some(c) if c.clients.is_empty() => warn!(
+            "{frontend}: {when}: restricted discovery with no authorized client: no client can read the descriptors (add one with `onionbalance client-auth add`)"
+        ),
+        Some(c) => info!(
+            "{frontend}: {when}: restricted discovery for {} authorized client(s)",
+            c.clients.len()
+        ),
     }
 }
 

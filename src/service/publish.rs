@@ -164,6 +164,8 @@ pub enum BuildReason {
     Refresh,
     /// An HSDir refused the descriptor: a new one with a higher counter for the refusers.
     Refused,
+    /// The authorized clients changed (a reload): what was published lists the old ones.
+    ClientsChanged,
 }
 
 impl BuildReason {
@@ -174,6 +176,7 @@ impl BuildReason {
             BuildReason::Changed => "backends changed",
             BuildReason::Refresh => "periodic refresh",
             BuildReason::Refused => "an HSDir refused the last one",
+            BuildReason::ClientsChanged => "authorized clients changed",
         }
     }
 }
@@ -201,6 +204,8 @@ pub struct PeriodState {
     pub refusal_pending: bool,
     /// The last refusal, as the HSDir said it.
     pub last_refusal: Option<String>,
+    /// The authorized clients changed since the last full build.
+    pub clients_changed: bool,
     /// When we last tried to upload a descriptor for this period.
     pub last_attempt: Option<SystemTime>,
     /// The responsible HSDirs, keyed by identity.
@@ -221,6 +226,7 @@ impl PeriodState {
             refresh_at: None,
             refusal_pending: false,
             last_refusal: None,
+            clients_changed: false,
             last_attempt: None,
             hsdirs: HashMap::new(),
         }
@@ -275,6 +281,11 @@ impl PeriodState {
             .planned_fetch
             .as_ref()
             .is_some_and(|f| *f != self.fetch);
+        if self.clients_changed {
+            // Not held back by `min_gap`: a reload is the operator's act, not a loop, and a
+            // removed client must lose access as soon as the HSDirs hold the new descriptor.
+            return Some((now, BuildReason::ClientsChanged));
+        }
         if self.built_inputs.as_ref() != Some(inputs) || ring_moved {
             return Some((gap_over.max(now), BuildReason::Changed));
         }
@@ -425,9 +436,18 @@ impl PublishState {
             h.not_before = None;
         }
         st.published = Some(publication);
+        st.clients_changed = false;
         st.built_inputs = Some(inputs);
         st.built_at = Some(wall);
         st.refresh_at = Some(now + refresh_delay);
+    }
+
+    /// Makes every period that has a descriptor rebuild it at once: the authorized clients
+    /// changed.
+    pub fn clients_changed(&mut self) {
+        for st in self.periods.values_mut() {
+            st.clients_changed = st.published.is_some();
+        }
     }
 
     /// Marks a rebuild as not possible now (e.g. no intro points): the timers stay, but no
