@@ -14,13 +14,16 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arti_client::{StreamPrefs, TorClient};
+use arti_client::{KeystoreSelector, StreamPrefs, TorClient};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tor_hscrypto::pk::{HsClientDescEncKeypair, HsClientDescEncSecretKey};
+
 use tor_netdir::NetDir;
 use tor_rtcompat::Runtime;
 
+use crate::client_auth::ClientSecret;
 use crate::config::{Config, ServiceConfig};
-use crate::descriptor::{BackendKeys, BackendSnapshot};
+use crate::descriptor::{BackendKeys, BackendSnapshot, IntakeError};
 use crate::net::ArtiTransport;
 use crate::onion::OnionAddress;
 
@@ -74,6 +77,9 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// Limit for one descriptor fetch at one HSDir.
     pub fetch_timeout: Duration,
+    /// An authorized client's key, for a frontend with restricted discovery: used to read
+    /// its descriptor and, inserted into the client's keystore for the check, to connect.
+    pub client_key: Option<Arc<ClientSecret>>,
 }
 
 impl Default for Options {
@@ -83,6 +89,7 @@ impl Default for Options {
             attempts: 4,
             connect_timeout: Duration::from_secs(45),
             fetch_timeout: Duration::from_secs(30),
+            client_key: None,
         }
     }
 }
@@ -131,7 +138,7 @@ async fn check_service<R: Runtime>(
     let mut backends_reachable = 0;
     for inst in &svc.instances {
         let step = format!("backend {} ({})", inst.name, inst.address);
-        match fetch(transport, netdir, inst.address, opts).await {
+        match fetch(transport, netdir, inst.address, None, opts).await {
             Ok(Some(snap)) => {
                 out.push(Verdict {
                     step: format!("{step}: descriptor"),
@@ -154,8 +161,12 @@ async fn check_service<R: Runtime>(
             Err(e) => out.push(Verdict {
                 step: format!("{step}: descriptor"),
                 outcome: Outcome::Fail,
-                detail: e,
-                fix: Some("if the error is about decryption, disable client authorization on the backend; otherwise check this machine's clock and network".into()),
+                detail: e.message,
+                fix: Some(if e.not_decryptable {
+                    "the backend restricts discovery (client authorization): disable it on the backend; restrict discovery on the frontend instead (`authorized-clients` in the config)".into()
+                } else {
+                    "check this machine's clock and network".into()
+                }),
             }),
         }
         match connect(client, inst.address, opts).await {
@@ -178,7 +189,8 @@ async fn check_service<R: Runtime>(
     }
 
     let step = format!("frontend {front}");
-    let published = match fetch(transport, netdir, front, opts).await {
+    let client_key = opts.client_key.as_ref().filter(|k| k.frontend == front);
+    let published = match fetch(transport, netdir, front, client_key, opts).await {
         Ok(Some(snap)) => {
             let listed = sids(&snap);
             let missing: Vec<&str> = backend_ipts
@@ -216,14 +228,37 @@ async fn check_service<R: Runtime>(
             });
             false
         }
+        Err(e) if e.not_decryptable && svc.client_auth.is_some() => {
+            let (outcome, detail, fix) = match client_key {
+                None => (
+                    Outcome::Warn,
+                    "published with restricted discovery: only authorized clients can read it, so its intro points and connections were not checked".to_owned(),
+                    "give an authorized client's key with --client-key FILE (an .auth_private line) to check them too",
+                ),
+                Some(_) => (
+                    Outcome::Fail,
+                    "published with restricted discovery, but the key given with --client-key cannot read it".to_owned(),
+                    "is the key among the service's clients (`onionbalance client-auth list`), and was the daemon reloaded after it was added?",
+                ),
+            };
+            out.push(Verdict {
+                step: format!("{step}: descriptor"),
+                outcome,
+                detail,
+                fix: Some(fix.into()),
+            });
+            false
+        }
         Err(e) => {
             out.push(Verdict {
                 step: format!("{step}: descriptor"),
                 outcome: Outcome::Fail,
-                detail: e,
-                fix: Some(
-                    "is another program publishing for this address with a different key?".into(),
-                ),
+                detail: e.message,
+                fix: Some(if e.not_decryptable {
+                    "the descriptor is encrypted to authorized clients, but this service has no `authorized-clients` in the config: is another program publishing for this address, or is the daemon running an older config?".into()
+                } else {
+                    "is another program publishing for this address with a different key?".into()
+                }),
             });
             false
         }
@@ -231,6 +266,12 @@ async fn check_service<R: Runtime>(
     if !published {
         return;
     }
+    // A restricted frontend answers only a client holding an authorized key; the check's
+    // client holds it only while connecting.
+    let inserted = match client_key {
+        Some(k) if svc.client_auth.is_some() => insert_client_key(client, k, &mut *out),
+        _ => false,
+    };
     let mut ok = 0;
     let mut errors = Vec::new();
     for _ in 0..opts.attempts.max(1) {
@@ -265,6 +306,33 @@ async fn check_service<R: Runtime>(
         detail,
         fix,
     });
+    if inserted {
+        let _ = client.remove_service_discovery_key(KeystoreSelector::Primary, front.hs_id());
+    }
+}
+
+/// Puts `key` into `client`'s keystore for its frontend (replacing one left by an earlier
+/// check); false, with a verdict saying why, if that failed.
+fn insert_client_key<R: Runtime>(
+    client: &Arc<TorClient<R>>,
+    key: &ClientSecret,
+    out: &mut Vec<Verdict>,
+) -> bool {
+    let hsid = key.frontend.hs_id();
+    let _ = client.remove_service_discovery_key(KeystoreSelector::Primary, hsid);
+    let secret = HsClientDescEncSecretKey::from(key.secret.as_ref().clone());
+    match client.insert_service_discovery_key(KeystoreSelector::Primary, hsid, secret) {
+        Ok(_) => true,
+        Err(e) => {
+            out.push(Verdict {
+                step: format!("frontend {}: client key", key.frontend),
+                outcome: Outcome::Warn,
+                detail: format!("cannot give the key to the check's Tor client: {e}"),
+                fix: Some("connections through the frontend will fail; check that the Arti keystore is enabled (storage.keystore)".into()),
+            });
+            false
+        }
+    }
 }
 
 /// Fetches and verifies the current descriptor of `address`, as a client would (with the
@@ -273,11 +341,23 @@ async fn fetch<R: Runtime>(
     transport: &ArtiTransport<R>,
     netdir: &Arc<NetDir>,
     address: OnionAddress,
+    client_key: Option<&Arc<ClientSecret>>,
     opts: &Options,
-) -> Result<Option<BackendSnapshot>, String> {
-    let keys = BackendKeys::derive(address, netdir.hs_time_period()).map_err(|e| e.to_string())?;
+) -> Result<Option<BackendSnapshot>, FetchProblem> {
+    let plain = |e: &dyn std::fmt::Display| FetchProblem {
+        message: e.to_string(),
+        not_decryptable: false,
+    };
+    let mut keys = BackendKeys::derive(address, netdir.hs_time_period()).map_err(|e| plain(&e))?;
+    if let Some(k) = client_key {
+        let pair = HsClientDescEncKeypair::new(
+            k.public(),
+            HsClientDescEncSecretKey::from(k.secret.as_ref().clone()),
+        );
+        keys = keys.with_client_key(Arc::new(pair));
+    }
     let hsdirs =
-        crate::fetch::hsdirs_for(netdir, &keys, &mut rand::rng()).map_err(|e| e.to_string())?;
+        crate::fetch::hsdirs_for(netdir, &keys, &mut rand::rng()).map_err(|e| plain(&e))?;
     let req = crate::fetch::FetchRequest {
         keys,
         known_revision: None,
@@ -291,12 +371,28 @@ async fn fetch<R: Runtime>(
         crate::fetch::FetchOutcome::Fetched(snapshot) => Ok(Some(snapshot)),
         crate::fetch::FetchOutcome::NotFound => Ok(None),
         crate::fetch::FetchOutcome::SameRevision(_) | crate::fetch::FetchOutcome::Failed => {
-            Err(format!(
-                "could not get a valid descriptor from its HSDirs: {}",
-                report.problem()
-            ))
+            Err(FetchProblem {
+                message: format!(
+                    "could not get a valid descriptor from its HSDirs: {}",
+                    report.problem()
+                ),
+                not_decryptable: !report.intake_errors.is_empty()
+                    && report
+                        .intake_errors
+                        .iter()
+                        .all(|(_, e)| matches!(e, IntakeError::NotDecryptable(_))),
+            })
         }
     }
+}
+
+/// Why [`fetch`] got no usable descriptor.
+struct FetchProblem {
+    /// What happened, for the verdict.
+    message: String,
+    /// Every descriptor served failed only to decrypt: the service restricts discovery (or
+    /// the key given is not one of its clients').
+    not_decryptable: bool,
 }
 
 /// Connects to `address:port` on fresh circuits and waits for the first byte of an HTTP

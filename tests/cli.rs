@@ -306,3 +306,256 @@ fn readable_key_file_gets_a_chmod_warning() {
         "{text}"
     );
 }
+
+/// `client-auth`, offline: `add` refuses a service without an authorized-clients directory
+/// and says what to add; with one it writes `<name>.auth` (0600, directory 0700) and prints
+/// the private line once (or writes it 0600 with `--output`, or takes the client's own public
+/// key with `--key`); `check` counts the clients; names and keys are not reused; `remove`
+/// deletes a file client, refuses an inline one, and warns when nobody is left; `--service`
+/// is required with several services.
+#[test]
+fn client_auth_add_list_remove() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (out, text) = run(
+        OB,
+        &["config", "--no-interactive", "--output", "cfg", "-n", "1"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    let config = tmp.path().join("cfg/config.yaml");
+    fill_in(&config, &[("node1", BACKEND_A)]);
+    let c = config.display().to_string();
+
+    let (out, text) = run(
+        OB,
+        &["client-auth", "add", "-c", &c, "--name", "alice"],
+        tmp.path(),
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("authorized-clients-dir: authorized_clients"),
+        "{text}"
+    );
+    assert!(!tmp.path().join("cfg/authorized_clients").exists());
+
+    let yaml = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!("{yaml}  authorized-clients-dir: authorized_clients\n"),
+    )
+    .expect("write");
+    let (out, text) = run(OB, &["check", "-c", &c], tmp.path());
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("does not exist: no client is authorized yet"),
+        "{text}"
+    );
+    assert!(
+        text.contains("restricted discovery: 0 authorized client(s)"),
+        "{text}"
+    );
+
+    let (out, text) = run(
+        OB,
+        &["client-auth", "add", "-c", &c, "--name", "alice"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    let dir = tmp.path().join("cfg/authorized_clients");
+    let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    let alice = dir.join("alice.auth");
+    assert_eq!(mode(&alice), 0o600);
+    let public = std::fs::read_to_string(&alice).expect("alice.auth");
+    assert!(public.starts_with("descriptor:x25519:"), "{public}");
+    let private_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(":descriptor:x25519:"))
+        .collect();
+    assert_eq!(
+        private_lines.len(),
+        1,
+        "the private key is printed once:\n{text}"
+    );
+    let secret = onionbalance::client_auth::ClientSecret::parse(private_lines[0]).expect("line");
+    assert_eq!(
+        secret.public().to_string(),
+        public.trim(),
+        "printed key matches the stored one"
+    );
+
+    let out_file = tmp.path().join("bob.auth_private");
+    let o = out_file.display().to_string();
+    let (out, text) = run(
+        OB,
+        &[
+            "client-auth",
+            "add",
+            "-c",
+            &c,
+            "--name",
+            "bob",
+            "--output",
+            &o,
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains(":descriptor:x25519:"), "{text}");
+    assert_eq!(mode(&out_file), 0o600);
+    let (out, text) = run(
+        OB,
+        &[
+            "client-auth",
+            "add",
+            "-c",
+            &c,
+            "--name",
+            "bob2",
+            "--output",
+            &o,
+        ],
+        tmp.path(),
+    );
+    assert!(
+        !out.status.success() && text.contains("already exists"),
+        "{text}"
+    );
+    assert!(
+        !dir.join("bob2.auth").exists(),
+        "nothing is authorized when the key cannot be written"
+    );
+
+    let carol =
+        onionbalance::client_auth::ClientSecret::generate(secret.frontend, &mut rand::rng());
+    let carol_pub = carol.public().to_string();
+    let (out, text) = run(
+        OB,
+        &[
+            "client-auth",
+            "add",
+            "-c",
+            &c,
+            "--name",
+            "carol",
+            "--key",
+            &carol_pub,
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !text.contains(":descriptor:x25519:"),
+        "no private key to print: {text}"
+    );
+    for (name, key, why) in [
+        ("alice", carol_pub.as_str(), "already authorized"),
+        (
+            "dave",
+            carol_pub.as_str(),
+            "already authorized as \"carol\"",
+        ),
+        ("../x", carol_pub.as_str(), "not usable"),
+        ("erin", "descriptor:x25519:nope", "base32"),
+    ] {
+        let (out, text) = run(
+            OB,
+            &["client-auth", "add", "-c", &c, "--name", name, "--key", key],
+            tmp.path(),
+        );
+        assert!(
+            !out.status.success() && text.contains(why),
+            "{name}: {text}"
+        );
+    }
+
+    let (out, text) = run(OB, &["client-auth", "list", "-c", &c], tmp.path());
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("3 authorized client(s)"), "{text}");
+    assert!(text.contains(&carol_pub), "{text}");
+    let (_, text) = run(OB, &["check", "-c", &c], tmp.path());
+    assert!(
+        text.contains("restricted discovery: 3 authorized client(s)"),
+        "{text}"
+    );
+
+    for name in ["alice", "bob"] {
+        let (out, text) = run(
+            OB,
+            &["client-auth", "remove", "-c", &c, "--name", name],
+            tmp.path(),
+        );
+        assert!(out.status.success(), "{text}");
+        assert!(!text.contains("warning"), "{text}");
+    }
+    let (out, text) = run(
+        OB,
+        &["client-auth", "remove", "-c", &c, "--name", "carol"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("nobody can discover"), "{text}");
+    assert!(std::fs::read_dir(&dir).expect("dir").next().is_none());
+    let (out, text) = run(
+        OB,
+        &["client-auth", "remove", "-c", &c, "--name", "carol"],
+        tmp.path(),
+    );
+    assert!(
+        !out.status.success() && text.contains("no client named"),
+        "{text}"
+    );
+
+    // An inline client is the config's to remove.
+    let yaml = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!("{yaml}  authorized-clients:\n  - name: frank\n    key: {carol_pub}\n"),
+    )
+    .expect("write");
+    let (out, text) = run(
+        OB,
+        &["client-auth", "remove", "-c", &c, "--name", "frank"],
+        tmp.path(),
+    );
+    assert!(!out.status.success() && text.contains("inline"), "{text}");
+
+    // Two services: say which.
+    let yaml = std::fs::read_to_string(&config).expect("config");
+    let second = tmp.path().join("cfg2");
+    let (out, text) = run(
+        OB,
+        &["config", "--no-interactive", "--output", "cfg2", "-n", "1"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    let key2 = std::fs::read_dir(&second)
+        .expect("cfg2")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "key"))
+        .expect("second key");
+    std::fs::write(
+        &config,
+        format!(
+            "{yaml}- key: {}\n  instances:\n  - address: {BACKEND_B}\n",
+            key2.display()
+        ),
+    )
+    .expect("write");
+    let (out, text) = run(OB, &["client-auth", "list", "-c", &c], tmp.path());
+    assert!(
+        !out.status.success() && text.contains("--service"),
+        "{text}"
+    );
+    let (out, text) = run(
+        OB,
+        &["client-auth", "list", "-c", &c, "--service", "2"],
+        tmp.path(),
+    );
+    assert!(
+        out.status.success() && text.contains("not restricted"),
+        "{text}"
+    );
+}

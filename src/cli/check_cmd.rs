@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
+use onionbalance::client_auth::ClientSecret;
 use onionbalance::config::{Config, ConfigError};
 use onionbalance::selftest::{self, Outcome};
 
@@ -30,6 +31,11 @@ pub struct CheckArgs {
     /// Connections to make through the frontend.
     #[arg(long, default_value_t = 4)]
     pub attempts: usize,
+    /// For a frontend with restricted discovery: an authorized client's private key (a C tor
+    /// `.auth_private` file, as `onionbalance client-auth add` writes), to read the
+    /// frontend's descriptor and connect through it.
+    #[arg(long, value_name = "FILE", requires = "online")]
+    pub client_key: Option<PathBuf>,
 }
 
 /// Validates the config (and with `--online`, the deployment); returns whether all passed.
@@ -64,6 +70,12 @@ fn offline(args: &CheckArgs) -> Option<Config> {
                 );
                 for inst in &s.instances {
                     println!("  instance {:<12} {}", inst.name, inst.address);
+                }
+                if let Some(auth) = &s.client_auth {
+                    println!(
+                        "  restricted discovery: {} authorized client(s)",
+                        auth.clients.len()
+                    );
                 }
             }
             if let Some(sock) = &cfg.status_socket_location {
@@ -118,9 +130,26 @@ async fn online(args: &CheckArgs, cfg: &Config) -> Result<bool> {
             return Ok(false);
         }
     }
+    let client_key = match &args.client_key {
+        Some(path) => {
+            let key = ClientSecret::load(path)
+                .with_context(|| format!("--client-key {}", path.display()))?;
+            if !cfg.services.iter().any(|s| s.address() == key.frontend) {
+                anyhow::bail!(
+                    "--client-key {}: the key is for {}, which is not a frontend of {}",
+                    path.display(),
+                    key.frontend,
+                    cfg.path.display()
+                );
+            }
+            Some(std::sync::Arc::new(key))
+        }
+        None => None,
+    };
     let opts = selftest::Options {
         port: args.port,
         attempts: args.attempts,
+        client_key,
         ..Default::default()
     };
     let verdicts = selftest::run(cfg, &client, &opts).await;

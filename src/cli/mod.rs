@@ -4,6 +4,7 @@
 pub mod arti_config_cmd;
 pub mod backend_cmd;
 pub mod check_cmd;
+pub mod client_auth_cmd;
 pub mod config_cmd;
 pub mod run_cmd;
 pub mod status_cmd;
@@ -42,6 +43,8 @@ enum Command {
     /// Validate a config file and its keys (offline, or with --online over Tor); exit status
     /// 0 when everything passed.
     Check(check_cmd::CheckArgs),
+    /// Manage the clients allowed to discover a frontend (restricted discovery).
+    ClientAuth(client_auth_cmd::ClientAuthArgs),
 }
 
 /// Entry point: runs the command and maps the outcome to an exit code.
@@ -71,6 +74,10 @@ pub fn main() -> ExitCode {
         Some(Command::Status(args)) => {
             init_logging("warn");
             status_cmd::run(&args)
+        }
+        Some(Command::ClientAuth(args)) => {
+            init_logging("warn");
+            client_auth_cmd::run(&args)
         }
         Some(Command::Check(args)) => {
             init_logging("warn,tor_netdir=error");
