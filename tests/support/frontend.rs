@@ -85,6 +85,17 @@ impl Daemon {
         envs: &[(&str, &str)],
     ) -> Result<Daemon> {
         Self::write_config(net, dir, instances)?;
+        Self::launch(net, dir, args, envs)
+    }
+
+    /// Starts the daemon on `net` with the `dir/config.yaml` already there (see
+    /// [`Daemon::write_config`]), with extra arguments and environment variables.
+    pub fn launch(
+        net: &TestNet,
+        dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Daemon> {
         let socket = dir.join("status.sock");
         let arti = with_storage(net.arti_toml(), &dir.join("arti"))?;
         std::fs::write(dir.join("arti.toml"), arti)?;

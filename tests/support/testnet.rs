@@ -1214,6 +1214,16 @@ impl TestNet {
         self.all_nodes().filter_map(TorNode::pid).collect()
     }
 
+    /// The C tor client's notice and info logs, concatenated (what the client says about
+    /// the services it was asked to reach).
+    pub fn client_log_text(&self) -> String {
+        ["notice.log", "info.log"]
+            .iter()
+            .filter_map(|f| fs::read_to_string(self.client.dir.join(f)).ok())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The last lines of every node's notice log, for a failing test to print.
     pub fn log_tails(&self) -> String {
         self.all_nodes().map(TorNode::log_tail).collect()
