@@ -437,10 +437,15 @@ fn parse_tor_interval(value: &str) -> Option<u32> {
 
 /// Reads a file as UTF-8 text.
 fn read(path: &Path) -> Result<String, ArtiTomlError> {
-    fs::read_to_string(path).map_err(|source| ArtiTomlError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    crate::files::read_regular_text(path, crate::files::MAX_CONFIG_LEN)
+        .map(|t| t.as_str().to_owned())
+        .map_err(|e| ArtiTomlError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::new(
+                e.io_kind().unwrap_or(std::io::ErrorKind::InvalidData),
+                e.to_string(),
+            ),
+        })
 }
 
 /// A [`ArtiTomlError::BadFile`] for `path`.

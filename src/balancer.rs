@@ -317,7 +317,8 @@ pub fn load_arti_config(path: &Path) -> Result<TorClientConfig, BalancerError> {
         path: path.display().to_string(),
         detail,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let text = crate::files::read_regular_text(path, crate::files::MAX_CONFIG_LEN)
+        .map_err(|e| err(e.to_string()))?;
     let builder: arti_client::config::TorClientConfigBuilder =
         toml::from_str(&text).map_err(|e| err(e.to_string()))?;
     builder.build().map_err(|e| err(e.to_string()))

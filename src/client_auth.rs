@@ -40,9 +40,6 @@ pub const AUTH_FILE_EXTENSION: &str = "auth";
 /// File name extension of a client's private key in C tor's `ClientOnionAuthDir`.
 pub const AUTH_PRIVATE_FILE_EXTENSION: &str = "auth_private";
 
-/// Largest key file read: a key line is under 200 bytes; anything much larger is not one.
-const MAX_KEY_FILE_LEN: u64 = 4096;
-
 /// One client allowed to discover a frontend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizedClient {
@@ -68,23 +65,15 @@ pub enum ClientKeyError {
     /// A name that cannot be a file name.
     #[error("client name {0:?} is not usable: use 1 to 63 letters, digits, `-`, `_` or `.`, not starting with `.`")]
     BadName(String),
-    /// A key file that could not be read.
-    #[error("cannot read {path}: {reason}")]
-    Unreadable {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
+    /// A key file that could not be read (or is not a small regular file).
+    #[error("{0}")]
+    Unreadable(String),
 }
 
-/// Whether `name` is usable as a client name (and so as the stem of `<name>.auth`).
+/// Whether `name` is usable as a client name (and so as the stem of `<name>.auth`): see
+/// [`crate::files::is_safe_name`].
 pub fn valid_client_name(name: &str) -> bool {
-    (1..=63).contains(&name.len())
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    crate::files::is_safe_name(name)
 }
 
 /// Parses a client's public key as C tor writes it in `<name>.auth` (and Arti prints it):
@@ -259,25 +248,10 @@ pub fn padded_auth_clients<R: rand::Rng + rand::CryptoRng>(
     all
 }
 
-/// Reads a small regular file (symlinks followed), refusing devices, FIFOs and large files.
-fn read_small_file(path: &Path) -> Result<String, ClientKeyError> {
-    let unreadable = |reason: String| ClientKeyError::Unreadable {
-        path: path.to_owned(),
-        reason,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| unreadable(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(unreadable("not a regular file".into()));
-    }
-    if meta.len() > MAX_KEY_FILE_LEN {
-        return Err(unreadable(format!(
-            "{} bytes; a key file is under {MAX_KEY_FILE_LEN}",
-            meta.len()
-        )));
-    }
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| unreadable(e.to_string()))?);
-    let text = std::str::from_utf8(&bytes).map_err(|_| unreadable("not UTF-8 text".into()))?;
-    Ok(text.to_owned())
+/// Reads a key file: a small regular file (see [`crate::files`]).
+fn read_small_file(path: &Path) -> Result<Zeroizing<String>, ClientKeyError> {
+    crate::files::read_regular_text(path, crate::files::MAX_KEY_LEN)
+        .map_err(|e| ClientKeyError::Unreadable(e.to_string()))
 }
 
 #[cfg(test)]

@@ -47,14 +47,9 @@ pub enum KeyFormat {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
-    /// The file could not be read.
-    #[error("cannot read key file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
+    /// The file could not be read (or is not a small regular file).
+    #[error("key file: {0}")]
+    Read(#[from] crate::files::FileError),
     /// The file could not be written.
     #[error("cannot write key file {path}: {source}")]
     Write {
@@ -133,10 +128,7 @@ impl FrontendKey {
     /// Logs a warning when the file is readable by group or others.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         warn_if_too_open(path);
-        let bytes = Zeroizing::new(fs::read(path).map_err(|source| KeyError::Read {
-            path: path.to_owned(),
-            source,
-        })?);
+        let bytes = crate::files::read_regular(path, crate::files::MAX_KEY_LEN)?;
         Self::from_bytes(&bytes, path)
     }
 

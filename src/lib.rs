@@ -24,6 +24,7 @@
 //! | [`status`], [`status_socket`], [`metrics`] | what an operator sees |
 //! | [`arti_toml`] | Arti configuration for private (chutney / test) Tor networks |
 //! | [`wizard`] | the `onionbalance config` generator |
+//! | [`files`] | reading local files safely: regular files only, bounded sizes |
 //!
 //! [Arti]: https://gitlab.torproject.org/tpo/core/arti
 
@@ -36,6 +37,7 @@ pub mod client_auth;
 pub mod config;
 pub mod descriptor;
 pub mod fetch;
+pub mod files;
 pub mod keys;
 pub mod metrics;
 pub mod net;

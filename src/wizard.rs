@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::config::PLACEHOLDER_PREFIX;
 use crate::keys::{write_secret_file, FrontendKey, KeyError, KeyFormat};
 use crate::onion::OnionAddress;
+use zeroize::Zeroizing;
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -97,14 +98,12 @@ pub fn run<R: rand::Rng + rand::CryptoRng>(
     }
     // Load or create every key before writing anything, so a bad key leaves no half-written
     // output behind.
-    let mut keys: Vec<(FrontendKey, Option<Vec<u8>>)> = Vec::new();
+    let mut keys: Vec<(FrontendKey, Option<Zeroizing<Vec<u8>>>)> = Vec::new();
     for _ in 0..opts.services {
         match &opts.import_key {
             Some(path) => {
-                let bytes = fs::read(path).map_err(|source| KeyError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
+                let bytes = crate::files::read_regular(path, crate::files::MAX_KEY_LEN)
+                    .map_err(KeyError::Read)?;
                 let key = FrontendKey::from_bytes(&bytes, path)?;
                 // A C tor key has no seed, so we keep its original bytes.
                 let raw = (key.format() == KeyFormat::CTorSecretKey).then_some(bytes);
@@ -249,12 +248,18 @@ fn create_private_dir(dir: &Path) -> Result<(), WizardError> {
     })
 }
 
-/// Writes a new (never existing) file.
+/// Writes a new (never existing) file, mode 0600: a config names the backends, which is
+/// worth keeping from other local users even when the directory is open to them.
 fn write_new_file(path: &Path, contents: &[u8]) -> Result<(), WizardError> {
     use std::io::Write as _;
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options
         .open(path)
         .and_then(|mut f| f.write_all(contents))
         .map_err(|source| WizardError::Io {
@@ -273,6 +278,14 @@ mod tests {
     fn writes_config_and_key_then_check_lists_placeholders() {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("cfg");
+        // An output directory that exists already, open to everyone to read: the files in it
+        // must still be private.
+        fs::create_dir(&out).expect("mkdir");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(&out, fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
         let opts = WizardOptions {
             output: out.clone(),
             ..Default::default()
@@ -284,8 +297,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            let m = fs::metadata(key_path).expect("meta").permissions().mode();
-            assert_eq!(m & 0o777, 0o600);
+            for f in [key_path, &report.config_path] {
+                let m = fs::metadata(f).expect("meta").permissions().mode();
+                assert_eq!(m & 0o777, 0o600, "{}", f.display());
+            }
         }
         assert_eq!(FrontendKey::load(key_path).expect("key").address(), *addr);
         match Config::load_with_env(&report.config_path, |_| None) {

@@ -105,10 +105,17 @@ impl RevisionStore {
             path: Some(path.clone()),
             counters: BTreeMap::new(),
         };
-        let text = match std::fs::read_to_string(&path) {
+        // Our own file, but in a directory others may reach: read it like any other.
+        let text = match crate::files::read_regular_text(&path, crate::files::MAX_CONFIG_LEN) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (store, None),
-            Err(source) => return (store, Some(StoreError::Read { path, source })),
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => return (store, None),
+            Err(e) => {
+                let source = std::io::Error::new(
+                    e.io_kind().unwrap_or(std::io::ErrorKind::InvalidData),
+                    e.to_string(),
+                );
+                return (store, Some(StoreError::Read { path, source }));
+            }
         };
         match serde_json::from_str::<FileForm>(&text) {
             Ok(f) => {
