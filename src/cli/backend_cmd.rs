@@ -49,6 +49,12 @@ pub fn run(args: &BackendArgs) -> Result<bool> {
             let setup = backend_setup(svc.address(), &name, &layout);
             match &args.write {
                 Some(dir) => {
+                    // Names are checked by the config loader; never leave `dir` whatever.
+                    anyhow::ensure!(
+                        onionbalance::files::is_safe_name(&name),
+                        "instance name {name:?} cannot be a directory name under {}",
+                        dir.display()
+                    );
                     let d = dir.join(&name);
                     std::fs::create_dir_all(&d)
                         .with_context(|| format!("cannot create {}", d.display()))?;

@@ -21,16 +21,20 @@
 //! Environment overrides: [`ENV_STATUS_SOCKET`] replaces `status-socket-location`; the
 //! command line uses [`ENV_CONFIG`] as the default config path.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
+mod guard;
+mod raw;
+
+use raw::{RawClient, RawConfig, RawService};
 
 use tor_llcrypto::pk::curve25519;
 
 use crate::client_auth::{self, AuthorizedClient};
+use crate::files::FileError;
 use crate::keys::FrontendKey;
 use crate::onion::OnionAddress;
 
@@ -40,64 +44,6 @@ pub const ENV_CONFIG: &str = "ONIONBALANCE_CONFIG";
 pub const ENV_STATUS_SOCKET: &str = "ONIONBALANCE_STATUS_SOCKET_LOCATION";
 /// Instance addresses starting with this are placeholders written by `onionbalance config`.
 pub const PLACEHOLDER_PREFIX: &str = "TODO-";
-
-/// The file as written, before validation.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-struct RawConfig {
-    /// The frontend services.
-    #[serde(default)]
-    services: Option<Vec<RawService>>,
-    /// Where the status socket lives.
-    #[serde(default)]
-    status_socket_location: Option<PathBuf>,
-    /// Anything else (reported as a warning).
-    #[serde(flatten)]
-    unknown: BTreeMap<String, serde_yaml::Value>,
-}
-
-/// One `services:` entry as written.
-#[derive(Debug, Deserialize)]
-struct RawService {
-    /// Path of the frontend key file.
-    key: Option<String>,
-    /// The backends.
-    #[serde(default)]
-    instances: Option<Vec<RawInstance>>,
-    /// Clients allowed to discover the frontend, inline.
-    #[serde(default, rename = "authorized-clients")]
-    authorized_clients: Option<Vec<RawClient>>,
-    /// A directory of `<name>.auth` files, each a client allowed to discover the frontend.
-    #[serde(default, rename = "authorized-clients-dir")]
-    authorized_clients_dir: Option<String>,
-    /// Anything else (reported as a warning).
-    #[serde(flatten)]
-    unknown: BTreeMap<String, serde_yaml::Value>,
-}
-
-/// One `authorized-clients:` entry as written.
-#[derive(Debug, Deserialize)]
-struct RawClient {
-    /// The operator's name for the client.
-    name: Option<String>,
-    /// Its public key, `descriptor:x25519:<base32>`.
-    key: Option<String>,
-    /// Anything else (reported as a warning).
-    #[serde(flatten)]
-    unknown: BTreeMap<String, serde_yaml::Value>,
-}
-
-/// One `instances:` entry as written.
-#[derive(Debug, Deserialize)]
-struct RawInstance {
-    /// The backend's onion address.
-    address: Option<String>,
-    /// A name for logs and status.
-    name: Option<String>,
-    /// Anything else (reported as a warning).
-    #[serde(flatten)]
-    unknown: BTreeMap<String, serde_yaml::Value>,
-}
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -189,13 +135,13 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source} (create one with `onionbalance config`)")]
+    /// The file could not be read (or is not a regular file of at most 1 MiB).
+    #[error("config file: {source}{}", if source.io_kind() == Some(std::io::ErrorKind::NotFound) { " (create one with `onionbalance config`)" } else { "" })]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        source: FileError,
     },
     /// The file is not valid YAML or has the wrong shape.
     #[error("{path}{}: invalid config: {message}", line.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
@@ -227,10 +173,7 @@ impl Config {
     /// are listed in [`ServiceConfig::pending`] instead of being errors: for preparing
     /// backends before their addresses are known.
     pub fn load_allowing_placeholders(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = read_config_file(path)?;
         Self::parse_inner(&text, path, true)
     }
 
@@ -239,10 +182,7 @@ impl Config {
         path: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = read_config_file(path)?;
         let mut cfg = Self::parse(&text, path)?;
         if let Some(sock) = env(ENV_STATUS_SOCKET).filter(|s| !s.is_empty()) {
             cfg.status_socket_location = Some(PathBuf::from(sock));
@@ -262,11 +202,24 @@ impl Config {
         path: &Path,
         allow_placeholders: bool,
     ) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+        let syntax = |e: serde_yaml::Error| ConfigError::Syntax {
             path: path.to_owned(),
             line: e.location().map(|l| (l.line(), l.column())),
             message: e.to_string(),
-        })?;
+        };
+        // What the text may cost is checked before anything is built (see `guard`).
+        if let Some(line) = guard::flow_depth(text) {
+            return Err(ConfigError::Syntax {
+                path: path.to_owned(),
+                line: Some((line, 1)),
+                message: format!(
+                    "`[` and `{{` nest deeper than {} levels here: a config needs a few",
+                    guard::MAX_FLOW_DEPTH
+                ),
+            });
+        }
+        guard::within_budget(serde_yaml::Deserializer::from_str(text)).map_err(syntax)?;
+        let raw: RawConfig = serde_yaml::from_str(text).map_err(syntax)?;
         let base = path
             .parent()
             .map(Path::to_path_buf)
@@ -304,8 +257,8 @@ impl Validator<'_> {
     }
 
     /// Records unknown keys as warnings.
-    fn unknown(&mut self, location: &str, unknown: &BTreeMap<String, serde_yaml::Value>) {
-        for k in unknown.keys() {
+    fn unknown(&mut self, location: &str, unknown: &[String]) {
+        for k in unknown {
             let at = if location.is_empty() {
                 "top level".to_owned()
             } else {
@@ -412,8 +365,16 @@ impl Validator<'_> {
                 .clone()
                 .filter(|s| !s.trim().is_empty())
                 .unwrap_or_else(|| format!("instance-{}", j + 1));
-            let iloc = format!("{loc}, instance {} \"{name}\"", j + 1);
+            let iloc = format!("{loc}, instance {} {name:?}", j + 1);
             self.unknown(&iloc, &ri.unknown);
+            if !crate::files::is_safe_name(&name) {
+                // Names end up in file names and torrc lines (`onionbalance backend`).
+                self.problem(
+                    &iloc,
+                    "`name:` must be 1 to 63 letters, digits, `-`, `_` or `.`, not starting with `.`",
+                );
+                continue;
+            }
             let Some(addr_text) = ri
                 .address
                 .as_deref()
@@ -570,6 +531,16 @@ impl Validator<'_> {
         }
         Some(ClientAuthConfig { clients, dir })
     }
+}
+
+/// Reads a config file: a regular file of at most [`crate::files::MAX_CONFIG_LEN`] bytes.
+fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    crate::files::read_regular_text(path, crate::files::MAX_CONFIG_LEN)
+        .map(|text| text.as_str().to_owned())
+        .map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -859,6 +830,114 @@ mod tests {
             "{:?}",
             cfg.warnings
         );
+    }
+
+    /// Attacks through the config text: each refused quickly with a clear error, nothing
+    /// built. (Measured before the guard: the fan-out took 5 s and 1.35 GB, the nesting 20 s.)
+    #[test]
+    fn expensive_yaml_is_refused_quickly() {
+        let (dir, _) = dir_with_key();
+        let started = std::time::Instant::now();
+        // Flat alias fan-out under an unknown key: one anchor of 2,000 values, 3,000 aliases.
+        let anchor: Vec<String> = (0..2000).map(|i| format!("v{i}")).collect();
+        let fan_out = format!(
+            "services:\n- key: frontend.key\n  instances:\n  - address: {BACKEND_A}\nx: &a [{}]\ny: [{}]\n",
+            anchor.join(","),
+            vec!["*a"; 3000].join(",")
+        );
+        assert!(fan_out.len() < 40_000);
+        // The same through a known key: names repeating a long string.
+        let long_names = format!(
+            "big: &n {}\nservices:\n- key: frontend.key\n  instances:\n{}",
+            "x".repeat(60_000),
+            (0..100)
+                .map(|_| format!("  - address: {BACKEND_A}\n    name: *n\n"))
+                .collect::<String>()
+        );
+        let deep_lists = format!("services: {}", "[".repeat(100_000));
+        let deep_maps = format!("services: {}", "{a: ".repeat(100_000));
+        for (what, yaml, says) in [
+            ("alias fan-out", fan_out, "aliases"),
+            ("aliased long names", long_names, "bytes of text"),
+            ("deep lists", deep_lists, "nest deeper"),
+            ("deep mappings", deep_maps, "nest deeper"),
+        ] {
+            match parse_in(dir.path(), &yaml) {
+                Err(e @ ConfigError::Syntax { .. }) => {
+                    assert!(e.to_string().contains(says), "{what}: {e}")
+                }
+                other => panic!("{what}: expected a syntax error, got {other:?}"),
+            }
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    /// Names end up in file names and torrc lines: only plain ones are accepted.
+    #[test]
+    fn instance_names_are_plain() {
+        let (dir, _) = dir_with_key();
+        for bad in [
+            "\"a\\nHiddenServiceNonAnonymousMode 1\"",
+            "/etc/x",
+            "../up",
+            ".hidden",
+            "a b",
+        ] {
+            let yaml = format!(
+                "services:\n- key: frontend.key\n  instances:\n  - address: {BACKEND_A}\n    name: {bad}\n"
+            );
+            let ps = problems(parse_in(dir.path(), &yaml));
+            assert!(ps[0].message.contains("`name:` must be"), "{bad}: {ps:?}");
+            assert!(!ps[0].location.contains('\n'), "{bad}: {ps:?}");
+        }
+    }
+
+    /// A config path or key path that is not a small regular file is refused at once.
+    #[test]
+    fn config_and_key_paths_must_be_small_regular_files() {
+        let (dir, _) = dir_with_key();
+        let started = std::time::Instant::now();
+        let zero = dir.path().join("zero.yaml");
+        std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+        let e = Config::load_with_env(&zero, |_| None).expect_err("/dev/zero");
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let fifo = dir.path().join("fifo.yaml");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo")
+            .success());
+        let e = Config::load_with_env(&fifo, |_| None).expect_err("FIFO");
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        let big = dir.path().join("big.yaml");
+        std::fs::File::create(&big)
+            .and_then(|f| f.set_len(3 << 30))
+            .expect("sparse");
+        let e = Config::load_with_env(&big, |_| None).expect_err("3 GB");
+        assert!(e.to_string().contains("larger than"), "{e}");
+        // The same for the key a config names.
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.key")).expect("symlink");
+        let key_fifo = dir.path().join("fifo.key");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&key_fifo)
+            .status()
+            .expect("mkfifo")
+            .success());
+        for key in ["zero.key", "fifo.key"] {
+            let ps = problems(parse_in(
+                dir.path(),
+                &format!("services:\n- key: {key}\n  instances:\n  - address: {BACKEND_A}\n"),
+            ));
+            assert!(
+                ps[0].message.contains("not a regular file"),
+                "{key}: {ps:?}"
+            );
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -1,0 +1,155 @@
+//! The config file as written, before validation.
+//!
+//! Each mapping is read by a visitor that takes the keys it knows and *skips* the others
+//! (their values are walked with [`IgnoredAny`], never built): unknown keys become warnings
+//! (probably typos), and whatever they hold costs nothing. (`#[serde(flatten)]` into a map of
+//! values, the usual way to collect unknown keys, buffers every value of the mapping first.)
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::de::{Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+
+/// Declares a config mapping: its known keys (each optional, of a type) and the names of
+/// the unknown ones.
+macro_rules! raw_mapping {
+    (
+        $(#[$meta:meta])* $name:ident, $expecting:literal {
+            $( $(#[$fmeta:meta])* $field:ident: $ty:ty = $key:literal, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Default)]
+        pub(super) struct $name {
+            $( $(#[$fmeta])* pub(super) $field: Option<$ty>, )*
+            /// Keys this version does not know, in file order (their values skipped unread).
+            pub(super) unknown: Vec<String>,
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                /// Reads the mapping.
+                struct MappingVisitor;
+                impl<'de> Visitor<'de> for MappingVisitor {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$name, A::Error> {
+                        let mut out = $name::default();
+                        let mut seen: Vec<&'static str> = Vec::new();
+                        while let Some(KeyName(key)) = map.next_key()? {
+                            match key.as_str() {
+                                $( $key => {
+                                    if seen.contains(&$key) {
+                                        return Err(A::Error::duplicate_field($key));
+                                    }
+                                    seen.push($key);
+                                    out.$field = map.next_value::<Option<$ty>>()?;
+                                } )*
+                                _ => {
+                                    map.next_value::<IgnoredAny>()?;
+                                    out.unknown.push(key);
+                                }
+                            }
+                        }
+                        Ok(out)
+                    }
+                }
+                deserializer.deserialize_map(MappingVisitor)
+            }
+        }
+    };
+}
+
+raw_mapping! {
+    /// The whole file.
+    RawConfig, "a mapping with a `services:` list" {
+        /// The frontend services.
+        services: Vec<RawService> = "services",
+        /// Where the status socket lives.
+        status_socket_location: PathBuf = "status-socket-location",
+    }
+}
+
+raw_mapping! {
+    /// One `services:` entry.
+    RawService, "a service: a mapping with `key:` and `instances:`" {
+        /// Path of the frontend key file.
+        key: String = "key",
+        /// The backends.
+        instances: Vec<RawInstance> = "instances",
+        /// Clients allowed to discover the frontend, inline.
+        authorized_clients: Vec<RawClient> = "authorized-clients",
+        /// A directory of `<name>.auth` files, each a client allowed to discover the frontend.
+        authorized_clients_dir: String = "authorized-clients-dir",
+    }
+}
+
+raw_mapping! {
+    /// One `authorized-clients:` entry.
+    RawClient, "an authorized client: a mapping with `name:` and `key:`" {
+        /// The operator's name for the client.
+        name: String = "name",
+        /// Its public key, `descriptor:x25519:<base32>`.
+        key: String = "key",
+    }
+}
+
+raw_mapping! {
+    /// One `instances:` entry.
+    RawInstance, "an instance: a mapping with `address:` and `name:`" {
+        /// The backend's onion address.
+        address: String = "address",
+        /// A name for logs and status.
+        name: String = "name",
+    }
+}
+
+/// A mapping key as text (YAML allows any value as a key; a non-scalar one is named as such
+/// and skipped unread).
+struct KeyName(String);
+
+impl<'de> Deserialize<'de> for KeyName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// Reads a key.
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = KeyName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KeyName, E> {
+                Ok(KeyName(v.to_owned()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<KeyName, E> {
+                Ok(KeyName(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<KeyName, E> {
+                Ok(KeyName(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<KeyName, E> {
+                Ok(KeyName(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<KeyName, E> {
+                Ok(KeyName(v.to_string()))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<KeyName, E> {
+                Ok(KeyName("~".to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<KeyName, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(KeyName("(a list used as a key)".to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeyName, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(KeyName("(a mapping used as a key)".to_owned()))
+            }
+        }
+        deserializer.deserialize_any(KeyVisitor)
+    }
+}
