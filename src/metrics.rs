@@ -1,18 +1,24 @@
 //! Prometheus metrics: a text rendering of the status, and a minimal HTTP endpoint.
 //!
 //! Off by default; `onionbalance run --metrics-listen 127.0.0.1:9035` turns it on. Every
-//! metric carries the frontend address as `service` (a public name). Bind it to loopback or
-//! a private interface: it reveals which backends a frontend uses.
+//! metric carries the frontend's onion address as `service`, and some the backends' names:
+//! anyone who can connect learns the address, which for an unlisted or restricted service is
+//! the secret that keeps it private. Bind it to loopback (the daemon warns otherwise).
+//!
+//! The endpoint answers `GET /metrics` (404 for other paths, 405 for other methods) and
+//! nothing else, and cannot be made to hold resources: at most [`MAX_CONNECTIONS`] are
+//! served at once (more are closed at once), each within [`CONNECTION_DEADLINE`], and a
+//! failing `accept` (out of file descriptors, say) is logged and retried, never fatal.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpListener;
-use tracing::debug;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, warn};
 
 use crate::status::ServiceStatus;
 use crate::status_socket::StatusSource;
@@ -223,34 +229,139 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves `GET /metrics` (any path, in fact) on `listener` until the task is dropped.
-pub async fn serve(
-    listener: TcpListener,
-    source: StatusSource,
-    bootstrapped: Arc<AtomicBool>,
-) -> std::io::Result<()> {
+/// Connections served at the same time; more are closed as soon as they are accepted.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// How long one connection may take, from accept to the end of the answer.
+pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Largest request head read (the request line and headers of a scraper fit in 1 KiB).
+const MAX_REQUEST_HEAD: usize = 4096;
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// `GET /metrics` (a query string is allowed).
+    Metrics,
+    /// A `GET` of another path.
+    NotFound,
+    /// Another method.
+    MethodNotAllowed,
+    /// Not an HTTP request line.
+    Bad,
+}
+
+/// Reads the request line at the start of `head` (bytes received so far).
+pub fn parse_request(head: &[u8]) -> Request {
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let Ok(line) = std::str::from_utf8(&head[..line_end]) else {
+        return Request::Bad;
+    };
+    let mut parts = line.trim_end_matches('\r').split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Request::Bad;
+    };
+    if !version.starts_with("HTTP/1.") || method.is_empty() || !target.starts_with('/') {
+        return Request::Bad;
+    }
+    if method != "GET" {
+        return Request::MethodNotAllowed;
+    }
+    let path = target.split('?').next().unwrap_or(target);
+    if path == "/metrics" {
+        Request::Metrics
+    } else {
+        Request::NotFound
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, source: StatusSource, bootstrapped: Arc<AtomicBool>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut failing_since: Option<std::time::Instant> = None;
     loop {
-        let (mut stream, _) = listener.accept().await?;
-        let body = render(
-            &source(),
-            bootstrapped.load(Ordering::Relaxed),
-            SystemTime::now(),
-        );
-        tokio::spawn(async move {
-            // Read (and ignore) the request head; we answer every request the same way.
-            let mut buf = [0u8; 2048];
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
-                .await;
-            let resp = format!(
-                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            if let Err(e) = stream.write_all(resp.as_bytes()).await {
-                debug!("metrics client went away: {e}");
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                if let Some(since) = failing_since.take() {
+                    info!(
+                        "metrics endpoint accepts connections again (after {:.1} s of errors)",
+                        since.elapsed().as_secs_f64()
+                    );
+                }
+                stream
             }
-            let _ = stream.shutdown().await;
+            Err(e) => {
+                // Out of file descriptors or memory, say: the condition may pass, so wait a
+                // little and go on (logging once per episode, not once per attempt).
+                if failing_since.is_none() {
+                    warn!("metrics endpoint cannot accept connections: {e}; retrying");
+                    failing_since = Some(std::time::Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            debug!(
+                "metrics endpoint: {MAX_CONNECTIONS} connections open already; closing a new one"
+            );
+            drop(stream);
+            continue;
+        };
+        let (source, bootstrapped) = (source.clone(), bootstrapped.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let answered =
+                tokio::time::timeout(CONNECTION_DEADLINE, answer(stream, &source, &bootstrapped))
+                    .await;
+            match answered {
+                Ok(Err(e)) => debug!("metrics client went away: {e}"),
+                Err(_) => debug!("metrics client too slow: closed after {CONNECTION_DEADLINE:?}"),
+                Ok(Ok(())) => {}
+            }
         });
     }
+}
+
+/// Reads one request from `stream` and answers it.
+async fn answer(
+    mut stream: TcpStream,
+    source: &StatusSource,
+    bootstrapped: &AtomicBool,
+) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() >= MAX_REQUEST_HEAD {
+            break;
+        }
+    }
+    let (status, body) = match parse_request(&head) {
+        Request::Metrics => (
+            "200 OK",
+            render(
+                &source(),
+                bootstrapped.load(Ordering::Relaxed),
+                SystemTime::now(),
+            ),
+        ),
+        Request::NotFound => ("404 Not Found", "only /metrics is served here\n".to_owned()),
+        Request::MethodNotAllowed => ("405 Method Not Allowed", "use GET\n".to_owned()),
+        Request::Bad => ("400 Bad Request", "not an HTTP request\n".to_owned()),
+    };
+    let resp = format!(
+        "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(resp.as_bytes()).await?;
+    stream.shutdown().await
 }
 
 #[cfg(test)]
@@ -319,6 +430,34 @@ mod tests {
             "onionbalance_authorized_clients{service=\"f.onion\"} 3",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn only_get_metrics_is_served() {
+        for (head, want) in [
+            (
+                &b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+                Request::Metrics,
+            ),
+            (b"GET /metrics?x=1 HTTP/1.0\r\n", Request::Metrics),
+            (b"GET / HTTP/1.1\r\n", Request::NotFound),
+            (b"GET /metricsx HTTP/1.1\r\n", Request::NotFound),
+            (b"HEAD /metrics HTTP/1.1\r\n", Request::MethodNotAllowed),
+            (b"POST /metrics HTTP/1.1\r\n", Request::MethodNotAllowed),
+            (b"GET /metrics\r\n", Request::Bad),
+            (b"GET metrics HTTP/1.1\r\n", Request::Bad),
+            (b"GET /metrics HTTP/2 extra\r\n", Request::Bad),
+            (b"\x16\x03\x01\x02", Request::Bad),
+            (b"", Request::Bad),
+            (b"\xff\xfe /metrics HTTP/1.1", Request::Bad),
+        ] {
+            assert_eq!(
+                parse_request(head),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
         }
     }
 }

@@ -146,11 +146,14 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
                 .with_context(|| format!("cannot listen for metrics on {addr}"))?;
             let (src, flag) = (status_source.clone(), bootstrapped.clone());
             info!("metrics on http://{addr}/metrics");
-            Some(AbortOnDrop(tokio::spawn(async move {
-                if let Err(e) = onionbalance::metrics::serve(listener, src, flag).await {
-                    warn!("metrics endpoint {addr} stopped: {e}");
-                }
-            })))
+            if !addr.ip().is_loopback() {
+                warn!(
+                    "metrics on {addr}, not a loopback address: every metric names the frontend's onion address, so anyone who can connect learns it; bind 127.0.0.1 or firewall the port"
+                );
+            }
+            Some(AbortOnDrop(tokio::spawn(onionbalance::metrics::serve(
+                listener, src, flag,
+            ))))
         }
         None => None,
     };
@@ -187,11 +190,28 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
     let mut sighup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let mut ready_poll = tokio::time::interval(Duration::from_millis(250));
     let mut ready_sent = false;
+    // Configs are read off this loop (a slow filesystem must not hold up SIGTERM); each
+    // read's outcome comes back on this channel.
+    let (loaded_tx, mut loaded_rx) = tokio::sync::mpsc::channel::<LoadOutcome>(1);
+    let mut reload_in_progress = false;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => { info!("SIGINT received, stopping"); break }
             _ = sigterm.recv() => { info!("SIGTERM received, stopping"); break }
-            _ = sighup.recv() => reload(path, &mut handle).await,
+            _ = sighup.recv() => {
+                if reload_in_progress {
+                    info!("SIGHUP received while a reload is in progress: ignored");
+                } else {
+                    info!("SIGHUP received: reloading {}", path.display());
+                    notify("RELOADING=1");
+                    reload_in_progress = true;
+                    start_load(path.to_owned(), loaded_tx.clone());
+                }
+            }
+            Some(outcome) = loaded_rx.recv() => {
+                reload_in_progress = false;
+                apply_reload(path, outcome, &mut handle).await;
+            }
             _ = ready_poll.tick(), if !ready_sent => {
                 if handle.all_published() {
                     ready_sent = true;
@@ -211,11 +231,33 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// SIGHUP: re-reads the config; an invalid one is rejected and the running one kept.
-async fn reload(path: &Path, handle: &mut BalancerHandle) {
-    info!("SIGHUP received: reloading {}", path.display());
-    notify("RELOADING=1");
-    match Config::load(path) {
+/// How long reading a config (with its keys and client files) may take on reload.
+const RELOAD_READ_LIMIT: Duration = Duration::from_secs(30);
+
+/// What reading the config on reload gave.
+type LoadOutcome = Result<Config, String>;
+
+/// Reads the config at `path` on a blocking thread and sends the outcome (or, after
+/// [`RELOAD_READ_LIMIT`], that it took too long) to `done`.
+fn start_load(path: PathBuf, done: tokio::sync::mpsc::Sender<LoadOutcome>) {
+    tokio::spawn(async move {
+        let read = tokio::task::spawn_blocking(move || Config::load(&path));
+        let outcome = match tokio::time::timeout(RELOAD_READ_LIMIT, read).await {
+            Ok(Ok(Ok(cfg))) => Ok(cfg),
+            Ok(Ok(Err(e))) => Err(e.to_string()),
+            Ok(Err(e)) => Err(format!("reading the config failed: {e}")),
+            Err(_) => Err(format!(
+                "reading the config took more than {RELOAD_READ_LIMIT:?} (a file on a hung filesystem?)"
+            )),
+        };
+        let _ = done.send(outcome).await;
+    });
+}
+
+/// SIGHUP, second half: applies a config that was read; an invalid one is rejected and the
+/// running one kept.
+async fn apply_reload(path: &Path, outcome: LoadOutcome, handle: &mut BalancerHandle) {
+    match outcome {
         Err(e) => warn!("config reload rejected, the running configuration stays: {e}"),
         Ok(cfg) => {
             for w in &cfg.warnings {
