@@ -5,7 +5,7 @@
 //! as RFC 3339 strings.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
 
@@ -181,11 +181,21 @@ pub struct StatusDocument {
     pub services: Vec<ServiceStatus>,
 }
 
+/// The latest time [`rfc3339`] writes: 9999-12-31T23:59:59Z (RFC 3339 has four-digit years).
+pub const LATEST_FORMATTABLE: Duration = Duration::from_secs(253_402_300_799);
+
+/// `t` as RFC 3339 (UTC, seconds), clamped to 1970–9999: times come from descriptors that
+/// anyone can sign with any date, and formatting must never fail on them.
+pub fn rfc3339(t: SystemTime) -> String {
+    let clamped = t.clamp(UNIX_EPOCH, UNIX_EPOCH + LATEST_FORMATTABLE);
+    humantime::format_rfc3339_seconds(clamped).to_string()
+}
+
 /// Serialises an optional time as upstream Onionbalance does: `YYYY-MM-DD HH:MM:SS` (UTC).
 fn opt_time_upstream<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
     match t {
         Some(t) => {
-            let iso = humantime::format_rfc3339_seconds(*t).to_string();
+            let iso = rfc3339(*t);
             s.serialize_str(iso.trim_end_matches('Z').replacen('T', " ", 1).as_str())
         }
         None => s.serialize_none(),
@@ -195,7 +205,7 @@ fn opt_time_upstream<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::O
 /// Serialises an optional time as RFC 3339 (UTC, seconds).
 fn opt_time<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
     match t {
-        Some(t) => s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string()),
+        Some(t) => s.serialize_str(&rfc3339(*t)),
         None => s.serialize_none(),
     }
 }

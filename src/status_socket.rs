@@ -2,8 +2,11 @@
 //! (JSON, upstream Onionbalance's shape plus our fields) and closes.
 //!
 //! The socket is created with mode 0600 (it shows which backends a frontend uses, which is
-//! worth keeping from other local users): it is bound under a temporary name, restricted, and
-//! only then renamed into place, so it is never reachable with looser permissions.
+//! worth keeping from other local users): it is bound inside a fresh directory of mode 0700,
+//! restricted, and only then renamed into place, so it is never reachable with looser
+//! permissions. A socket already at the path is replaced only if nothing answers on it (a
+//! stale one from a run that crashed); when another daemon answers, binding fails. On drop
+//! the socket is removed only if the path still holds the very socket we made.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -26,23 +29,24 @@ pub fn render(services: Vec<ServiceStatus>) -> String {
     })
 }
 
-/// A bound status socket; the file is removed when this is dropped.
+/// A bound status socket; the file is removed when this is dropped (if it is still ours).
 pub struct StatusSocket {
     /// The listener.
     listener: UnixListener,
     /// Its path.
     path: PathBuf,
+    /// Device and inode of the socket file we created.
+    identity: (u64, u64),
 }
 
 impl StatusSocket {
-    /// Binds `path` with mode 0600, replacing a stale socket left by a previous run (but never
-    /// a file that is not a socket).
+    /// Binds `path` with mode 0600, replacing a stale socket left by a previous run (never a
+    /// live one, and never a file that is not a socket).
     pub fn bind(path: &Path) -> io::Result<Self> {
-        use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+        use std::os::unix::fs::PermissionsExt as _;
+        use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, MetadataExt as _};
         if let Ok(meta) = std::fs::symlink_metadata(path) {
-            if meta.file_type().is_socket() {
-                std::fs::remove_file(path)?;
-            } else {
+            if !meta.file_type().is_socket() {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
                     format!(
@@ -51,15 +55,62 @@ impl StatusSocket {
                     ),
                 ));
             }
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
+                            "{} is served by another running process (another onionbalance?); stop it or choose another status-socket-location",
+                            path.display()
+                        ),
+                    ))
+                }
+                // Nobody listens: left by a run that did not clean up.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(path)?
+                }
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot tell whether {} is in use: {e}", path.display()),
+                    ))
+                }
+            }
         }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let staging = (0..16)
+            .map(|_| parent.join(format!(".onionbalance-{:016x}", rand::random::<u64>())))
+            .find_map(|dir| {
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&dir)
+                    .ok()
+                    .map(|()| dir)
+            })
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "cannot create a private directory in {} to prepare the socket",
+                    parent.display()
+                ))
+            })?;
+        let tmp = staging.join("socket");
+        let made = (|| {
+            let listener = UnixListener::bind(&tmp)?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+            std::fs::rename(&tmp, path)?;
+            Ok::<_, io::Error>(listener)
+        })();
         let _ = std::fs::remove_file(&tmp);
-        let listener = UnixListener::bind(&tmp)?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-        std::fs::rename(&tmp, path)?;
+        let _ = std::fs::remove_dir(&staging);
+        let listener = made?;
+        let meta = std::fs::symlink_metadata(path)?;
         Ok(StatusSocket {
             listener,
             path: path.to_owned(),
+            identity: (meta.dev(), meta.ino()),
         })
     }
 
@@ -95,7 +146,14 @@ async fn answer(mut stream: UnixStream, doc: String) {
 
 impl Drop for StatusSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        use std::os::unix::fs::MetadataExt as _;
+        // Another instance may have replaced our socket since (after finding it dead, say):
+        // that one is not ours to remove.
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -140,6 +198,11 @@ mod tests {
                 ..Default::default()
             }]
         });
+        // A second daemon on the same path is refused while the first one serves.
+        let e = StatusSocket::bind(&path)
+            .err()
+            .expect("a live socket is not replaced");
+        assert!(e.to_string().contains("another running process"), "{e}");
         let task = tokio::spawn(sock.serve(source));
         let text = query(&path).await.expect("query");
         let v: serde_json::Value = serde_json::from_str(&text).expect("json");
@@ -153,5 +216,33 @@ mod tests {
         assert_eq!(inst["descriptorReceived"], "2023-11-14 22:13:20");
         assert!(inst.get("introSetModified").is_some());
         task.abort();
+    }
+
+    /// A stale socket (nothing listening) is replaced; on drop only our own socket is
+    /// removed, not one that replaced it.
+    #[tokio::test]
+    async fn replaces_only_stale_sockets_and_removes_only_its_own() {
+        use std::os::unix::fs::FileTypeExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ob.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("stale socket"));
+        assert!(std::fs::symlink_metadata(&path)
+            .expect("left behind")
+            .file_type()
+            .is_socket());
+        let first = StatusSocket::bind(&path).expect("stale one replaced");
+        // Someone replaces it (a second daemon after the first hung, say).
+        std::fs::remove_file(&path).expect("rm");
+        let other = std::os::unix::net::UnixListener::bind(&path).expect("other socket");
+        drop(first);
+        assert!(path.exists(), "the other process's socket was removed");
+        drop(other);
+        // No staging directory is left behind.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("ob.sock")]);
     }
 }

@@ -651,3 +651,43 @@ fn auth_client_lines(
         .map(str::to_owned)
         .collect()
 }
+
+/// A backend can sign certificates with any date, such as the year 20000: intake keeps the
+/// validity within years 1970–9999, and every time the status shows formats without panicking.
+#[test]
+fn far_future_validity_is_clamped_and_formats() {
+    use onionbalance::status::{rfc3339, LATEST_FORMATTABLE};
+    let far = SystemTime::UNIX_EPOCH + Duration::from_secs(18_000 * 365 * 86_400);
+    let mut r = rng(13);
+    let p = current(far);
+    let b = SyntheticBackend::generate(&mut r, 2);
+    let text = b
+        .descriptor(&p, far, &mut r)
+        .expect("descriptor in the year 20000");
+    let keys = BackendKeys::derive(b.address(), p.time_period).expect("keys");
+    let snap = intake(&keys, &text, far, DEFAULT_MAX_DESCRIPTOR_LEN).expect("intake");
+    let latest = SystemTime::UNIX_EPOCH + LATEST_FORMATTABLE;
+    assert!(
+        snap.valid_until.is_some_and(|t| t <= latest),
+        "{:?}",
+        snap.valid_until
+    );
+    assert!(snap.valid_from.is_none_or(|t| t <= latest));
+    assert_eq!(rfc3339(far), "9999-12-31T23:59:59Z");
+    assert_eq!(
+        rfc3339(SystemTime::UNIX_EPOCH - Duration::from_secs(1)),
+        "1970-01-01T00:00:00Z"
+    );
+    let status = onionbalance::status::StatusDocument {
+        services: vec![onionbalance::status::ServiceStatus {
+            instances: vec![onionbalance::status::InstanceStatus {
+                valid_until: Some(far),
+                descriptor_received: Some(far),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let json = serde_json::to_string(&status).expect("serialise");
+    assert!(json.contains("9999-12-31"), "{json}");
+}
