@@ -19,6 +19,8 @@
 //! Group `parts` times one backend intake and one 20-intro-point build on their own.
 //! Peak RSS is printed at the end.
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

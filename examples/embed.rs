@@ -9,6 +9,8 @@
 //!
 //! It prints each service's status every 5 seconds until Ctrl-C, then shuts down cleanly.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

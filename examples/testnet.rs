@@ -11,6 +11,7 @@
 //! the Arti TOML for the network and the SOCKS port of a C tor client to curl through.
 //! Needs C tor (`apt-get install tor`).
 
+#![forbid(unsafe_code)]
 // The parts of the integration tests' support module that the network needs, included one by
 // one (not `tests/support/mod.rs`: other parts of it only build for tests). They refer to each
 // other as `super::<module>`, which here is this crate's root.

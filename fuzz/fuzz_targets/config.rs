@@ -1,4 +1,6 @@
 //! Config files are written by hand: any text must give a config or an error, never a panic.
+
+#![forbid(unsafe_code)]
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

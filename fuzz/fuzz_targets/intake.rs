@@ -1,6 +1,8 @@
 //! Backend descriptors come from HSDirs, i.e. from anyone: intake must return an error, never
 //! panic, on any input. The keys are those of the C tor fixture `instance0`, so that a corpus
 //! seeded with its descriptor (`fuzz/README.md`) gets past the outer checks.
+
+#![forbid(unsafe_code)]
 #![no_main]
 
 use std::sync::OnceLock;

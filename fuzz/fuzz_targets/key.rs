@@ -1,4 +1,6 @@
 //! Key files and onion addresses: any bytes must give a key/address or an error.
+
+#![forbid(unsafe_code)]
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,5 +1,7 @@
 //! `onionbalance-config`: the config wizard under its upstream name (same as `onionbalance config`).
 
+#![forbid(unsafe_code)]
+
 #[path = "../cli/config_cmd.rs"]
 mod config_cmd;
 
