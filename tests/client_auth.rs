@@ -6,8 +6,8 @@
 //! The clients are real ones and are used as such: the C tor client holds its key in a
 //! `ClientOnionAuthDir` exactly as `client-auth add` told the operator to write it, the Arti
 //! client reads its key from a C tor client keystore directory in its TOML, page loads are
-//! single attempts that are counted, and the one time the C tor client's descriptor cache is
-//! dropped it says which real-client behaviour that models.
+//! single attempts that are counted, and each time the C tor client's descriptor cache is
+//! dropped the test says which real-client behaviour that models.
 //!
 //! Needs C tor (`apt-get install tor`); without it the test fails, it never skips.
 
@@ -26,7 +26,7 @@ use support::TestNet;
 
 /// Page loads each authorized client makes: enough to count failures against
 /// [`tolerated_failures`], few enough to keep the test short.
-const AUTHORIZED_LOADS: usize = 6;
+const AUTHORIZED_LOADS: usize = 10;
 /// Single page loads an unauthorized client makes; every one must be refused.
 const REFUSED_LOADS: usize = 3;
 /// How long a refused page load may take: the refusal comes after one descriptor fetch.
@@ -119,11 +119,11 @@ fn revisions(doc: &serde_json::Value) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// The whole operator and client flow: authorize two clients; an unauthorized C tor client
-/// is refused; the authorized C tor and Arti clients connect; `check --online` passes with a
-/// client key and says what it cannot check without one; after `client-auth remove` and
+/// The whole operator and client flow: authorize two clients; the authorized C tor and Arti
+/// clients connect and an Arti client without a key is refused; `check --online` passes with
+/// a client key and says what it cannot check without one; after `client-auth remove` and
 /// SIGHUP the removed client is refused once its cached descriptor is gone and the other
-/// still connects.
+/// still connects; a C tor client without a key is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_authorized_clients_reach_the_frontend() -> Result<()> {
     let t0 = Instant::now();
@@ -237,16 +237,8 @@ async fn only_authorized_clients_reach_the_frontend() -> Result<()> {
         daemon.log_text()
     );
 
-    // A C tor client without a key: refused, the intro points stay hidden from it.
-    expect_refused(&net, &front, "0xF4", "C tor client without a key").await?;
-    let log = net.client_log_text();
-    ensure!(
-        log.contains("client authorization"),
-        "the C tor client's log does not say why: {}",
-        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
-    );
-
-    // Alice's C tor client, with the line `client-auth add` printed in its ClientOnionAuthDir.
+    // Alice's C tor client, with the line `client-auth add` printed in its ClientOnionAuthDir
+    // before it first connects (as an authorized user sets up the key first).
     let mut ctl = net.client_control().await?;
     ctl.command_ok(&format!(
         "SETCONF ClientOnionAuthDir=\"{}\"",
@@ -380,6 +372,24 @@ async fn only_authorized_clients_reach_the_frontend() -> Result<()> {
     ensure!(!ok && text.contains("cannot read it"), "{text}");
     let body = arti_fetch(&bob, &front).await?;
     ensure!(names.iter().any(|n| body.contains(n)), "bob got {body:?}");
+
+    // A C tor client that never had a key: the same tor with an empty ClientOnionAuthDir and
+    // no cached descriptor (NEWNYM), as a fresh client. Refused; the intro points stay hidden.
+    let empty = net.run_dir().join("no-onion-auth");
+    private_dir(&empty)?;
+    ctl.command_ok(&format!(
+        "SETCONF ClientOnionAuthDir=\"{}\"",
+        empty.display()
+    ))
+    .await?;
+    net.newnym().await?;
+    expect_refused(&net, &front, "0xF4", "C tor client without a key").await?;
+    let log = net.client_log_text();
+    ensure!(
+        log.contains("client authorization"),
+        "the C tor client's log does not say why: {}",
+        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
 
     drop(bob);
     drop(daemon);
