@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use tor_hscrypto::pk::HsBlindId;
 use tor_linkspec::OwnedCircTarget;
 use tor_netdir::NetDir;
-use tor_rtcompat::Runtime;
+use tor_rtcompat::{Runtime, SleepProvider};
 
 /// Why one request to one HSDir failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -132,21 +132,59 @@ impl<R: Runtime> ArtiTransport<R> {
             .hs_circ_pool()
             .map_err(|e| TransferError::NoCircuitPool(e.to_string()))
     }
+}
 
-    /// Sends `req` on `stream` and returns the response (any status).
-    async fn send<Q, S>(
-        &self,
-        req: &Q,
-        stream: &mut S,
-        source: Option<tor_dirclient::SourceInfo>,
-    ) -> Result<tor_dirclient::DirResponse, TransferError>
-    where
-        Q: tor_dirclient::request::Requestable + Sync,
-        S: futures::AsyncRead + futures::AsyncWrite + Send + Unpin,
-    {
-        tor_dirclient::send_request(self.client.runtime(), req, stream, source)
-            .await
-            .map_err(|e| TransferError::Request(e.to_string()))
+/// Sends a request for the descriptor stored under `blind_id` on `stream` (a directory
+/// stream to an HSDir) and reads the answer: the descriptor (200), `None` (404), or why not.
+///
+/// Everything read here comes from the HSDir: any bytes must give an answer or an error
+/// (`fuzz/fuzz_targets/hsdir_answer.rs`).
+pub async fn exchange_fetch<SP, S>(
+    runtime: &SP,
+    stream: &mut S,
+    blind_id: HsBlindId,
+    max_len: usize,
+    source: Option<tor_dirclient::SourceInfo>,
+) -> Result<Option<String>, TransferError>
+where
+    SP: SleepProvider,
+    S: futures::AsyncRead + futures::AsyncWrite + Send + Unpin,
+{
+    let mut req = tor_dirclient::request::HsDescDownloadRequest::new(blind_id);
+    req.set_max_len(max_len);
+    let resp = tor_dirclient::send_request(runtime, &req, stream, source)
+        .await
+        .map_err(|e| TransferError::Request(e.to_string()))?;
+    match resp.status_code() {
+        200 => resp
+            .into_output_string()
+            .map(Some)
+            .map_err(|e| TransferError::Request(e.to_string())),
+        404 => Ok(None),
+        _ => Err(status_error(&resp)),
+    }
+}
+
+/// Sends `descriptor` for storage on `stream` (a directory stream to an HSDir) and reads the
+/// answer: `Ok` for 200, else why not (a 400 is a refusal, see
+/// [`TransferError::is_rejected_upload`]).
+pub async fn exchange_upload<SP, S>(
+    runtime: &SP,
+    stream: &mut S,
+    descriptor: Arc<str>,
+    source: Option<tor_dirclient::SourceInfo>,
+) -> Result<(), TransferError>
+where
+    SP: SleepProvider,
+    S: futures::AsyncRead + futures::AsyncWrite + Send + Unpin,
+{
+    let req = tor_dirclient::request::HsDescUploadRequest::new(descriptor);
+    let resp = tor_dirclient::send_request(runtime, &req, stream, source)
+        .await
+        .map_err(|e| TransferError::Request(e.to_string()))?;
+    match resp.status_code() {
+        200 => Ok(()),
+        _ => Err(status_error(&resp)),
     }
 }
 
@@ -170,17 +208,14 @@ impl<R: Runtime> DirTransport for ArtiTransport<R> {
             let pool = self.pool()?;
             let (source, mut stream) =
                 open_dir_stream!(pool.get_or_launch_client_dir(netdir, hsdir));
-            let mut req = tor_dirclient::request::HsDescDownloadRequest::new(blind_id);
-            req.set_max_len(max_len);
-            let resp = self.send(&req, &mut stream, source).await?;
-            match resp.status_code() {
-                200 => resp
-                    .into_output_string()
-                    .map(Some)
-                    .map_err(|e| TransferError::Request(e.to_string())),
-                404 => Ok(None),
-                _ => Err(status_error(&resp)),
-            }
+            exchange_fetch(
+                self.client.runtime(),
+                &mut stream,
+                blind_id,
+                max_len,
+                source,
+            )
+            .await
         })
     }
 
@@ -193,12 +228,98 @@ impl<R: Runtime> DirTransport for ArtiTransport<R> {
         Box::pin(async move {
             let pool = self.pool()?;
             let (source, mut stream) = open_dir_stream!(pool.get_or_launch_svc_dir(netdir, hsdir));
-            let req = tor_dirclient::request::HsDescUploadRequest::new(descriptor);
-            let resp = self.send(&req, &mut stream, source).await?;
-            match resp.status_code() {
-                200 => Ok(()),
-                _ => Err(status_error(&resp)),
-            }
+            exchange_upload(self.client.runtime(), &mut stream, descriptor, source).await
         })
+    }
+}
+
+/// A directory stream that answers with fixed bytes and swallows what is written: an HSDir
+/// reduced to its answer, for tests and fuzzing of [`exchange_fetch`] and [`exchange_upload`].
+#[derive(Debug, Clone)]
+pub struct CannedStream {
+    /// The answer, read from the front.
+    answer: Vec<u8>,
+    /// How much of it was read.
+    pos: usize,
+}
+
+impl CannedStream {
+    /// A stream whose peer answers `answer` and then closes.
+    pub fn new(answer: Vec<u8>) -> Self {
+        CannedStream { answer, pos: 0 }
+    }
+}
+
+impl futures::AsyncRead for CannedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let rest = &self.answer[self.pos.min(self.answer.len())..];
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        std::task::Poll::Ready(Ok(n))
+    }
+}
+
+impl futures::AsyncWrite for CannedStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an HSDir answers decides the outcome: 200 with a body, 404, 400 (a refusal),
+    /// or bytes that are not HTTP.
+    #[test]
+    fn hsdir_answers_are_classified() {
+        let rt = tor_rtmock::MockRuntime::new();
+        let blind = HsBlindId::from([7u8; 32]);
+        let fetch = |answer: &str| {
+            let mut s = CannedStream::new(answer.as_bytes().to_vec());
+            futures::executor::block_on(exchange_fetch(&rt, &mut s, blind, 50_000, None))
+        };
+        let body = "hs-descriptor 3\n";
+        let ok = fetch(&format!(
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        assert_eq!(ok.expect("200").as_deref(), Some(body));
+        assert!(fetch("HTTP/1.0 404 Not found\r\n\r\n")
+            .expect("404")
+            .is_none());
+        let e = fetch("HTTP/1.0 503 Busy\r\n\r\n").expect_err("503");
+        assert!(matches!(e, TransferError::Status { code: 503, .. }), "{e}");
+        assert!(fetch("\x00\x01garbage").is_err());
+        assert!(fetch("").is_err());
+        let upload = |answer: &str| {
+            let mut s = CannedStream::new(answer.as_bytes().to_vec());
+            futures::executor::block_on(exchange_upload(&rt, &mut s, Arc::from("d"), None))
+        };
+        assert!(upload("HTTP/1.0 200 OK\r\n\r\n").is_ok());
+        assert!(upload("HTTP/1.0 400 Bad\r\n\r\n")
+            .expect_err("400")
+            .is_rejected_upload());
     }
 }
