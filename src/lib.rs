@@ -21,7 +21,7 @@
 //! | [`net`], [`fetch`] | moving descriptors over 3-hop circuits; fetching one descriptor from its HSDirs |
 //! | [`service`] | one frontend kept published: the runner, its backends, publication state and timers |
 //! | [`balancer`] | the library's front door: runs the services on an Arti client |
-//! | [`status`], [`status_socket`], [`metrics`] | what an operator sees |
+//! | [`status`], [`status_socket`], [`status_table`], [`metrics`] | what an operator sees |
 //! | [`arti_toml`] | Arti configuration for private (chutney / test) Tor networks |
 //! | [`wizard`] | the `onionbalance config` generator |
 //! | [`files`] | reading local files safely: regular files only, bounded sizes |
@@ -48,6 +48,7 @@ pub mod selftest;
 pub mod service;
 pub mod status;
 pub mod status_socket;
+pub mod status_table;
 pub mod wizard;
 
 pub use balancer::{Balancer, BalancerHandle};

@@ -18,6 +18,9 @@ use tracing::{debug, warn};
 
 use crate::status::{ServiceStatus, StatusDocument};
 
+/// Largest status document [`query`] reads (a document is about a kilobyte per backend).
+pub const MAX_DOCUMENT_LEN: u64 = 64 << 20;
+
 /// Something that can produce the current status of every service.
 pub type StatusSource = Arc<dyn Fn() -> Vec<ServiceStatus> + Send + Sync>;
 
@@ -160,9 +163,20 @@ impl Drop for StatusSocket {
 /// Reads the status document from the socket at `path` (what `onionbalance status` does).
 pub async fn query(path: &Path) -> io::Result<String> {
     use tokio::io::AsyncReadExt as _;
-    let mut stream = UnixStream::connect(path).await?;
+    let stream = UnixStream::connect(path).await?;
     let mut out = String::new();
-    stream.read_to_string(&mut out).await?;
+    // Whatever listens at the path answers: a status document is kilobytes, so a reader
+    // that never stops is cut off rather than followed.
+    stream
+        .take(MAX_DOCUMENT_LEN + 1)
+        .read_to_string(&mut out)
+        .await?;
+    if out.len() as u64 > MAX_DOCUMENT_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the status socket sent more than {MAX_DOCUMENT_LEN} bytes"),
+        ));
+    }
     Ok(out)
 }
 
