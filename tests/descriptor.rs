@@ -15,6 +15,8 @@ use onionbalance::FrontendKey;
 use rand::rngs::StdRng;
 use rand::SeedableRng as _;
 use tor_checkable::TimeBound as _;
+use tor_hscrypto::pk::HsBlindId;
+use tor_hscrypto::{RevisionCounter, Subcredential};
 use tor_netdoc::doc::hsdesc::HsDesc;
 use tor_protover::Protocols;
 
@@ -510,12 +512,7 @@ fn restricted_descriptor_is_read_only_by_authorized_clients() {
     // Padding: 3 real entries among 16, and the random ones differ from build to build, as
     // seen by anyone who knows the address (the middle layer needs only the subcredential).
     let middle = |d: &onionbalance::descriptor::BuiltDescriptor| {
-        auth_client_lines(
-            &d.text,
-            d.blind_id.as_ref(),
-            fk.subcredential().as_ref(),
-            u64::from(d.revision),
-        )
+        auth_client_lines(&d.text, &d.blind_id, &fk.subcredential(), d.revision)
     };
     let first = middle(&built);
     assert_eq!(first.len(), AUTH_CLIENT_MULTIPLE);
@@ -610,42 +607,16 @@ fn every_variant_is_restricted_to_the_authorized_clients() {
 }
 
 /// The `auth-client` lines of a descriptor's middle layer, decrypted with what any client of
-/// the service knows (rend-spec-v3 §2.5.3: SHAKE-256 over the blinded key, subcredential,
-/// revision counter and salt; AES-256-CTR), independently of Arti's parser.
+/// the service knows (rend-spec-v3 §2.5.3), by the layer code written out independently of
+/// Arti's parser.
 fn auth_client_lines(
     text: &str,
-    blind_id: &[u8; 32],
-    subcredential: &[u8; 32],
-    revision: u64,
+    blind_id: &HsBlindId,
+    subcredential: &Subcredential,
+    revision: RevisionCounter,
 ) -> Vec<String> {
-    use cipher::{KeyIvInit as _, StreamCipher as _};
-    use digest::{ExtendableOutput as _, Update as _, XofReader as _};
-
-    let b64: String = text
-        .lines()
-        .skip_while(|l| *l != "superencrypted")
-        .skip(2)
-        .take_while(|l| !l.starts_with("-----END"))
-        .collect();
-    let blob = data_encoding::BASE64
-        .decode(b64.as_bytes())
-        .expect("base64 body");
-    let (salt, rest) = blob.split_at(16);
-    let mut body = rest[..rest.len() - 32].to_vec();
-    let mut xof = tor_llcrypto::d::Shake256::default();
-    xof.update(blind_id);
-    xof.update(subcredential);
-    xof.update(&revision.to_be_bytes());
-    xof.update(salt);
-    xof.update(b"hsdir-superencrypted-data");
-    let mut keys = [0u8; 32 + 16 + 32];
-    xof.finalize_xof().read(&mut keys);
-    let key: [u8; 32] = keys[..32].try_into().expect("32");
-    let iv: [u8; 16] = keys[32..48].try_into().expect("16");
-    tor_llcrypto::cipher::aes::Aes256Ctr::new(&key.into(), &iv.into()).apply_keystream(&mut body);
-    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
-    String::from_utf8(body[..end].to_vec())
-        .expect("middle layer is text")
+    onionbalance::descriptor::layers::middle_plaintext(text, blind_id, subcredential, revision)
+        .expect("middle layer decrypts with the address alone")
         .lines()
         .filter(|l| l.starts_with("auth-client "))
         .map(str::to_owned)

@@ -92,6 +92,12 @@ impl FrontendPeriodKeys {
         self.blinded_public.id()
     }
 
+    /// The descriptor-signing key, the blinded keypair that certifies it and the blinded
+    /// public key: for [`super::layers`], which writes descriptors by hand for fuzzing.
+    pub(crate) fn signing_keys(&self) -> (&ed25519::Keypair, &HsBlindIdKeypair, &HsBlindIdKey) {
+        (&self.desc_sign, &self.blinded_keypair, &self.blinded_public)
+    }
+
     /// The subcredential clients use to decrypt our descriptor for this period.
     pub fn subcredential(&self) -> Subcredential {
         self.subcredential

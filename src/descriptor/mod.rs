@@ -17,10 +17,13 @@
 //!   selected intro points re-certified by the period's descriptor-signing key.
 //! * [`engine`]: the frontend's keys and revision counters per period, tying selection and
 //!   build together.
+//! * [`synthetic`] and [`layers`]: made-up backends, and the encryption layers written out,
+//!   for tests, benchmarks and fuzzing.
 
 pub mod build;
 pub mod engine;
 pub mod intake;
+pub mod layers;
 pub mod select;
 pub mod synthetic;
 pub mod variants;

@@ -51,6 +51,18 @@ impl SyntheticBackend {
         rng: &mut R,
     ) -> Result<String, BuildError> {
         let keys = FrontendPeriodKeys::derive(&self.key, period.time_period)?;
+        self.descriptor_with_keys(&keys, period, now, rng)
+    }
+
+    /// [`SyntheticBackend::descriptor`] with the period's keys given (their signing key
+    /// certifies the intro points).
+    pub fn descriptor_with_keys<R: rand::Rng + rand::CryptoRng>(
+        &self,
+        keys: &FrontendPeriodKeys,
+        period: &PublishPeriod,
+        now: SystemTime,
+        rng: &mut R,
+    ) -> Result<String, BuildError> {
         let revision = keys.revision_counter(period.srv_start, now, None)?;
         let req = BuildRequest {
             intro_points: &self.intro_points,
@@ -61,7 +73,7 @@ impl SyntheticBackend {
             protocols: Protocols::default(),
             auth_clients: None,
         };
-        Ok(build_descriptor(&keys, &req, rng)?.text.to_string())
+        Ok(build_descriptor(keys, &req, rng)?.text.to_string())
     }
 }
 

@@ -1,0 +1,274 @@
+//! The two encryption layers of a v3 descriptor, written out (rend-spec-v3 §2.5), for tests
+//! and fuzzing: to look inside a descriptor as any client of the service can (the middle
+//! layer with its `auth-client` lines), and to build a signed descriptor around an *arbitrary*
+//! inner document, so that a fuzzer reaches the parser behind the signatures and MACs.
+//!
+//! The product builds descriptors with Arti's builder ([`super::build`]); nothing here is on
+//! its path.
+
+use digest::{ExtendableOutput as _, Update as _, XofReader as _};
+use rand::RngExt as _;
+use tor_hscrypto::pk::HsBlindId;
+use tor_hscrypto::{RevisionCounter, Subcredential};
+
+use super::build::{BuildError, FrontendPeriodKeys};
+
+/// String constant of the middle ("superencrypted") layer's keys.
+pub const MIDDLE_LAYER: &[u8] = b"hsdir-superencrypted-data";
+/// String constant of the inner ("encrypted") layer's keys.
+pub const INNER_LAYER: &[u8] = b"hsdir-encrypted-data";
+
+/// Length of the salt before each layer's ciphertext.
+const SALT_LEN: usize = 16;
+/// Length of the MAC after it.
+const MAC_LEN: usize = 32;
+/// The middle layer's plaintext is padded with NULs to a multiple of this.
+const MIDDLE_ALIGN: usize = 10 * 1024;
+
+/// What a layer's keys are derived from (besides the salt).
+#[derive(Debug, Clone, Copy)]
+pub struct LayerKeys<'a> {
+    /// The descriptor's blinded identity.
+    pub blind_id: &'a HsBlindId,
+    /// The service's subcredential for the period.
+    pub subcredential: &'a Subcredential,
+    /// The descriptor's revision counter.
+    pub revision: RevisionCounter,
+    /// [`MIDDLE_LAYER`] or [`INNER_LAYER`].
+    pub string_const: &'a [u8],
+}
+
+impl LayerKeys<'_> {
+    /// The cipher key, IV and MAC key for `salt`.
+    fn derive(&self, salt: &[u8]) -> ([u8; 32], [u8; 16], [u8; 32]) {
+        let mut kdf = tor_llcrypto::d::Shake256::default();
+        kdf.update(self.blind_id.as_ref());
+        kdf.update(self.subcredential.as_ref());
+        kdf.update(&u64::from(self.revision).to_be_bytes());
+        kdf.update(salt);
+        kdf.update(self.string_const);
+        let mut reader = kdf.finalize_xof();
+        let (mut key, mut iv, mut mac_key) = ([0u8; 32], [0u8; 16], [0u8; 32]);
+        reader.read(&mut key);
+        reader.read(&mut iv);
+        reader.read(&mut mac_key);
+        (key, iv, mac_key)
+    }
+
+    /// The MAC of `ciphertext` under `mac_key` and `salt`.
+    fn mac(mac_key: &[u8; 32], salt: &[u8], ciphertext: &[u8]) -> [u8; MAC_LEN] {
+        use digest::Digest as _;
+        let mut h = tor_llcrypto::d::Sha3_256::new();
+        digest::Digest::update(&mut h, (mac_key.len() as u64).to_be_bytes());
+        digest::Digest::update(&mut h, mac_key);
+        digest::Digest::update(&mut h, (salt.len() as u64).to_be_bytes());
+        digest::Digest::update(&mut h, salt);
+        digest::Digest::update(&mut h, ciphertext);
+        h.finalize().into()
+    }
+
+    /// Applies the layer's keystream to `data` in place.
+    fn apply(key: &[u8; 32], iv: &[u8; 16], data: &mut [u8]) {
+        use cipher::{KeyIvInit as _, StreamCipher as _};
+        tor_llcrypto::cipher::aes::Aes256Ctr::new(&(*key).into(), &(*iv).into())
+            .apply_keystream(data);
+    }
+
+    /// Encrypts `plaintext`: salt, ciphertext, MAC.
+    pub fn encrypt<R: rand::Rng + rand::CryptoRng>(
+        &self,
+        plaintext: &[u8],
+        rng: &mut R,
+    ) -> Vec<u8> {
+        let salt: [u8; SALT_LEN] = rng.random();
+        let (key, iv, mac_key) = self.derive(&salt);
+        let mut out = salt.to_vec();
+        let mut body = plaintext.to_vec();
+        Self::apply(&key, &iv, &mut body);
+        let mac = Self::mac(&mac_key, &salt, &body);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&mac);
+        out
+    }
+
+    /// Decrypts a blob made by [`LayerKeys::encrypt`]; `None` if it is too short or its MAC
+    /// does not match.
+    pub fn decrypt(&self, blob: &[u8]) -> Option<Vec<u8>> {
+        if blob.len() < SALT_LEN + MAC_LEN {
+            return None;
+        }
+        let (salt, rest) = blob.split_at(SALT_LEN);
+        let (body, mac) = rest.split_at(rest.len() - MAC_LEN);
+        let (key, iv, mac_key) = self.derive(salt);
+        if Self::mac(&mac_key, salt, body)[..] != mac[..] {
+            return None;
+        }
+        let mut out = body.to_vec();
+        Self::apply(&key, &iv, &mut out);
+        Some(out)
+    }
+}
+
+/// The bytes of the object (`-----BEGIN MESSAGE-----` ...) after the line `keyword` in `text`.
+pub fn object_after(text: &str, keyword: &str) -> Option<Vec<u8>> {
+    let b64: String = text
+        .lines()
+        .skip_while(|l| *l != keyword)
+        .skip(1)
+        .skip_while(|l| l.starts_with("-----BEGIN"))
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    data_encoding::BASE64.decode(b64.as_bytes()).ok()
+}
+
+/// The middle layer of descriptor `text` as any client of the service can read it (it
+/// needs the subcredential only): text up to its NUL padding.
+pub fn middle_plaintext(
+    text: &str,
+    blind_id: &HsBlindId,
+    subcredential: &Subcredential,
+    revision: RevisionCounter,
+) -> Option<String> {
+    let blob = object_after(text, "superencrypted")?;
+    let plain = LayerKeys {
+        blind_id,
+        subcredential,
+        revision,
+        string_const: MIDDLE_LAYER,
+    }
+    .decrypt(&blob)?;
+    let end = plain.iter().position(|&b| b == 0).unwrap_or(plain.len());
+    String::from_utf8(plain[..end].to_vec()).ok()
+}
+
+/// The inner document of a descriptor without restricted discovery.
+pub fn inner_plaintext(
+    text: &str,
+    blind_id: &HsBlindId,
+    subcredential: &Subcredential,
+    revision: RevisionCounter,
+) -> Option<Vec<u8>> {
+    let middle = middle_plaintext(text, blind_id, subcredential, revision)?;
+    let blob = object_after(&middle, "encrypted")?;
+    LayerKeys {
+        blind_id,
+        subcredential,
+        revision,
+        string_const: INNER_LAYER,
+    }
+    .decrypt(&blob)
+}
+
+/// Base64 with 64-character lines, between `-----BEGIN {tag}-----` and its end line.
+fn object(tag: &str, bytes: &[u8]) -> String {
+    let b64 = data_encoding::BASE64.encode(bytes);
+    let mut out = format!("-----BEGIN {tag}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {tag}-----\n"));
+    out
+}
+
+/// A complete descriptor for the period of `keys` whose inner document is `inner`, whatever
+/// it holds: both layers encrypted and the outer document signed exactly as a service does,
+/// so that everything before the inner document's parser accepts it.
+pub fn descriptor_with_inner<R: rand::Rng + rand::CryptoRng>(
+    keys: &FrontendPeriodKeys,
+    inner: &[u8],
+    revision: RevisionCounter,
+    now: std::time::SystemTime,
+    rng: &mut R,
+) -> Result<String, BuildError> {
+    let (desc_sign, blinded_keypair, blinded_public) = keys.signing_keys();
+    let blind_id = blinded_public.id();
+    let subcredential = keys.subcredential();
+    let layer = |string_const| LayerKeys {
+        blind_id: &blind_id,
+        subcredential: &subcredential,
+        revision,
+        string_const,
+    };
+    let inner_blob = layer(INNER_LAYER).encrypt(inner, rng);
+    // No restricted discovery: one random `auth-client` line and a random ephemeral key.
+    let random_b64 = |n: usize, rng: &mut R| {
+        let mut b = vec![0u8; n];
+        rng.fill_bytes(&mut b);
+        data_encoding::BASE64.encode(&b)
+    };
+    let mut middle = format!(
+        "desc-auth-type x25519\ndesc-auth-ephemeral-key {}\nauth-client {} {} {}\nencrypted\n",
+        random_b64(32, rng),
+        random_b64(8, rng),
+        random_b64(16, rng),
+        random_b64(16, rng)
+    )
+    .into_bytes();
+    middle.extend_from_slice(object("MESSAGE", &inner_blob).as_bytes());
+    let padded = middle.len().div_ceil(MIDDLE_ALIGN) * MIDDLE_ALIGN;
+    middle.resize(padded, 0);
+    let middle_blob = layer(MIDDLE_LAYER).encrypt(&middle, rng);
+    let cert = tor_netdoc::doc::hsdesc::create_desc_sign_key_cert(
+        &desc_sign.verifying_key(),
+        blinded_keypair,
+        now + super::CERT_LIFETIME,
+    )
+    .map_err(|e| BuildError::Crypto(format!("cannot certify the signing key: {e}")))?;
+    let mut body = format!(
+        "hs-descriptor 3\ndescriptor-lifetime 180\ndescriptor-signing-key-cert\n{}revision-counter {}\nsuperencrypted\n{}",
+        object("ED25519 CERT", cert.as_ref()),
+        u64::from(revision),
+        object("MESSAGE", &middle_blob)
+    );
+    let mut signed = b"Tor onion service descriptor sig v3".to_vec();
+    signed.extend_from_slice(body.as_bytes());
+    let signature = desc_sign.sign(&signed);
+    body.push_str("signature ");
+    body.push_str(&data_encoding::BASE64_NOPAD.encode(&signature.to_bytes()));
+    body.push('\n');
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::descriptor::synthetic::{periods_around, SyntheticBackend};
+    use crate::descriptor::{intake, BackendKeys, DEFAULT_MAX_DESCRIPTOR_LEN};
+    use rand::SeedableRng as _;
+
+    /// The inner document of a real build, decrypted and wrapped again by
+    /// [`descriptor_with_inner`], is read by intake exactly as the original.
+    #[test]
+    fn rewrapped_inner_document_reads_as_the_original() {
+        let mut r = rand::rngs::StdRng::seed_from_u64(5);
+        let now = std::time::SystemTime::now();
+        let p = periods_around(now)[0];
+        let b = SyntheticBackend::generate(&mut r, 3);
+        let keys = FrontendPeriodKeys::derive(&b.key, p.time_period).expect("keys");
+        let text = b
+            .descriptor_with_keys(&keys, &p, now, &mut r)
+            .expect("descriptor");
+        let revision = crate::descriptor::claimed_revision(&text).expect("revision");
+        let inner = inner_plaintext(&text, &keys.blind_id(), &keys.subcredential(), revision)
+            .expect("decrypts");
+        assert!(std::str::from_utf8(&inner)
+            .expect("text")
+            .contains("introduction-point"));
+        let again = descriptor_with_inner(&keys, &inner, revision, now, &mut r).expect("wrap");
+        let bk = BackendKeys::derive(b.address(), p.time_period).expect("keys");
+        let a = intake(&bk, &text, now, DEFAULT_MAX_DESCRIPTOR_LEN).expect("original");
+        let c = intake(&bk, &again, now, DEFAULT_MAX_DESCRIPTOR_LEN).expect("rewrapped");
+        assert_eq!(a.content_key(), c.content_key());
+        // A flipped byte in a layer fails its MAC.
+        let mut blob = object_after(&again, "superencrypted").expect("blob");
+        blob[20] ^= 1;
+        let layer = LayerKeys {
+            blind_id: &keys.blind_id(),
+            subcredential: &keys.subcredential(),
+            revision,
+            string_const: MIDDLE_LAYER,
+        };
+        assert!(layer.decrypt(&blob).is_none());
+    }
+}
