@@ -6,6 +6,8 @@
 //! backoff, rebuilds after a rejected revision counter, reaction to backend changes and to a
 //! time-period rollover, and refusal to publish without backends.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -1373,6 +1375,75 @@ fn authorized_clients_reload_rebuilds_every_period_at_once() {
                 w.uploads().len(),
                 n,
                 "an unchanged reload uploaded something"
+            );
+            handle.shutdown().await;
+        })
+    });
+}
+
+/// HSDirs that serve a bad copy of a backend's descriptor (here: the genuine text with its
+/// signature damaged, still claiming the genuine revision) do not end the fetch: the next
+/// HSDir is asked, in the same round, until the one good copy is found. So the very first
+/// descriptor of each period lists that backend, although all but one of the HSDirs a client
+/// would ask hold a bad copy.
+#[test]
+fn bad_copies_at_most_hsdirs_do_not_hide_a_backend() {
+    sim(|rt| {
+        Box::pin(async move {
+            let w = World::new(rt.clone(), 2);
+            let nd = w.provider.timely_netdir().expect("netdir");
+            let addr = w.backends[0].inner.address();
+            let mut rng = StdRng::seed_from_u64(5);
+            let mut spoiled = 0;
+            for p in periods(&nd) {
+                let blind = BackendKeys::derive(addr, p.time_period)
+                    .expect("keys")
+                    .blind_id();
+                // The one HSDir keeping a good copy is one that is asked in this period.
+                let asked: Vec<RsaIdentity> = if p.time_period == nd.hs_time_period() {
+                    onionbalance::ring::fetch_hsdirs(&nd, blind, p.time_period, &mut rng)
+                } else {
+                    onionbalance::ring::upload_hsdirs(&nd, blind, p.time_period)
+                }
+                .expect("ring")
+                .into_iter()
+                .map(|h| h.id)
+                .collect();
+                let keep = asked[0];
+                let mut s = w.transport.lock();
+                for ((b, h), text) in s.stored.iter_mut() {
+                    if *b == blind && *h != keep {
+                        let cut = text.rfind("signature ").expect("signed") + "signature ".len();
+                        let flipped = if text.as_bytes()[cut] == b'A' {
+                            "B"
+                        } else {
+                            "A"
+                        };
+                        text.replace_range(cut..=cut, flipped);
+                        spoiled += 1;
+                    }
+                }
+            }
+            assert!(spoiled >= 10, "only {spoiled} copies spoiled");
+            let handle = w.launch();
+            rt.advance_by(Duration::from_secs(40)).await;
+            let ups = w.uploads();
+            let expected = w.expected_hsdirs();
+            for tp in expected.keys() {
+                let first = ups
+                    .iter()
+                    .find(|u| u.period == Some(*tp) && u.accepted)
+                    .unwrap_or_else(|| panic!("{tp:?}: nothing published"));
+                let (_, _, sids) = w.decode(&first.text, first.at);
+                assert!(
+                    !sids.is_disjoint(&w.sids_of(0, *tp)),
+                    "{tp:?}: the first descriptor does not list the backend with bad copies"
+                );
+            }
+            let st = &handle.status()[0];
+            assert!(
+                st.counters.intake_rejections.values().sum::<u64>() > 0,
+                "{st:?}"
             );
             handle.shutdown().await;
         })
