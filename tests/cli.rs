@@ -1,6 +1,8 @@
 //! The command line, offline: the wizard and `check` (with placeholders, then filled in),
 //! `onionbalance-config`, `backend`, `arti-config --chutney`, and exit codes.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -11,6 +11,8 @@
 //!
 //! Needs C tor (`apt-get install tor`); without it the test fails, it never skips.
 
+#![forbid(unsafe_code)]
+
 mod support;
 
 use std::path::Path;

@@ -1,5 +1,7 @@
 //! The descriptor engine, offline: round trips, rejections, selection, revision counters.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

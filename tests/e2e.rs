@@ -12,6 +12,8 @@
 //! Each test prints its timings: network start, daemon start to first answered request,
 //! the daemon's peak RSS.
 
+#![forbid(unsafe_code)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -8,6 +8,8 @@
 //! fan-out below took 4.9 GB and aborted, the deep nesting took 20 s, `/dev/zero` allocated
 //! a gigabyte, and a FIFO hung the command for good.
 
+#![forbid(unsafe_code)]
+
 mod support;
 
 use std::io::Read as _;

@@ -3,6 +3,8 @@
 //! files for address, capture time and time period) go through our intake, and a frontend
 //! descriptor built from their real intro points parses back with every link specifier intact.
 
+#![forbid(unsafe_code)]
+
 mod support;
 
 use std::collections::HashSet;

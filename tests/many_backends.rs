@@ -17,6 +17,8 @@
 //!
 //! Needs C tor (`apt-get install tor`); without it the test fails, it never skips.
 
+#![forbid(unsafe_code)]
+
 mod support;
 
 use std::collections::BTreeMap;

@@ -5,6 +5,8 @@
 //! Before these defences each idle connection held a task and a descriptor for 5 s without
 //! limit, and the first failing `accept` (EMFILE) ended the endpoint for good.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

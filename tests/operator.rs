@@ -4,6 +4,8 @@
 //!
 //! Needs C tor (`apt-get install tor`); without it this test fails, it never skips.
 
+#![forbid(unsafe_code)]
+
 mod support;
 
 use std::os::unix::net::UnixDatagram;

@@ -9,6 +9,8 @@
 //!
 //! Needs C tor (`apt-get install tor`); without it this test fails, it never skips.
 
+#![forbid(unsafe_code)]
+
 mod support;
 
 use std::time::{Duration, Instant};

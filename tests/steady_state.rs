@@ -36,6 +36,8 @@
 //!
 //! Needs C tor (`apt-get install tor`); without it these tests fail, they never skip.
 
+#![forbid(unsafe_code)]
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -4,6 +4,8 @@
 //! Needs `systemd-analyze` (Debian package `systemd`; `scripts/test-all` installs it when it
 //! is missing). Without it the verification test fails, it never skips.
 
+#![forbid(unsafe_code)]
+
 use std::process::Command;
 
 const UNIT: &str = include_str!("../examples/onionbalance.service");

@@ -9,6 +9,8 @@
 //! Also here: an offline check that the committed descriptor fixtures
 //! (`tests/fixtures/ctor-0.4.9/`) verify and decrypt with their metadata.
 
+#![forbid(unsafe_code)]
+
 mod support;
 
 use std::path::Path;
