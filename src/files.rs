@@ -48,32 +48,32 @@ pub enum FileError {
 
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FileError::Io { path, source } => write!(f, "cannot read {}: {source}", path.display()),
-            FileError::NotRegular { path, kind } => write!(
-                f,
-                "{} is a {kind}, not a regular file: give the path of the file itself",
-                path.display()
-            ),
-            FileError::TooLarge { path, max } => write!(
-                f,
-                "{} is larger than {max} bytes, far more than a file of this kind holds: is it the right file?",
-                path.display()
-            ),
-        }
+        let path = match self {
+            FileError::Io { path, .. }
+            | FileError::NotRegular { path, .. }
+            | FileError::TooLarge { path, .. } => path,
+        };
+        write!(f, "{}: {}", path.display(), self.reason())
     }
 }
 
-impl std::error::Error for FileError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            FileError::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+// The message carries the I/O error's text, so it is not repeated as a source.
+impl std::error::Error for FileError {}
 
 impl FileError {
+    /// What is wrong, without the path (for messages that name the file themselves).
+    pub fn reason(&self) -> String {
+        match self {
+            FileError::Io { source, .. } => source.to_string(),
+            FileError::NotRegular { kind, .. } => {
+                format!("it is a {kind}, not a regular file: give the path of the file itself")
+            }
+            FileError::TooLarge { max, .. } => format!(
+                "it is larger than {max} bytes, far more than a file of this kind holds: is it the right file?"
+            ),
+        }
+    }
+
     /// The I/O error kind, if this is an I/O error (e.g. to tell "not found" apart).
     pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
         match self {

@@ -47,9 +47,10 @@ pub enum KeyFormat {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
-    /// The file could not be read (or is not a small regular file).
-    #[error("key file: {0}")]
-    Read(#[from] crate::files::FileError),
+    /// The file could not be read (or is not a small regular file); the message includes
+    /// the cause's.
+    #[error("cannot read key file {0}")]
+    Read(crate::files::FileError),
     /// The file could not be written.
     #[error("cannot write key file {path}: {source}")]
     Write {
@@ -128,7 +129,8 @@ impl FrontendKey {
     /// Logs a warning when the file is readable by group or others.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         warn_if_too_open(path);
-        let bytes = crate::files::read_regular(path, crate::files::MAX_KEY_LEN)?;
+        let bytes =
+            crate::files::read_regular(path, crate::files::MAX_KEY_LEN).map_err(KeyError::Read)?;
         Self::from_bytes(&bytes, path)
     }
 

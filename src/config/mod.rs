@@ -136,12 +136,12 @@ impl fmt::Display for Problem {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read (or is not a regular file of at most 1 MiB).
-    #[error("config file: {source}{}", if source.io_kind() == Some(std::io::ErrorKind::NotFound) { " (create one with `onionbalance config`)" } else { "" })]
+    #[error("cannot read config file {}: {}{}", path.display(), error.reason(), if error.io_kind() == Some(std::io::ErrorKind::NotFound) { " (create one with `onionbalance config`)" } else { "" })]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: FileError,
+        /// Why (its text is part of this error's message).
+        error: FileError,
     },
     /// The file is not valid YAML or has the wrong shape.
     #[error("{path}{}: invalid config: {message}", line.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
@@ -537,9 +537,9 @@ impl Validator<'_> {
 fn read_config_file(path: &Path) -> Result<String, ConfigError> {
     crate::files::read_regular_text(path, crate::files::MAX_CONFIG_LEN)
         .map(|text| text.as_str().to_owned())
-        .map_err(|source| ConfigError::Read {
+        .map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })
 }
 
