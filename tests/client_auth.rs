@@ -223,6 +223,16 @@ async fn only_authorized_clients_reach_the_frontend() -> Result<()> {
         );
     }
 
+    // Alice's C tor client gets the line `client-auth add` printed in its ClientOnionAuthDir
+    // now, well before it first connects, as a user sets up the key and visits later. (Set
+    // right before the first page loads, C tor's first two loads stalled in one CI run.)
+    let mut ctl = net.client_control().await?;
+    ctl.command_ok(&format!(
+        "SETCONF ClientOnionAuthDir=\"{}\"",
+        alice_dir.display()
+    ))
+    .await?;
+
     let daemon = Daemon::launch(&net, &work, &[], &[])?;
     let published = daemon.wait_all_backends_published().await?;
     eprintln!(
@@ -239,14 +249,7 @@ async fn only_authorized_clients_reach_the_frontend() -> Result<()> {
         daemon.log_text()
     );
 
-    // Alice's C tor client, with the line `client-auth add` printed in its ClientOnionAuthDir
-    // before it first connects (as an authorized user sets up the key first).
-    let mut ctl = net.client_control().await?;
-    ctl.command_ok(&format!(
-        "SETCONF ClientOnionAuthDir=\"{}\"",
-        alice_dir.display()
-    ))
-    .await?;
+    // Alice's C tor client through the frontend.
     let loads = page_loads(&net, &front, AUTHORIZED_LOADS, "alice (C tor)").await;
     eprintln!("{}", loads.summary());
     loads.check_failures(
