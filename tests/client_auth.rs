@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use support::frontend::{
-    arti_client, arti_fetch, assert_no_process_left, page_loads, tolerated_failures, with_storage,
-    Daemon, PUBLISH_DEADLINE,
+    arti_client, arti_fetch, assert_no_process_left, page_loads, revisions, tolerated_failures,
+    with_storage, Daemon, PUBLISH_DEADLINE,
 };
 use support::TestNet;
 
@@ -109,16 +109,6 @@ async fn wait_republished(daemon: &Daemon, before: &[(u64, u64)]) -> Result<Dura
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Revision counters per time period from the status document.
-fn revisions(doc: &serde_json::Value) -> Vec<(u64, u64)> {
-    doc["services"][0]["periods"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| Some((p["timePeriod"].as_u64()?, p["revisionCounter"].as_u64()?)))
-        .collect()
 }
 
 /// The whole operator and client flow: authorize two clients; the authorized C tor and Arti

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use support::frontend::{
     arti_client, arti_fetch, assert_no_process_left, client_descriptor, first_page_load, page_load,
-    page_loads, period_position, tolerated_failures, wait_for_room_in_period, with_storage, Daemon,
-    PageLoads, PUBLISH_DEADLINE, STOP_DEADLINE,
+    page_loads, period_position, revisions, tolerated_failures, wait_for_room_in_period,
+    with_storage, Daemon, PageLoads, PUBLISH_DEADLINE, STOP_DEADLINE,
 };
 use support::TestNet;
 
@@ -74,16 +74,6 @@ fn loads_to_reach_each(intro_points: usize) -> usize {
     let per_load_miss = 1.0 - 1.0 / intro_points as f64;
     let n = (THREE_BACKEND_MISS.ln() / per_load_miss.ln()).ceil() as usize;
     n.max(THREE_BACKEND_LOADS)
-}
-
-/// Revision counters per time period from the status document.
-fn revisions(doc: &serde_json::Value) -> Vec<(u64, u64)> {
-    doc["services"][0]["periods"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| Some((p["timePeriod"].as_u64()?, p["revisionCounter"].as_u64()?)))
-        .collect()
 }
 
 /// Whether every period in the status document has its descriptor on every HSDir of it.

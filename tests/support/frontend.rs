@@ -368,6 +368,16 @@ pub async fn arti_fetch(
     )
 }
 
+/// Revision counters per time period of the first service in the status document.
+pub fn revisions(doc: &serde_json::Value) -> Vec<(u64, u64)> {
+    doc["services"][0]["periods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["timePeriod"].as_u64()?, p["revisionCounter"].as_u64()?)))
+        .collect()
+}
+
 /// Whether `doc` (the status document) shows every configured backend in every published
 /// descriptor of its first service, each descriptor on every HSDir of its period (see
 /// [`Daemon::wait_all_backends_published`]).
