@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use arti_client::TorClient;
-use onionbalance::balancer::load_arti_config;
+use onionbalance::arti_toml::load_arti_config;
 use onionbalance::{Balancer, Config};
 
 #[tokio::main]

@@ -127,6 +127,14 @@ pub enum ArtiTomlError {
         /// What is wrong with it.
         problem: String,
     },
+    /// An Arti configuration file is unusable.
+    #[error("invalid Arti configuration {path}: {detail}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
     /// The nodes directory has no directory authority in it.
     #[error(
         "no directory authority found in {0} (expected sub-directories like 000a/ \
@@ -466,6 +474,19 @@ fn sanitize_comment(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// Reads an Arti TOML file into a client configuration.
+pub fn load_arti_config(path: &Path) -> Result<arti_client::TorClientConfig, ArtiTomlError> {
+    let err = |detail: String| ArtiTomlError::Invalid {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let text = crate::files::read_regular_text(path, crate::files::MAX_CONFIG_LEN)
+        .map_err(|e| err(e.to_string()))?;
+    let builder: arti_client::config::TorClientConfigBuilder =
+        toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    builder.build().map_err(|e| err(e.to_string()))
 }
 
 #[cfg(test)]

@@ -19,7 +19,6 @@
 //! (one failing to publish does not hold up another). The handle gives status snapshots and a
 //! clean shutdown.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use arti_client::{TorClient, TorClientConfig};
@@ -45,14 +44,6 @@ pub enum BalancerError {
     /// A task could not be spawned.
     #[error("could not start a service task: {0}")]
     Spawn(String),
-    /// The Arti configuration is unusable.
-    #[error("invalid Arti configuration {path}: {detail}")]
-    ArtiConfig {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        detail: String,
-    },
 }
 
 /// Runs the services of a [`Config`].
@@ -309,19 +300,6 @@ impl BalancerHandle {
         }
         futures::future::join_all(done).await;
     }
-}
-
-/// Reads an Arti TOML file into a client configuration.
-pub fn load_arti_config(path: &Path) -> Result<TorClientConfig, BalancerError> {
-    let err = |detail: String| BalancerError::ArtiConfig {
-        path: path.display().to_string(),
-        detail,
-    };
-    let text = crate::files::read_regular_text(path, crate::files::MAX_CONFIG_LEN)
-        .map_err(|e| err(e.to_string()))?;
-    let builder: arti_client::config::TorClientConfigBuilder =
-        toml::from_str(&text).map_err(|e| err(e.to_string()))?;
-    builder.build().map_err(|e| err(e.to_string()))
 }
 
 /// Creates (without bootstrapping) a Tor client with onionbalance's needs on the current
