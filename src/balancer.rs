@@ -7,19 +7,21 @@
 //! let client = arti_client::TorClient::create_bootstrapped(Default::default()).await?;
 //! let config = Config::load(std::path::Path::new("config.yaml"))?;
 //! let handle = Balancer::new(config).launch(&client)?;
-//! // ... later:
-//! for service in handle.status() {
-//!     println!("{} is {:?}", service.onion_address, service.phase);
-//! }
+//! // Wait until every service has a descriptor on the HSDirs:
+//! let mut status = handle.status_watch();
+//! status
+//!     .wait_for(|services| services.iter().all(|s| s.first_published.is_some()))
+//!     .await?;
 //! handle.shutdown().await;
 //! # Ok(()) }
 //! ```
 //!
 //! One task per frontend service runs on the client's runtime; services are independent
-//! (one failing to publish does not hold up another). The handle gives status snapshots and a
-//! clean shutdown.
+//! (one failing to publish does not hold up another). The handle gives the status (a snapshot,
+//! or a watch that wakes on changes), a stream of [events](crate::events), reloads and a clean
+//! shutdown.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arti_client::{TorClient, TorClientConfig};
 use futures::channel::{mpsc, oneshot};
@@ -28,22 +30,37 @@ use tor_netdir::NetDirProvider;
 use tor_rtcompat::{PreferredRuntime, Runtime, SpawnExt as _};
 
 use crate::config::{Config, ServiceConfig};
+use crate::error::{ErrorKind, HasKind};
+use crate::events::{EventSender, EventStream};
 use crate::net::{ArtiTransport, DirTransport};
 use crate::onion::OnionAddress;
-use crate::service::{ServiceCommand, ServiceRunner, Timing};
-use crate::status::ServiceStatus;
+pub use crate::service::Timing;
+use crate::service::{Outputs, ServiceCommand, ServiceRunner};
+use crate::status::{ServiceStatus, StatusBoard};
 
 /// Why the balancer could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BalancerError {
-    /// The Tor client cannot give us what we need (not bootstrapped, or built without the
-    /// onion-service features).
-    #[error("the Tor client is not ready for onion-service work: {0}")]
-    Client(String),
-    /// A task could not be spawned.
-    #[error("could not start a service task: {0}")]
-    Spawn(String),
+    /// The Tor client cannot give us what we need (built without the onion-service
+    /// features, or without a directory manager).
+    #[error("the Tor client is not usable for onion-service work")]
+    Client(#[source] arti_client::Error),
+    /// There is no Tokio runtime to create a client on.
+    #[error("no asynchronous runtime to run the Tor client on (call this from within Tokio)")]
+    NoRuntime(#[source] std::io::Error),
+    /// A task could not be spawned (the runtime is shutting down).
+    #[error("could not start a service task")]
+    Spawn(#[source] futures::task::SpawnError),
+}
+
+impl HasKind for BalancerError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            BalancerError::Client(_) => ErrorKind::TorClientUnusable,
+            BalancerError::NoRuntime(_) | BalancerError::Spawn(_) => ErrorKind::Runtime,
+        }
+    }
 }
 
 /// Runs the services of a [`Config`].
@@ -61,8 +78,6 @@ pub struct Balancer {
 struct Running {
     /// Its configuration.
     config: ServiceConfig,
-    /// Its status, updated by its task.
-    status: Arc<Mutex<ServiceStatus>>,
     /// Dropping or firing this stops the task.
     stop: oneshot::Sender<()>,
     /// Instructions (config reloads).
@@ -80,8 +95,10 @@ pub struct BalancerHandle {
     services: Vec<Running>,
     /// Starts services added by a reload.
     spawner: Spawner,
-    /// The status cells of the current services, shared with [`BalancerHandle::status_source`].
-    registry: Arc<Mutex<Vec<Arc<Mutex<ServiceStatus>>>>>,
+    /// The status of every service, in config order.
+    board: StatusBoard,
+    /// Where the services send their events.
+    events: EventSender,
 }
 
 /// What a reload changed.
@@ -108,8 +125,8 @@ impl Balancer {
         }
     }
 
-    /// Keeps state (the last revision counter published per period, see
-    /// [`crate::service::revision_store`]) under `dir`, so that a restart never publishes a
+    /// Keeps state (the last revision counter published per period, one small file per
+    /// frontend) under `dir`, so that a restart never publishes a
     /// lower revision counter than the HSDirs hold, even after the clock stepped back.
     /// Without it the counters follow the clock alone.
     pub fn with_state_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
@@ -117,7 +134,7 @@ impl Balancer {
         self
     }
 
-    /// Uses `timing` instead of the defaults.
+    /// Uses `timing` instead of the defaults (which suit the public Tor network).
     pub fn with_timing(mut self, timing: Timing) -> Self {
         self.timing = timing;
         self
@@ -129,21 +146,18 @@ impl Balancer {
         self,
         client: &Arc<TorClient<R>>,
     ) -> Result<BalancerHandle, BalancerError> {
-        let dirmgr = client
-            .dirmgr()
-            .map_err(|e| BalancerError::Client(e.to_string()))?;
+        let dirmgr = client.dirmgr().map_err(BalancerError::Client)?;
         let netdirs: Arc<dyn NetDirProvider> = dirmgr.upcast_arc();
         // Fail now, not on the first upload, if onion-service circuits are unavailable.
-        client
-            .hs_circ_pool()
-            .map_err(|e| BalancerError::Client(e.to_string()))?;
+        client.hs_circ_pool().map_err(BalancerError::Client)?;
         let transport = Arc::new(ArtiTransport::new(client.clone()));
         self.launch_with(client.runtime().clone(), netdirs, transport)
     }
 
     /// Starts every service with an explicit runtime, consensus source and transport: the seam
-    /// used by tests (simulated time, scripted network) and by unusual embeddings.
-    pub fn launch_with<R: Runtime, T: DirTransport>(
+    /// used by tests (simulated time, scripted network).
+    #[cfg_attr(feature = "testing", visibility::make(pub))]
+    pub(crate) fn launch_with<R: Runtime, T: DirTransport>(
         self,
         runtime: R,
         netdirs: Arc<dyn NetDirProvider>,
@@ -151,28 +165,30 @@ impl Balancer {
     ) -> Result<BalancerHandle, BalancerError> {
         let timing = self.timing.clone();
         let state_dir = self.state_dir.clone();
+        let board = StatusBoard::new();
+        let events = EventSender::new();
+        board.set_services(&addresses(&self.config.services));
+        let (spawn_board, spawn_events) = (board.clone(), events.clone());
         let spawner: Spawner = Arc::new(move |svc: &ServiceConfig| {
-            let status = Arc::new(Mutex::new(ServiceStatus {
-                onion_address: svc.address().to_string(),
-                ..Default::default()
-            }));
             let runner = ServiceRunner::new(
                 runtime.clone(),
                 transport.clone(),
                 netdirs.clone(),
                 svc,
                 timing.clone(),
-                status.clone(),
+                Outputs {
+                    board: spawn_board.clone(),
+                    events: spawn_events.clone(),
+                },
                 state_dir.clone(),
             );
             let (stop, stopped) = oneshot::channel();
             let (commands, command_rx) = mpsc::unbounded();
             let done = runtime
                 .spawn_with_handle(runner.run(stopped, command_rx))
-                .map_err(|e| BalancerError::Spawn(e.to_string()))?;
+                .map_err(BalancerError::Spawn)?;
             Ok(Running {
                 config: svc.clone(),
-                status,
                 stop,
                 commands,
                 done,
@@ -184,13 +200,11 @@ impl Balancer {
             .iter()
             .map(|svc| spawner(svc))
             .collect::<Result<Vec<_>, _>>()?;
-        let registry = Arc::new(Mutex::new(
-            services.iter().map(|s| s.status.clone()).collect(),
-        ));
         Ok(BalancerHandle {
             services,
             spawner,
-            registry,
+            board,
+            events,
         })
     }
 }
@@ -198,24 +212,20 @@ impl Balancer {
 impl BalancerHandle {
     /// A snapshot of every service's status, in config order.
     pub fn status(&self) -> Vec<ServiceStatus> {
-        self.services
-            .iter()
-            .map(|s| s.status.lock().map(|g| g.clone()).unwrap_or_default())
-            .collect()
+        self.board.snapshot()
     }
 
-    /// A function giving [`BalancerHandle::status`] that can outlive borrows of the handle
-    /// (for the status socket and metrics); it follows reloads.
-    pub fn status_source(&self) -> impl Fn() -> Vec<ServiceStatus> + Send + Sync + 'static {
-        let registry = self.registry.clone();
-        move || {
-            let cells: Vec<Arc<Mutex<ServiceStatus>>> =
-                registry.lock().map(|g| g.clone()).unwrap_or_default();
-            cells
-                .iter()
-                .map(|s| s.lock().map(|g| g.clone()).unwrap_or_default())
-                .collect()
-        }
+    /// The status of every service, in config order, as a watch: `borrow()` reads it, and
+    /// `changed()` waits until it differs. It follows reloads, and outlives the handle (then
+    /// `changed()` returns an error: the balancer has stopped).
+    pub fn status_watch(&self) -> tokio::sync::watch::Receiver<Vec<ServiceStatus>> {
+        self.board.subscribe()
+    }
+
+    /// A stream of the [events](crate::events::Event) of every service, from now on. Each
+    /// call gives an independent stream.
+    pub fn events(&self) -> EventStream {
+        self.events.subscribe()
     }
 
     /// True once every service has had a descriptor accepted by at least one HSDir.
@@ -234,6 +244,16 @@ impl BalancerHandle {
             .collect();
         let mut next = Vec::new();
         let mut stopping = Vec::new();
+        // New services go on the status board before they start, so that their first status
+        // lands; services being removed stay on it until they are told to stop.
+        let mut listed = addresses(&config.services);
+        for r in old.iter().flatten() {
+            let a = r.config.address().to_string();
+            if !listed.contains(&a) {
+                listed.push(a);
+            }
+        }
+        self.board.set_services(&listed);
         for svc in &config.services {
             let addr = svc.address();
             let existing = old
@@ -273,6 +293,9 @@ impl BalancerHandle {
                         // Keep what runs; stop nothing on a failed reload.
                         next.extend(old.into_iter().flatten());
                         self.services = next;
+                        let running: Vec<ServiceConfig> =
+                            self.services.iter().map(|r| r.config.clone()).collect();
+                        self.board.set_services(&addresses(&running));
                         return Err(e);
                     }
                 },
@@ -284,9 +307,7 @@ impl BalancerHandle {
             stopping.push(r.done);
         }
         self.services = next;
-        if let Ok(mut reg) = self.registry.lock() {
-            *reg = self.services.iter().map(|s| s.status.clone()).collect();
-        }
+        self.board.set_services(&addresses(&config.services));
         futures::future::join_all(stopping).await;
         Ok(summary)
     }
@@ -302,14 +323,19 @@ impl BalancerHandle {
     }
 }
 
+/// The addresses of `services`, as the status names them.
+fn addresses(services: &[ServiceConfig]) -> Vec<String> {
+    services.iter().map(|s| s.address().to_string()).collect()
+}
+
 /// Creates (without bootstrapping) a Tor client with onionbalance's needs on the current
 /// Tokio runtime.
 pub fn create_client(
     config: TorClientConfig,
 ) -> Result<Arc<TorClient<PreferredRuntime>>, BalancerError> {
-    let runtime = PreferredRuntime::current().map_err(|e| BalancerError::Client(e.to_string()))?;
+    let runtime = PreferredRuntime::current().map_err(BalancerError::NoRuntime)?;
     TorClient::with_runtime(runtime)
         .config(config)
         .create_unbootstrapped()
-        .map_err(|e| BalancerError::Client(e.to_string()))
+        .map_err(BalancerError::Client)
 }

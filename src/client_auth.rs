@@ -70,8 +70,8 @@ pub enum ClientKeyError {
     Unreadable(String),
 }
 
-/// Whether `name` is usable as a client name (and so as the stem of `<name>.auth`): see
-/// [`crate::files::is_safe_name`].
+/// Whether `name` is usable as a client name (and so as the stem of `<name>.auth`): 1 to 63
+/// characters from `A-Z a-z 0-9 . _ -`, not starting with a dot.
 pub fn valid_client_name(name: &str) -> bool {
     crate::files::is_safe_name(name)
 }

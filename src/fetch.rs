@@ -21,12 +21,13 @@ use tor_netdir::NetDir;
 use tor_rtcompat::{SleepProvider, SleepProviderExt as _};
 
 use crate::descriptor::{claimed_revision, intake, BackendKeys, BackendSnapshot, IntakeError};
+use crate::error::{ErrorKind, HasKind as _};
 use crate::net::{DirTransport, TransferError};
 use crate::ring::{self, HsDir};
 
 /// What to fetch, and how.
 #[derive(Debug, Clone)]
-pub struct FetchRequest {
+pub(crate) struct FetchRequest {
     /// The service's keys for the period (decide the ring position and decrypt).
     pub keys: BackendKeys,
     /// The revision we already hold for this period, if any: a text claiming it is taken as
@@ -40,7 +41,7 @@ pub struct FetchRequest {
 
 /// How a fetch ended.
 #[derive(Debug, Clone)]
-pub enum FetchOutcome {
+pub(crate) enum FetchOutcome {
     /// A verified descriptor with a revision other than the known one.
     Fetched(BackendSnapshot),
     /// An HSDir served the revision we already hold.
@@ -53,7 +54,7 @@ pub enum FetchOutcome {
 
 /// A fetch's outcome with what happened at each HSDir on the way.
 #[derive(Debug, Clone)]
-pub struct FetchReport {
+pub(crate) struct FetchReport {
     /// The period fetched for.
     pub period: TimePeriod,
     /// How it ended.
@@ -70,7 +71,7 @@ pub struct FetchReport {
 
 impl FetchReport {
     /// One line describing why nothing usable came back (for logs and status).
-    pub fn problem(&self) -> String {
+    pub(crate) fn problem(&self) -> String {
         let mut parts = Vec::new();
         if self.not_found > 0 {
             parts.push(format!(
@@ -79,22 +80,38 @@ impl FetchReport {
             ));
         }
         for (id, e) in &self.transfer_errors {
-            parts.push(format!("{id}: {e}"));
+            parts.push(format!("{id}: {}", crate::error::report(e)));
         }
         for (id, e) in &self.intake_errors {
-            parts.push(format!("{id}: descriptor rejected: {e}"));
+            parts.push(format!(
+                "{id}: descriptor rejected: {}",
+                crate::error::report(e)
+            ));
         }
         if parts.is_empty() {
             parts.push("no HSDir to ask".into());
         }
         parts.join("; ")
     }
+
+    /// The kind of failure of a fetch that got nothing usable: the last thing that went
+    /// wrong (a bad descriptor, else a failed request), [`ErrorKind::DescriptorNotFound`] when
+    /// every HSDir asked said 404.
+    pub(crate) fn failure_kind(&self) -> ErrorKind {
+        if let Some((_, e)) = self.intake_errors.last() {
+            e.kind()
+        } else if let Some((_, e)) = self.transfer_errors.last() {
+            e.kind()
+        } else {
+            ErrorKind::DescriptorNotFound
+        }
+    }
 }
 
 /// The HSDirs to ask for the descriptor of `keys` in `period`, in random order: the fetch set
 /// of the current period (as clients use), or the upload set of another period (where the
 /// service uploaded it; Arti computes fetch sets for the current period only).
-pub fn hsdirs_for<R: rand::Rng + rand::CryptoRng>(
+pub(crate) fn hsdirs_for<R: rand::Rng + rand::CryptoRng>(
     netdir: &NetDir,
     keys: &BackendKeys,
     rng: &mut R,
@@ -111,7 +128,7 @@ pub fn hsdirs_for<R: rand::Rng + rand::CryptoRng>(
 }
 
 /// Asks `hsdirs` in order for the descriptor of `req.keys`, as described in the module docs.
-pub async fn fetch_descriptor<S: SleepProvider, T: DirTransport + ?Sized>(
+pub(crate) async fn fetch_descriptor<S: SleepProvider, T: DirTransport + ?Sized>(
     sleeper: &S,
     transport: &T,
     netdir: &NetDir,

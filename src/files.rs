@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 /// Largest config file read (1 MiB: a config with thousands of backends is a few hundred KB).
-pub const MAX_CONFIG_LEN: u64 = 1 << 20;
+pub(crate) const MAX_CONFIG_LEN: u64 = 1 << 20;
 
 /// Largest key file read (4 KiB: keys in every format we read are under 200 bytes).
-pub const MAX_KEY_LEN: u64 = 4 << 10;
+pub(crate) const MAX_KEY_LEN: u64 = 4 << 10;
 
 /// Why a file could not be read.
 #[derive(Debug)]
@@ -86,7 +86,7 @@ impl FileError {
 /// Whether `name` is safe as one file name of ours (an instance's directory under
 /// `backend --write`, a client's `<name>.auth`): 1 to 63 ASCII letters, digits, `-`, `_` or
 /// `.`, not starting with `.` (so never `.`, `..`, a hidden file, a path or a line break).
-pub fn is_safe_name(name: &str) -> bool {
+pub(crate) fn is_safe_name(name: &str) -> bool {
     (1..=63).contains(&name.len())
         && !name.starts_with('.')
         && name
@@ -96,7 +96,7 @@ pub fn is_safe_name(name: &str) -> bool {
 
 /// Reads `path` (symlinks followed) if it is a regular file of at most `max` bytes. The bytes
 /// are wiped from memory when dropped (key files go through here).
-pub fn read_regular(path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>, FileError> {
+pub(crate) fn read_regular(path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>, FileError> {
     let io = |source: std::io::Error| FileError::Io {
         path: path.to_owned(),
         source,
@@ -140,7 +140,7 @@ pub fn read_regular(path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>, FileErr
 }
 
 /// Reads `path` as UTF-8 text under the rules of [`read_regular`].
-pub fn read_regular_text(path: &Path, max: u64) -> Result<Zeroizing<String>, FileError> {
+pub(crate) fn read_regular_text(path: &Path, max: u64) -> Result<Zeroizing<String>, FileError> {
     let bytes = read_regular(path, max)?;
     match std::str::from_utf8(&bytes) {
         Ok(text) => Ok(Zeroizing::new(text.to_owned())),

@@ -4,54 +4,145 @@
 //!
 //! An operator runs several *backend* onion services (C tor with
 //! `HiddenServiceOnionBalanceInstance 1`) and one *frontend* address whose identity key only
-//! this program holds. Onionbalance fetches every backend's descriptor, collects the
-//! introduction points, and publishes a descriptor for the frontend address that lists a fair
-//! selection of them, so that clients who type the frontend address land on the backends.
+//! this program holds. Onionbalance fetches every backend's descriptor from the HSDirs,
+//! collects the introduction points, and publishes a descriptor for the frontend address that
+//! lists a fair selection of them, so that clients who type the frontend address land on the
+//! backends.
 //!
-//! The crate is cut so that the protocol core is pure and the network layer is thin:
+//! This crate is both the `onionbalance` daemon's engine and a library for Arti applications
+//! that want to balance onion services themselves, sharing their own [`TorClient`].
 //!
-//! | module | job |
+//! ## Quick start: balancing inside an Arti application
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use futures::StreamExt as _;
+//! use onionbalance::{Balancer, Config, Event};
+//!
+//! // The application's own Tor client (bootstrapping or bootstrapped).
+//! let client = arti_client::TorClient::create_bootstrapped(Default::default()).await?;
+//! // The same YAML file the daemon reads (upstream Onionbalance v3's format).
+//! let config = Config::load("config.yaml".as_ref())?;
+//! let mut handle = Balancer::new(config).launch(&client)?;
+//!
+//! // What happens, as it happens...
+//! let mut events = handle.events();
+//! // ...and the status, as a snapshot or as a watch that wakes on every change.
+//! let mut status = handle.status_watch();
+//! while let Some(event) = events.next().await {
+//!     if let Event::Published { service, .. } = &event {
+//!         println!("{service} is on the HSDirs");
+//!         break;
+//!     }
+//! }
+//! status.changed().await?;
+//! println!("{:?}", status.borrow().iter().map(|s| s.phase).collect::<Vec<_>>());
+//!
+//! handle.reload(Config::load("config.yaml".as_ref())?).await?; // e.g. on SIGHUP
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! [`Balancer`] borrows the client: one Tor client serves the application's own traffic, its
+//! own onion services and the balancing (see `examples/embed.rs`, an Arti application that
+//! runs an onion service of its own and balances another one).
+//!
+//! ## Private and chutney networks
+//!
+//! Nothing here assumes the public Tor network: give the [`TorClient`] a configuration for your
+//! network. [`arti_toml`] writes and reads one ([`arti_toml::PrivateNetwork`] from a chutney
+//! `net/nodes` directory, [`arti_toml::load_arti_config`] from a file).
+//!
+//! ## The pieces, usable alone
+//!
+//! | module | what it gives |
 //! |---|---|
-//! | [`onion`] | typed, validated v3 onion addresses |
+//! | [`balancer`] | [`Balancer`] and its [`BalancerHandle`]: run, watch, reload, stop |
+//! | [`config`] | the upstream-compatible YAML [`Config`], validated with file/service/instance context |
+//! | [`status`] | what a service is doing: [`ServiceStatus`] and its parts |
+//! | [`events`] | what just happened: [`Event`] |
+//! | [`error`] | [`ErrorKind`]: what kind of thing failed, for callers and metrics |
 //! | [`keys`] | frontend identity keys: generate, load (PKCS#8 PEM, C tor), save (0600) |
-//! | [`config`] | the upstream-compatible YAML config file, validated with file/service/instance context |
-//! | [`client_auth`] | restricted discovery: authorized clients' keys in C tor's formats, padding |
-//! | [`descriptor`] | intake of backend descriptors, selection of intro points, building our own descriptors (no I/O, time is an argument) |
-//! | [`ring`] | which HSDirs hold which descriptor, per time period |
-//! | [`net`], [`fetch`] | moving descriptors over 3-hop circuits; fetching one descriptor from its HSDirs |
-//! | [`service`] | one frontend kept published: the runner, its backends, publication state and timers |
-//! | [`balancer`] | the library's front door: runs the services on an Arti client |
-//! | [`status`], [`status_socket`], [`status_table`], [`metrics`] | what an operator sees |
+//! | [`onion`] | typed, validated v3 [`OnionAddress`]es |
+//! | [`client_auth`] | restricted discovery: authorized clients' keys in C tor's formats |
+//! | [`descriptor`] | pure functions: verify and decrypt a backend's descriptor, choose intro points, build and sign ours |
 //! | [`arti_toml`] | Arti configuration for private (chutney / test) Tor networks |
-//! | [`wizard`] | the `onionbalance config` generator |
-//! | [`files`] | reading local files safely: regular files only, bounded sizes |
+//! | [`selftest`] | checking a deployment from outside, as `onionbalance check` does |
+//! | [`metrics`], [`status_socket`] | the daemon's Prometheus endpoint and status socket, for embedders who want the same |
+//! | [`wizard`] | writing a frontend key and config, as `onionbalance config` does |
+//!
+//! The offline pieces need no network and no runtime:
+//!
+//! ```
+//! use onionbalance::{FrontendKey, OnionAddress};
+//!
+//! let key = FrontendKey::generate(&mut rand::rng());
+//! let address: OnionAddress = key.address();
+//! // Addresses are checked (length, checksum, version) when parsed.
+//! assert_eq!(address.to_string().parse::<OnionAddress>()?, address);
+//! assert!("notanonion.onion".parse::<OnionAddress>().is_err());
+//! # Ok::<(), onionbalance::onion::OnionAddressError>(())
+//! ```
+//!
+//! ## Cargo features
+//!
+//! `testing` exposes the seams this crate's own tests, benches and fuzz targets use (a
+//! scripted network and simulated time for the balancer, synthetic backends, the descriptor
+//! layers, the HSDir ring). It is not part of the supported API.
 //!
 //! [Arti]: https://gitlab.torproject.org/tpo/core/arti
+//! [`TorClient`]: arti_client::TorClient
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
+
+/// Declares a module that is public with the `testing` feature and crate-private without.
+macro_rules! testing_module {
+    ($(#[$meta:meta])* mod $name:ident;) => {
+        #[cfg(feature = "testing")]
+        $(#[$meta])*
+        pub mod $name;
+        #[cfg(not(feature = "testing"))]
+        $(#[$meta])*
+        mod $name;
+    };
+}
 
 pub mod arti_toml;
 pub mod balancer;
 pub mod client_auth;
 pub mod config;
 pub mod descriptor;
-pub mod fetch;
-pub mod files;
+pub mod error;
+pub mod events;
 pub mod keys;
 pub mod metrics;
-pub mod net;
 pub mod onion;
-pub mod ring;
-pub mod sd_notify;
 pub mod selftest;
-pub mod service;
 pub mod status;
 pub mod status_socket;
-pub mod status_table;
 pub mod wizard;
 
-pub use balancer::{Balancer, BalancerHandle};
+mod fetch;
+mod files;
+testing_module! {
+    /// Moving descriptors over Tor (the transport seam).
+    mod net;
+}
+testing_module! {
+    /// The HSDir hash ring.
+    mod ring;
+}
+testing_module! {
+    /// One frontend kept published: the runner and its timers.
+    mod service;
+}
+
+pub use balancer::{Balancer, BalancerError, BalancerHandle, ReloadSummary};
 pub use config::Config;
+pub use error::{ErrorKind, HasKind};
+pub use events::Event;
 pub use keys::FrontendKey;
+pub use net::TransferError;
 pub use onion::OnionAddress;
+pub use status::ServiceStatus;

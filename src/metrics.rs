@@ -240,7 +240,8 @@ const MAX_REQUEST_HEAD: usize = 4096;
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Request {
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) enum Request {
     /// `GET /metrics` (a query string is allowed).
     Metrics,
     /// A `GET` of another path.
@@ -252,7 +253,8 @@ pub enum Request {
 }
 
 /// Reads the request line at the start of `head` (bytes received so far).
-pub fn parse_request(head: &[u8]) -> Request {
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) fn parse_request(head: &[u8]) -> Request {
     let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
     let Ok(line) = std::str::from_utf8(&head[..line_end]) else {
         return Request::Bad;
@@ -347,7 +349,7 @@ async fn answer(
         Request::Metrics => (
             "200 OK",
             render(
-                &source(),
+                &source.borrow(),
                 bootstrapped.load(Ordering::Relaxed),
                 SystemTime::now(),
             ),
@@ -374,7 +376,9 @@ mod tests {
         let now = SystemTime::now();
         let counters = Counters {
             fetches_ok: 7,
-            upload_failures: [("timeout".to_owned(), 2)].into_iter().collect(),
+            upload_failures: [(crate::error::ErrorKind::Timeout, 2)]
+                .into_iter()
+                .collect(),
             ..Default::default()
         };
         let s = ServiceStatus {

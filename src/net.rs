@@ -17,22 +17,33 @@ use tor_linkspec::OwnedCircTarget;
 use tor_netdir::NetDir;
 use tor_rtcompat::{Runtime, SleepProvider};
 
+use crate::error::{ErrorKind, HasKind};
+
 /// Why one request to one HSDir failed.
+///
+/// The causes are Arti's own errors (`tor_error::HasKind` tells more about them); our
+/// [`ErrorKind`] says which step failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransferError {
     /// Onion-service circuits are not available from this client.
-    #[error("the Tor client cannot build onion-service circuits: {0}")]
-    NoCircuitPool(String),
+    #[error("the Tor client cannot build onion-service circuits")]
+    NoCircuitPool(#[source] arti_client::Error),
     /// No circuit could be built to the HSDir.
-    #[error("could not build a circuit to the HSDir: {0}")]
-    Circuit(String),
-    /// The directory stream could not be opened.
-    #[error("could not open a directory stream: {0}")]
-    Stream(String),
-    /// The request failed after it was sent.
-    #[error("directory request failed: {0}")]
-    Request(String),
+    #[error("could not build a circuit to the HSDir")]
+    Circuit(#[source] Box<tor_circmgr::Error>),
+    /// The circuit to the HSDir cannot describe its path (needed to tell whom we asked).
+    #[error("the circuit to the HSDir is unusable")]
+    CircuitInfo(#[source] tor_proto::Error),
+    /// The directory stream could not be opened on the circuit.
+    #[error("could not open a directory stream to the HSDir")]
+    Stream(#[source] Box<tor_circmgr::Error>),
+    /// The request failed after it was sent, or the answer was not a directory response.
+    #[error("directory request to the HSDir failed")]
+    Request(#[source] Box<tor_dirclient::Error>),
+    /// The HSDir answered 200 with a body we cannot use.
+    #[error("the HSDir's answer is unusable")]
+    Answer(#[source] Box<tor_dirclient::RequestFailedError>),
     /// The HSDir answered with an HTTP error status.
     #[error("HSDir answered HTTP {code} {message}")]
     Status {
@@ -47,18 +58,6 @@ pub enum TransferError {
 }
 
 impl TransferError {
-    /// A short stable name for the kind of error (for status and metrics).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            TransferError::NoCircuitPool(_) => "no-circuit-pool",
-            TransferError::Circuit(_) => "circuit",
-            TransferError::Stream(_) => "stream",
-            TransferError::Request(_) => "request",
-            TransferError::Status { .. } => "http-status",
-            TransferError::Timeout(_) => "timeout",
-        }
-    }
-
     /// True when an HSDir refused to store an upload (HTTP 400). A C tor HSDir says 400 for
     /// any storage failure (a revision counter not above the one it holds, a parse failure,
     /// a full cache), so this is not proof that the counter was too low.
@@ -67,10 +66,36 @@ impl TransferError {
     }
 }
 
+impl HasKind for TransferError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            TransferError::NoCircuitPool(_) => ErrorKind::TorClientUnusable,
+            TransferError::Circuit(_) | TransferError::CircuitInfo(_) => ErrorKind::CircuitFailed,
+            TransferError::Stream(_) => ErrorKind::DirectoryStream,
+            TransferError::Request(e) => match &**e {
+                tor_dirclient::Error::RequestFailed(failed) => match &failed.error {
+                    tor_dirclient::RequestError::DirTimeout => ErrorKind::Timeout,
+                    tor_dirclient::RequestError::Tunnel(_) => ErrorKind::CircuitFailed,
+                    tor_dirclient::RequestError::Proto(_)
+                    | tor_dirclient::RequestError::IoError(_) => ErrorKind::DirectoryStream,
+                    _ => ErrorKind::HsDirProtocol,
+                },
+                tor_dirclient::Error::CircMgr(_) => ErrorKind::CircuitFailed,
+                _ => ErrorKind::HsDirProtocol,
+            },
+            TransferError::Answer(_) => ErrorKind::HsDirProtocol,
+            TransferError::Status { .. } if self.is_rejected_upload() => ErrorKind::UploadRejected,
+            TransferError::Status { .. } => ErrorKind::HsDirHttpStatus,
+            TransferError::Timeout(_) => ErrorKind::Timeout,
+        }
+    }
+}
+
 /// Fetching and uploading descriptors at one HSDir.
 ///
 /// Implementations do one attempt; timeouts and retries are the caller's.
-pub trait DirTransport: Send + Sync + 'static {
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) trait DirTransport: Send + Sync + 'static {
     /// Fetches the descriptor stored under `blind_id` from `hsdir`: `Ok(None)` when the HSDir
     /// does not have it (404).
     fn fetch<'a>(
@@ -91,19 +116,19 @@ pub trait DirTransport: Send + Sync + 'static {
 }
 
 /// The real transport: Arti's onion-service circuit pool and directory client.
-pub struct ArtiTransport<R: Runtime> {
+pub(crate) struct ArtiTransport<R: Runtime> {
     /// The client whose circuits we use.
     client: Arc<TorClient<R>>,
 }
 
 impl<R: Runtime> ArtiTransport<R> {
     /// Uses `client`'s circuits.
-    pub fn new(client: Arc<TorClient<R>>) -> Self {
+    pub(crate) fn new(client: Arc<TorClient<R>>) -> Self {
         ArtiTransport { client }
     }
 
     /// The client's runtime (for timeouts around requests).
-    pub fn runtime(&self) -> R {
+    pub(crate) fn runtime(&self) -> R {
         self.client.runtime().clone()
     }
 }
@@ -114,13 +139,13 @@ macro_rules! open_dir_stream {
     ($launch:expr) => {{
         let tunnel = $launch
             .await
-            .map_err(|e| TransferError::Circuit(e.to_string()))?;
+            .map_err(|e| TransferError::Circuit(Box::new(e)))?;
         let source = tor_dirclient::SourceInfo::from_tunnel(&tunnel)
-            .map_err(|e| TransferError::Circuit(e.to_string()))?;
+            .map_err(TransferError::CircuitInfo)?;
         let stream = tunnel
             .begin_dir_stream()
             .await
-            .map_err(|e| TransferError::Stream(e.to_string()))?;
+            .map_err(|e| TransferError::Stream(Box::new(e)))?;
         (source, stream)
     }};
 }
@@ -130,7 +155,7 @@ impl<R: Runtime> ArtiTransport<R> {
     fn pool(&self) -> Result<Arc<tor_circmgr::hspool::HsCircPool<R>>, TransferError> {
         self.client
             .hs_circ_pool()
-            .map_err(|e| TransferError::NoCircuitPool(e.to_string()))
+            .map_err(TransferError::NoCircuitPool)
     }
 }
 
@@ -139,7 +164,8 @@ impl<R: Runtime> ArtiTransport<R> {
 ///
 /// Everything read here comes from the HSDir: any bytes must give an answer or an error
 /// (`fuzz/fuzz_targets/hsdir_answer.rs`).
-pub async fn exchange_fetch<SP, S>(
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) async fn exchange_fetch<SP, S>(
     runtime: &SP,
     stream: &mut S,
     blind_id: HsBlindId,
@@ -154,12 +180,12 @@ where
     req.set_max_len(max_len);
     let resp = tor_dirclient::send_request(runtime, &req, stream, source)
         .await
-        .map_err(|e| TransferError::Request(e.to_string()))?;
+        .map_err(|e| TransferError::Request(Box::new(e)))?;
     match resp.status_code() {
         200 => resp
             .into_output_string()
             .map(Some)
-            .map_err(|e| TransferError::Request(e.to_string())),
+            .map_err(|e| TransferError::Answer(Box::new(e))),
         404 => Ok(None),
         _ => Err(status_error(&resp)),
     }
@@ -168,7 +194,8 @@ where
 /// Sends `descriptor` for storage on `stream` (a directory stream to an HSDir) and reads the
 /// answer: `Ok` for 200, else why not (a 400 is a refusal, see
 /// [`TransferError::is_rejected_upload`]).
-pub async fn exchange_upload<SP, S>(
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) async fn exchange_upload<SP, S>(
     runtime: &SP,
     stream: &mut S,
     descriptor: Arc<str>,
@@ -181,7 +208,7 @@ where
     let req = tor_dirclient::request::HsDescUploadRequest::new(descriptor);
     let resp = tor_dirclient::send_request(runtime, &req, stream, source)
         .await
-        .map_err(|e| TransferError::Request(e.to_string()))?;
+        .map_err(|e| TransferError::Request(Box::new(e)))?;
     match resp.status_code() {
         200 => Ok(()),
         _ => Err(status_error(&resp)),
@@ -236,20 +263,25 @@ impl<R: Runtime> DirTransport for ArtiTransport<R> {
 /// A directory stream that answers with fixed bytes and swallows what is written: an HSDir
 /// reduced to its answer, for tests and fuzzing of [`exchange_fetch`] and [`exchange_upload`].
 #[derive(Debug, Clone)]
-pub struct CannedStream {
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) struct CannedStream {
     /// The answer, read from the front.
     answer: Vec<u8>,
     /// How much of it was read.
     pos: usize,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl CannedStream {
     /// A stream whose peer answers `answer` and then closes.
-    pub fn new(answer: Vec<u8>) -> Self {
+    #[cfg_attr(feature = "testing", visibility::make(pub))]
+    pub(crate) fn new(answer: Vec<u8>) -> Self {
         CannedStream { answer, pos: 0 }
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl futures::AsyncRead for CannedStream {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
@@ -264,6 +296,7 @@ impl futures::AsyncRead for CannedStream {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl futures::AsyncWrite for CannedStream {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,

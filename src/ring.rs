@@ -14,7 +14,10 @@ use crate::descriptor::PublishPeriod;
 
 /// One HSDir we talk to.
 #[derive(Debug, Clone)]
-pub struct HsDir {
+// Its fields are public with the `testing` feature (tests read `id`), unreachable without.
+#[allow(unreachable_pub)]
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) struct HsDir {
     /// Its RSA identity: how C tor and status output name relays.
     pub id: RsaIdentity,
     /// How to build a circuit to it.
@@ -23,11 +26,19 @@ pub struct HsDir {
 
 /// Why the ring could not be computed.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("cannot compute the HSDir ring: {0}")]
-pub struct RingError(String);
+#[error("cannot compute the HSDir ring")]
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) struct RingError(#[source] tor_error::Bug);
+
+impl crate::error::HasKind for RingError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::NoHsDirRing
+    }
+}
 
 /// Every period we must publish for, per the consensus (rend-spec-v3 §2.2.1).
-pub fn publish_periods(netdir: &NetDir) -> Vec<PublishPeriod> {
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) fn publish_periods(netdir: &NetDir) -> Vec<PublishPeriod> {
     netdir
         .hs_all_time_periods()
         .into_iter()
@@ -40,19 +51,21 @@ pub fn publish_periods(netdir: &NetDir) -> Vec<PublishPeriod> {
 
 /// The HSDirs to upload the descriptor with `blind_id` to, for `period` (`hsdir_n_replicas` ×
 /// `hsdir_spread_store`, 8 with default parameters).
-pub fn upload_hsdirs(
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) fn upload_hsdirs(
     netdir: &NetDir,
     blind_id: HsBlindId,
     period: TimePeriod,
 ) -> Result<Vec<HsDir>, RingError> {
     let relays = netdir
         .hs_dirs_upload(blind_id, period)
-        .map_err(|e| RingError(e.to_string()))?;
+        .map_err(RingError)?;
     Ok(relays.filter_map(|r| to_hsdir(&r)).collect())
 }
 
 /// The HSDirs to fetch the descriptor with `blind_id` from, in random order, for `period`.
-pub fn fetch_hsdirs<R: rand::Rng + rand::CryptoRng>(
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) fn fetch_hsdirs<R: rand::Rng + rand::CryptoRng>(
     netdir: &NetDir,
     blind_id: HsBlindId,
     period: TimePeriod,
@@ -60,7 +73,7 @@ pub fn fetch_hsdirs<R: rand::Rng + rand::CryptoRng>(
 ) -> Result<Vec<HsDir>, RingError> {
     let relays = netdir
         .hs_dirs_download(blind_id, period, rng)
-        .map_err(|e| RingError(e.to_string()))?;
+        .map_err(RingError)?;
     Ok(relays.iter().filter_map(to_hsdir).collect())
 }
 
@@ -74,7 +87,7 @@ pub fn fetch_hsdirs<R: rand::Rng + rand::CryptoRng>(
 /// stores at but does not fetch from falls among the next replica's first ones; once the
 /// period is current, the exact set replaces the estimate (and a plan of several variants is
 /// made again if they differ).
-pub fn fetch_set<R: rand::Rng + rand::CryptoRng>(
+pub(crate) fn fetch_set<R: rand::Rng + rand::CryptoRng>(
     netdir: &NetDir,
     blind_id: HsBlindId,
     period: TimePeriod,

@@ -1,13 +1,17 @@
 //! What an operator wants to see: a snapshot of every service, period and backend.
 //!
-//! The service runners publish a fresh [`ServiceStatus`] after each step; readers (the status
-//! socket, metrics, an embedding application) take copies. Times are wall-clock and serialise
-//! as RFC 3339 strings.
+//! The service runners publish a fresh [`ServiceStatus`] whenever it changes; readers (the
+//! status socket, metrics, systemd readiness, an embedding application) take a snapshot with
+//! [`BalancerHandle::status`](crate::BalancerHandle::status) or wake on changes with
+//! [`BalancerHandle::status_watch`](crate::BalancerHandle::status_watch). Times are
+//! wall-clock and serialise as RFC 3339 strings.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
+
+use crate::error::ErrorKind;
 
 /// The phase a service is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -28,7 +32,7 @@ pub enum ServicePhase {
 }
 
 /// Status of one frontend service.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceStatus {
     /// The frontend's onion address.
@@ -60,15 +64,15 @@ pub struct ServiceStatus {
 }
 
 /// Event counts since the service started (for metrics).
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Counters {
     /// Backend descriptors fetched (any HSDir answered with one).
     pub fetches_ok: u64,
     /// Backend fetches that got no descriptor, by reason (`not-found`, `error`).
-    pub fetch_failures: BTreeMap<String, u64>,
+    pub fetch_failures: BTreeMap<ErrorKind, u64>,
     /// Fetched descriptors rejected at intake, by reason.
-    pub intake_rejections: BTreeMap<String, u64>,
+    pub intake_rejections: BTreeMap<ErrorKind, u64>,
     /// Backend descriptors that brought other intro points than before.
     pub backend_changes: u64,
     /// Descriptors built.
@@ -76,11 +80,11 @@ pub struct Counters {
     /// Uploads an HSDir accepted.
     pub uploads_ok: u64,
     /// Failed uploads, by reason.
-    pub upload_failures: BTreeMap<String, u64>,
+    pub upload_failures: BTreeMap<ErrorKind, u64>,
 }
 
 /// Status of one time period's descriptor.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PeriodStatus {
     /// The time period number.
@@ -125,7 +129,7 @@ pub struct PeriodStatus {
 }
 
 /// One descriptor variant of a period and the HSDirs that hold it.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct VariantStatus {
     /// The HSDirs assigned this variant (RSA fingerprints, hex).
@@ -139,7 +143,7 @@ pub struct VariantStatus {
 }
 
 /// A backend's expected share of new clients in one period.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendShare {
     /// The backend's name.
@@ -149,7 +153,7 @@ pub struct BackendShare {
 }
 
 /// Status of one backend instance.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceStatus {
     /// Its name.
@@ -175,7 +179,7 @@ pub struct InstanceStatus {
 
 /// The document the status socket serves: `{"services": [...]}`, upstream's shape with our
 /// extra fields alongside.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct StatusDocument {
     /// Every service.
     pub services: Vec<ServiceStatus>,
@@ -207,5 +211,115 @@ fn opt_time<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Err
     match t {
         Some(t) => s.serialize_str(&rfc3339(*t)),
         None => s.serialize_none(),
+    }
+}
+
+/// The status of every running service, in config order, as a watch channel: runners replace
+/// their own entry, readers are woken only when something changed.
+#[derive(Debug, Clone)]
+pub(crate) struct StatusBoard {
+    /// The current statuses.
+    sender: std::sync::Arc<tokio::sync::watch::Sender<Vec<ServiceStatus>>>,
+}
+
+impl StatusBoard {
+    /// An empty board.
+    pub(crate) fn new() -> Self {
+        StatusBoard {
+            sender: std::sync::Arc::new(tokio::sync::watch::Sender::new(Vec::new())),
+        }
+    }
+
+    /// A receiver that sees every later change.
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<Vec<ServiceStatus>> {
+        self.sender.subscribe()
+    }
+
+    /// The current statuses.
+    pub(crate) fn snapshot(&self) -> Vec<ServiceStatus> {
+        self.sender.borrow().clone()
+    }
+
+    /// Replaces the entry of `status.onion_address`, telling readers only if it changed. A
+    /// service no longer on the board (removed by a reload, still stopping) changes nothing.
+    pub(crate) fn update(&self, status: ServiceStatus) {
+        self.sender.send_if_modified(|all| {
+            match all
+                .iter_mut()
+                .find(|s| s.onion_address == status.onion_address)
+            {
+                Some(entry) if *entry != status => {
+                    *entry = status;
+                    true
+                }
+                _ => false,
+            }
+        });
+    }
+
+    /// Sets which services are on the board, in this order: entries of services still there
+    /// are kept, new ones start from `ServiceStatus::default` with their address.
+    pub(crate) fn set_services(&self, addresses: &[String]) {
+        self.sender.send_modify(|all| {
+            let mut old = std::mem::take(all);
+            *all = addresses
+                .iter()
+                .map(|a| match old.iter().position(|s| &s.onion_address == a) {
+                    Some(i) => old.swap_remove(i),
+                    None => ServiceStatus {
+                        onion_address: a.clone(),
+                        ..Default::default()
+                    },
+                })
+                .collect();
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(address: &str, phase: ServicePhase) -> ServiceStatus {
+        ServiceStatus {
+            onion_address: address.into(),
+            phase,
+            ..Default::default()
+        }
+    }
+
+    /// Readers wake for a change, not for the same status written again.
+    #[test]
+    fn board_wakes_readers_only_on_change() {
+        let board = StatusBoard::new();
+        board.set_services(&["a.onion".into()]);
+        let mut reader = board.subscribe();
+        reader.borrow_and_update();
+        board.update(named("a.onion", ServicePhase::WaitingForDirectory));
+        assert!(!reader.has_changed().expect("open"), "same status: no wake");
+        board.update(named("a.onion", ServicePhase::Publishing));
+        assert!(reader.has_changed().expect("open"));
+        assert_eq!(
+            reader.borrow_and_update()[0].phase,
+            ServicePhase::Publishing
+        );
+        // A service no longer on the board (stopping after a reload) changes nothing.
+        board.update(named("gone.onion", ServicePhase::Publishing));
+        assert!(!reader.has_changed().expect("open"));
+        assert_eq!(board.snapshot().len(), 1);
+    }
+
+    /// The board follows the config's order; kept services keep their status.
+    #[test]
+    fn board_follows_the_config_order() {
+        let board = StatusBoard::new();
+        board.set_services(&["a.onion".into(), "b.onion".into()]);
+        board.update(named("b.onion", ServicePhase::Publishing));
+        board.set_services(&["c.onion".into(), "b.onion".into()]);
+        let all = board.snapshot();
+        let order: Vec<&str> = all.iter().map(|s| s.onion_address.as_str()).collect();
+        assert_eq!(order, ["c.onion", "b.onion"]);
+        assert_eq!(all[1].phase, ServicePhase::Publishing);
+        assert_eq!(all[0].phase, ServicePhase::WaitingForDirectory);
     }
 }

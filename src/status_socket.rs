@@ -10,7 +10,6 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{UnixListener, UnixStream};
@@ -21,8 +20,10 @@ use crate::status::{ServiceStatus, StatusDocument};
 /// Largest status document [`query`] reads (a document is about a kilobyte per backend).
 pub const MAX_DOCUMENT_LEN: u64 = 64 << 20;
 
-/// Something that can produce the current status of every service.
-pub type StatusSource = Arc<dyn Fn() -> Vec<ServiceStatus> + Send + Sync>;
+/// The current status of every service: a watch receiver, as
+/// [`BalancerHandle::status_watch`](crate::BalancerHandle::status_watch) gives. Each
+/// connection reads what it holds at that moment; nothing polls.
+pub type StatusSource = tokio::sync::watch::Receiver<Vec<ServiceStatus>>;
 
 /// Renders the document the socket serves.
 pub fn render(services: Vec<ServiceStatus>) -> String {
@@ -122,7 +123,7 @@ impl StatusSocket {
         loop {
             match self.listener.accept().await {
                 Ok((stream, _)) => {
-                    let doc = render(source());
+                    let doc = render(source.borrow().clone());
                     tokio::spawn(answer(stream, doc));
                 }
                 Err(e) => {
@@ -198,8 +199,8 @@ mod tests {
         let sock = StatusSocket::bind(&path).expect("bind");
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let source: StatusSource = Arc::new(|| {
-            vec![ServiceStatus {
+        let (_status, source): (_, StatusSource) =
+            tokio::sync::watch::channel(vec![ServiceStatus {
                 onion_address: "x.onion".into(),
                 instances: vec![crate::status::InstanceStatus {
                     onion_address: "y.onion".into(),
@@ -210,8 +211,7 @@ mod tests {
                     ..Default::default()
                 }],
                 ..Default::default()
-            }]
-        });
+            }]);
         // A second daemon on the same path is refused while the first one serves.
         let e = StatusSocket::bind(&path)
             .err()

@@ -82,12 +82,10 @@ async fn metrics_endpoint_survives_idle_floods_and_running_out_of_descriptors() 
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let source: StatusSource = Arc::new(|| {
-        vec![ServiceStatus {
-            onion_address: "f.onion".into(),
-            ..Default::default()
-        }]
-    });
+    let (_status, source): (_, StatusSource) = tokio::sync::watch::channel(vec![ServiceStatus {
+        onion_address: "f.onion".into(),
+        ..Default::default()
+    }]);
     let server = tokio::spawn(metrics::serve(
         listener,
         source,

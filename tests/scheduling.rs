@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
+use futures::{FutureExt as _, StreamExt as _};
 use onionbalance::config::{Config, InstanceConfig, ServiceConfig};
 use onionbalance::descriptor::synthetic::SyntheticBackend;
 use onionbalance::descriptor::{
@@ -23,7 +24,7 @@ use onionbalance::descriptor::{
 use onionbalance::net::{DirTransport, TransferError};
 use onionbalance::service::Timing;
 use onionbalance::status::ServicePhase;
-use onionbalance::{Balancer, FrontendKey, OnionAddress};
+use onionbalance::{Balancer, Event, FrontendKey, OnionAddress};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use tor_hscrypto::pk::HsBlindId;
@@ -149,7 +150,10 @@ impl DirTransport for ScriptedTransport {
             Err(TransferError::Timeout(Duration::ZERO)) // never delivered: see below
         } else if let Some(n) = s.fail_next.get_mut(&id).filter(|n| **n > 0) {
             *n -= 1;
-            Err(TransferError::Circuit("scripted failure".into()))
+            // Arti gave up building the circuit in time: a failure that is not a refusal.
+            Err(TransferError::Circuit(Box::new(
+                tor_circmgr::Error::CircTimeout(None),
+            )))
         } else if s.refuse_always.contains(&id) {
             Err(TransferError::Status {
                 code: 400,
@@ -729,6 +733,109 @@ fn backend_changes_are_republished() {
                 "{st:?}"
             );
             handle.shutdown().await;
+        })
+    });
+}
+
+/// Everything `BalancerHandle::events` says happened is what the scripted network saw
+/// happen: one `Published` per (period, revision) that an HSDir accepted, a
+/// `BackendJoined` per backend, an `UploadRejected` per refusal of the current descriptor,
+/// and a `BackendLeft` once a backend's descriptors are gone from the HSDirs.
+#[test]
+fn events_tell_what_the_network_saw() {
+    sim(|rt| {
+        Box::pin(async move {
+            let mut w = World::new(rt.clone(), 2);
+            // One HSDir holds a higher revision than ours for one period: it refuses until
+            // our counter overtakes it (as after another publisher, or a clock step).
+            let expected = w.expected_hsdirs();
+            let (&tp, set) = expected.iter().next().expect("a period");
+            let picky = *set.iter().next().expect("an hsdir");
+            let nd = w.provider.timely_netdir().expect("netdir");
+            let p = periods(&nd)
+                .into_iter()
+                .find(|p| p.time_period == tp)
+                .expect("period");
+            let keys = FrontendPeriodKeys::derive(&w.frontend, tp).expect("keys");
+            let ahead = keys
+                .revision_counter(p.srv_start, rt.wallclock() + Duration::from_secs(90), None)
+                .expect("rev");
+            w.transport
+                .lock()
+                .held
+                .insert((picky, keys.blind_id()), u64::from(ahead));
+            let handle = w.launch();
+            let mut events = handle.events();
+            let mut status = handle.status_watch();
+            rt.advance_by(Duration::from_secs(5 * 60)).await;
+            assert!(status.has_changed().expect("balancer running"));
+            assert!(status.borrow_and_update()[0].first_published.is_some());
+            w.backend_vanishes(1);
+            rt.advance_by(Duration::from_secs(10 * 60)).await;
+
+            let mut seen = Vec::new();
+            while let Some(Some(e)) = events.next().now_or_never() {
+                seen.push(e);
+            }
+            let address = w.frontend.address();
+            let mut published: HashSet<(u64, u64)> = HashSet::new();
+            let (mut joined, mut left, mut rejected) = (Vec::new(), Vec::new(), 0);
+            for e in &seen {
+                match e {
+                    Event::Published {
+                        service,
+                        time_period,
+                        revision,
+                    } => {
+                        assert_eq!(*service, address);
+                        assert!(published.insert((*time_period, *revision)), "once: {e:?}");
+                    }
+                    Event::BackendJoined { name, .. } => joined.push(name.clone()),
+                    Event::BackendLeft { name, .. } => left.push(name.clone()),
+                    Event::UploadRejected {
+                        hsdir, time_period, ..
+                    } => {
+                        assert_eq!(*hsdir, hex::encode_upper(picky.as_bytes()));
+                        assert_eq!(*time_period, tp.interval_num());
+                        rejected += 1;
+                    }
+                    other => panic!("unexpected event {other:?}"),
+                }
+            }
+            // The network's record: every (period, revision) some HSDir accepted.
+            let accepted: HashSet<(u64, u64)> = w
+                .uploads()
+                .iter()
+                .filter(|u| u.accepted)
+                .filter_map(|u| Some((u.period?.interval_num(), u.revision)))
+                .collect();
+            assert_eq!(published, accepted);
+            let periods_published: HashSet<u64> = published.iter().map(|(tp, _)| *tp).collect();
+            assert_eq!(
+                periods_published.len(),
+                expected.len(),
+                "every period: {published:?}"
+            );
+            let refused_current = w
+                .uploads()
+                .iter()
+                .filter(|u| u.hsdir == picky && !u.accepted)
+                .count();
+            assert!(
+                rejected >= 1 && rejected <= refused_current,
+                "{rejected} of {refused_current}"
+            );
+            let names: Vec<String> = w.config().services[0]
+                .instances
+                .iter()
+                .map(|i| i.name.clone())
+                .collect();
+            joined.sort();
+            assert_eq!(joined, names, "each backend joined once");
+            assert_eq!(left, vec![names[1].clone()], "the vanished backend left");
+            handle.shutdown().await;
+            // The stream ends with the balancer.
+            assert!(events.next().await.is_none());
         })
     });
 }

@@ -51,7 +51,7 @@ pub fn run(args: &BackendArgs) -> Result<bool> {
                 Some(dir) => {
                     // Names are checked by the config loader; never leave `dir` whatever.
                     anyhow::ensure!(
-                        onionbalance::files::is_safe_name(&name),
+                        onionbalance::config::is_valid_instance_name(&name),
                         "instance name {name:?} cannot be a directory name under {}",
                         dir.display()
                     );

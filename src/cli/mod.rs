@@ -7,7 +7,9 @@ pub mod check_cmd;
 pub mod client_auth_cmd;
 pub mod config_cmd;
 pub mod run_cmd;
+mod sd_notify;
 pub mod status_cmd;
+mod status_table;
 
 use std::process::ExitCode;
 

@@ -10,9 +10,9 @@ use futures::StreamExt as _;
 use onionbalance::arti_toml::load_arti_config;
 use onionbalance::balancer::create_client;
 use onionbalance::status_socket::{StatusSocket, StatusSource};
-use onionbalance::{Balancer, BalancerHandle, Config};
+use onionbalance::{Balancer, BalancerHandle, Config, ServiceStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
@@ -130,15 +130,9 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
         }
     });
     let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    // Status for the socket and metrics: empty until the balancer runs.
-    let status_cell: Arc<Mutex<Option<StatusSource>>> = Arc::new(Mutex::new(None));
-    let status_source: StatusSource = {
-        let cell = status_cell.clone();
-        Arc::new(move || {
-            let src = cell.lock().ok().and_then(|g| g.clone());
-            src.map(|f| f()).unwrap_or_default()
-        })
-    };
+    // Status for the socket and metrics: empty until the balancer runs, then the balancer's
+    // status watch, forwarded (the metrics endpoint starts before the balancer exists).
+    let (status_tx, status_source): (_, StatusSource) = tokio::sync::watch::channel(Vec::new());
     let bootstrapped = Arc::new(AtomicBool::new(false));
     let _metrics_task = match args.metrics_listen {
         Some(addr) => {
@@ -176,9 +170,10 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
         Err(e) => warn!("revision counters are not kept across restarts: {e:#}"),
     }
     let mut handle = balancer.launch(&client)?;
-    if let Ok(mut s) = status_cell.lock() {
-        *s = Some(Arc::new(handle.status_source()));
-    }
+    let _forward_task = AbortOnDrop(tokio::spawn(forward_status(
+        handle.status_watch(),
+        status_tx,
+    )));
     let _socket_task = match &socket_path {
         Some(p) => {
             let sock = StatusSocket::bind(p)
@@ -189,7 +184,8 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
         None => None,
     };
     let mut sighup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-    let mut ready_poll = tokio::time::interval(Duration::from_millis(250));
+    // systemd readiness: woken by status changes until every service is published.
+    let mut readiness = handle.status_watch();
     let mut ready_sent = false;
     // Configs are read off this loop (a slow filesystem must not hold up SIGTERM); each
     // read's outcome comes back on this channel.
@@ -213,12 +209,10 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
                 reload_in_progress = false;
                 apply_reload(path, outcome, &mut handle).await;
             }
-            _ = ready_poll.tick(), if !ready_sent => {
-                if handle.all_published() {
-                    ready_sent = true;
-                    info!("every service is published ({:.1}s after start)", started.elapsed().as_secs_f64());
-                    notify("READY=1\nSTATUS=every service is published");
-                }
+            _ = readiness.wait_for(|s| all_published(s)), if !ready_sent => {
+                ready_sent = true;
+                info!("every service is published ({:.1}s after start)", started.elapsed().as_secs_f64());
+                notify("READY=1\nSTATUS=every service is published");
             }
         }
     }
@@ -230,6 +224,25 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
         warn!("services did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
     }
     Ok(())
+}
+
+/// True once every service has had a descriptor accepted by at least one HSDir.
+fn all_published(services: &[ServiceStatus]) -> bool {
+    services.iter().all(|s| s.first_published.is_some())
+}
+
+/// Copies every change of the balancer's status into the daemon's own status channel (read
+/// by the status socket and the metrics endpoint), until the balancer stops.
+async fn forward_status(
+    mut from: tokio::sync::watch::Receiver<Vec<ServiceStatus>>,
+    to: tokio::sync::watch::Sender<Vec<ServiceStatus>>,
+) {
+    loop {
+        to.send_replace(from.borrow_and_update().clone());
+        if from.changed().await.is_err() {
+            break;
+        }
+    }
 }
 
 /// How long reading a config (with its keys and client files) may take on reload.
@@ -281,7 +294,7 @@ async fn apply_reload(path: &Path, outcome: LoadOutcome, handle: &mut BalancerHa
 
 /// Tells systemd, logging (not failing) if that is impossible.
 fn notify(state: &str) {
-    if let Err(e) = onionbalance::sd_notify::notify(state) {
+    if let Err(e) = super::sd_notify::notify(state) {
         warn!("cannot notify systemd ({state:?}): {e}");
     }
 }

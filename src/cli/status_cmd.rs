@@ -50,6 +50,6 @@ pub fn run(args: &StatusArgs) -> Result<bool> {
         return Ok(true);
     }
     let doc: Value = serde_json::from_str(&text).context("the status socket sent invalid JSON")?;
-    print!("{}", onionbalance::status_table::table(&doc));
+    print!("{}", super::status_table::table(&doc));
     Ok(true)
 }

@@ -18,20 +18,20 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 
 /// Deepest nesting of flow collections (`[`, `{`) accepted in the text.
-pub const MAX_FLOW_DEPTH: usize = 32;
+pub(super) const MAX_FLOW_DEPTH: usize = 32;
 /// Deepest nesting of collections accepted in the document.
-pub const MAX_DEPTH: usize = 32;
+pub(super) const MAX_DEPTH: usize = 32;
 /// Most values (scalars and collections, aliases expanded) a config document may hold: a
 /// service with 10,000 backends and 1,000 clients needs about 35,000.
-pub const MAX_NODES: usize = 200_000;
+pub(super) const MAX_NODES: usize = 200_000;
 /// Most bytes of text in all scalars together, aliases expanded: four times the largest file.
-pub const MAX_SCALAR_BYTES: usize = 4 << 20;
+pub(super) const MAX_SCALAR_BYTES: usize = 4 << 20;
 
 /// The line (1-based) where flow collections first nest deeper than [`MAX_FLOW_DEPTH`], if
 /// they do. Brackets in quoted strings and comments are not counted; brackets in plain or
 /// block scalars are (a config never needs 32 of them unclosed), so this never lets a deep
 /// document through.
-pub fn flow_depth(text: &str) -> Option<usize> {
+pub(super) fn flow_depth(text: &str) -> Option<usize> {
     let mut depth = 0usize;
     let mut line = 1usize;
     let mut quote: Option<char> = None;
@@ -85,7 +85,7 @@ pub fn flow_depth(text: &str) -> Option<usize> {
 
 /// Walks the document in `deserializer` within the limits, keeping nothing; the error names
 /// the limit that was hit.
-pub fn within_budget<'de, D: Deserializer<'de>>(deserializer: D) -> Result<(), D::Error> {
+pub(super) fn within_budget<'de, D: Deserializer<'de>>(deserializer: D) -> Result<(), D::Error> {
     let budget = Budget {
         nodes: Cell::new(0),
         bytes: Cell::new(0),

@@ -40,6 +40,12 @@ use crate::onion::OnionAddress;
 
 /// Environment variable naming the config file when `-c` is not given (as upstream).
 pub const ENV_CONFIG: &str = "ONIONBALANCE_CONFIG";
+
+/// True when `name` is usable as an instance name: 1 to 63 characters from `A-Z a-z 0-9 . _ -`,
+/// not starting with a dot (names become file names, e.g. with `onionbalance backend --write`).
+pub fn is_valid_instance_name(name: &str) -> bool {
+    crate::files::is_safe_name(name)
+}
 /// Environment variable that overrides `status-socket-location` (as upstream).
 pub const ENV_STATUS_SOCKET: &str = "ONIONBALANCE_STATUS_SOCKET_LOCATION";
 /// Instance addresses starting with this are placeholders written by `onionbalance config`.

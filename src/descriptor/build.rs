@@ -33,7 +33,9 @@ use tor_netdoc::NetdocBuilder as _;
 use tor_protover::Protocols;
 use zeroize::Zeroizing;
 
-use super::{PublishPeriod, CERT_LIFETIME, DESCRIPTOR_LIFETIME, MAX_INTRO_POINTS};
+#[cfg(any(test, feature = "testing"))]
+use super::PublishPeriod;
+use super::{CERT_LIFETIME, DESCRIPTOR_LIFETIME, MAX_INTRO_POINTS};
 use crate::keys::FrontendKey;
 
 /// The frontend's keys for one time period, derived once per period.
@@ -59,7 +61,7 @@ impl FrontendPeriodKeys {
         let (blinded_public, blinded_keypair, subcredential) = frontend
             .keypair()
             .compute_blinded_key(period)
-            .map_err(|e| BuildError::Crypto(format!("cannot blind the frontend key: {e}")))?;
+            .map_err(|e| BuildError::Blinding(Arc::new(e)))?;
         // As C tor and tor-hsservice: the OPE key is the first 32 bytes of the blinded
         // expanded secret key.
         let ope = {
@@ -67,7 +69,7 @@ impl FrontendPeriodKeys {
             let (_, for_ope, _) = frontend
                 .keypair()
                 .compute_blinded_key(period)
-                .map_err(|e| BuildError::Crypto(format!("cannot blind the frontend key: {e}")))?;
+                .map_err(|e| BuildError::Blinding(Arc::new(e)))?;
             let expanded: ed25519::ExpandedKeypair = for_ope.into();
             let secret = Zeroizing::new(expanded.to_secret_key_bytes());
             AesOpeKey::from_secret(&secret[..32])
@@ -93,7 +95,8 @@ impl FrontendPeriodKeys {
     }
 
     /// The descriptor-signing key, the blinded keypair that certifies it and the blinded
-    /// public key: for [`super::layers`], which writes descriptors by hand for fuzzing.
+    /// public key: for the `layers` module, which writes descriptors by hand for fuzzing.
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn signing_keys(&self) -> (&ed25519::Keypair, &HsBlindIdKeypair, &HsBlindIdKey) {
         (&self.desc_sign, &self.blinded_keypair, &self.blinded_public)
     }
@@ -178,9 +181,21 @@ pub enum BuildError {
     /// The clock is before the start of the shared-random period.
     #[error("the current time is before the start of the shared-random period: check this machine's clock")]
     ClockBeforeSrvPeriod,
-    /// A key operation failed.
-    #[error("cryptographic failure while building a descriptor: {0}")]
-    Crypto(String),
+    /// The frontend key could not be blinded for the period.
+    #[error("cannot blind the frontend key for the time period")]
+    Blinding(#[source] Arc<tor_llcrypto::pk::keymanip::BlindingError>),
+    /// The descriptor-signing key could not be certified.
+    #[error("cannot certify the descriptor-signing key")]
+    Certificate(#[source] tor_cert::CertEncodeError),
+    /// The descriptor could not be encoded and signed.
+    #[error("cannot encode the descriptor")]
+    Encoding(#[source] tor_bytes::EncodeError),
+}
+
+impl crate::error::HasKind for BuildError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::BuildFailed
+    }
 }
 
 /// Builds, signs and encrypts a descriptor for the period of `keys`.
@@ -205,7 +220,7 @@ pub fn build_descriptor<R: rand::Rng + rand::CryptoRng>(
         &keys.blinded_keypair,
         cert_expiry,
     )
-    .map_err(|e| BuildError::Crypto(format!("cannot certify the signing key: {e}")))?;
+    .map_err(BuildError::Certificate)?;
     let lifetime_minutes = u16::try_from(DESCRIPTOR_LIFETIME.as_secs() / 60).unwrap_or(180);
     // Fresh random entries for every descriptor, as C tor: the same padding twice would let
     // an observer holding two descriptors tell the random entries from the real ones.
@@ -233,7 +248,7 @@ pub fn build_descriptor<R: rand::Rng + rand::CryptoRng>(
     }
     let text = builder.build_sign(rng).map_err(|e| match e {
         tor_bytes::EncodeError::BadLengthValue => BuildError::TooLarge(req.max_len),
-        other => BuildError::Crypto(other.to_string()),
+        other => BuildError::Encoding(other),
     })?;
     Ok(BuiltDescriptor {
         period: keys.period,
@@ -245,7 +260,9 @@ pub fn build_descriptor<R: rand::Rng + rand::CryptoRng>(
 }
 
 /// Convenience: the SRV-relative revision counter and the build, for one [`PublishPeriod`].
-pub fn build_for_period<R: rand::Rng + rand::CryptoRng>(
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(feature = "testing", visibility::make(pub))]
+pub(crate) fn build_for_period<R: rand::Rng + rand::CryptoRng>(
     keys: &FrontendPeriodKeys,
     period: &PublishPeriod,
     previous: Option<RevisionCounter>,

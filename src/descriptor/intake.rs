@@ -16,6 +16,7 @@ use tor_hscrypto::{RevisionCounter, Subcredential};
 use tor_netdoc::doc::hsdesc::{HsDesc, HsDescError, HsDescOuter, IntroPointDesc};
 use tor_protover::Protocols;
 
+use crate::error::{ErrorKind, HasKind};
 use crate::onion::OnionAddress;
 
 /// The keys needed to read one backend's descriptors for one time period.
@@ -154,20 +155,20 @@ pub enum IntakeError {
         max: usize,
     },
     /// The outer document does not parse.
-    #[error("descriptor does not parse: {0}")]
-    Malformed(String),
+    #[error("descriptor does not parse")]
+    Malformed(#[source] HsDescError),
     /// The descriptor is well formed but belongs to another service or time period.
     #[error("descriptor is for a different onion service or time period than {0}")]
     WrongService(OnionAddress),
     /// A signature or certificate does not verify.
-    #[error("descriptor signature or certificate does not verify: {0}")]
-    BadSignature(String),
+    #[error("descriptor signature or certificate does not verify")]
+    BadSignature(#[source] HsDescError),
     /// The encrypted layers cannot be decrypted with the backend's address.
-    #[error("descriptor cannot be decrypted with the backend's address ({0}); if the backend uses client authorization, disable it: the frontend cannot read such descriptors")]
-    NotDecryptable(String),
+    #[error("descriptor cannot be decrypted with the backend's address; if the backend uses client authorization, disable it: the frontend cannot read such descriptors")]
+    NotDecryptable(#[source] HsDescError),
     /// The decrypted inner document is malformed.
-    #[error("descriptor's encrypted part is malformed: {0}")]
-    InnerMalformed(String),
+    #[error("descriptor's encrypted part is malformed")]
+    InnerMalformed(#[source] HsDescError),
     /// The descriptor is not valid at the given time (expired or not yet valid).
     #[error("descriptor is not valid at this time (valid {from} to {until}); is the backend running, and is this machine's clock right?")]
     NotValidNow {
@@ -178,18 +179,17 @@ pub enum IntakeError {
     },
 }
 
-impl IntakeError {
-    /// A short stable name for the kind of error (for metrics and status).
-    pub fn kind(&self) -> &'static str {
+impl HasKind for IntakeError {
+    fn kind(&self) -> ErrorKind {
         match self {
-            IntakeError::BadBackendKey(_) => "bad-backend-key",
-            IntakeError::Oversized { .. } => "oversized",
-            IntakeError::Malformed(_) => "malformed",
-            IntakeError::WrongService(_) => "wrong-service",
-            IntakeError::BadSignature(_) => "bad-signature",
-            IntakeError::NotDecryptable(_) => "not-decryptable",
-            IntakeError::InnerMalformed(_) => "inner-malformed",
-            IntakeError::NotValidNow { .. } => "not-valid-now",
+            IntakeError::BadBackendKey(_) => ErrorKind::Internal,
+            IntakeError::Oversized { .. }
+            | IntakeError::Malformed(_)
+            | IntakeError::InnerMalformed(_) => ErrorKind::DescriptorMalformed,
+            IntakeError::WrongService(_) => ErrorKind::DescriptorWrongService,
+            IntakeError::BadSignature(_) => ErrorKind::DescriptorBadSignature,
+            IntakeError::NotDecryptable(_) => ErrorKind::DescriptorNotDecryptable,
+            IntakeError::NotValidNow { .. } => ErrorKind::DescriptorNotValidNow,
         }
     }
 }
@@ -266,26 +266,26 @@ fn fmt_time(t: Option<SystemTime>) -> String {
         .unwrap_or_else(|| "unbounded".into())
 }
 
-/// Turns Arti's error into ours.
+/// Turns Arti's error into ours, keeping it as the cause.
 fn classify(e: HsDescError, text: &str, address: OnionAddress) -> IntakeError {
     match e {
-        HsDescError::OuterParsing(inner) => {
+        HsDescError::OuterParsing(_) => {
             // `HsDesc::parse` fails either because the outer document is malformed or because
             // its blinded key is not the one we asked for. If the outer document parses on
             // its own, it was the latter.
             if HsDescOuter::parse(text).is_ok() {
                 IntakeError::WrongService(address)
             } else {
-                IntakeError::Malformed(inner.to_string())
+                IntakeError::Malformed(e)
             }
         }
-        HsDescError::OuterValidation(inner) | HsDescError::InnerValidation(inner) => {
-            IntakeError::BadSignature(inner.to_string())
+        HsDescError::OuterValidation(_) | HsDescError::InnerValidation(_) => {
+            IntakeError::BadSignature(e)
         }
         HsDescError::MissingDecryptionKey
         | HsDescError::WrongDecryptionKey
-        | HsDescError::DecryptionFailed => IntakeError::NotDecryptable(e.to_string()),
-        HsDescError::InnerParsing(inner) => IntakeError::InnerMalformed(inner.to_string()),
-        other => IntakeError::Malformed(other.to_string()),
+        | HsDescError::DecryptionFailed => IntakeError::NotDecryptable(e),
+        HsDescError::InnerParsing(_) => IntakeError::InnerMalformed(e),
+        other => IntakeError::Malformed(other),
     }
 }

@@ -214,7 +214,7 @@ pub fn descriptor_with_inner<R: rand::Rng + rand::CryptoRng>(
         blinded_keypair,
         now + super::CERT_LIFETIME,
     )
-    .map_err(|e| BuildError::Crypto(format!("cannot certify the signing key: {e}")))?;
+    .map_err(BuildError::Certificate)?;
     let mut body = format!(
         "hs-descriptor 3\ndescriptor-lifetime 180\ndescriptor-signing-key-cert\n{}revision-counter {}\nsuperencrypted\n{}",
         object("ED25519 CERT", cert.as_ref()),

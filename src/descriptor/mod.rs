@@ -3,30 +3,40 @@
 //! This module is pure: no I/O, no clock reads (time is always an argument), and randomness
 //! comes from a caller-supplied RNG, so it is deterministic under test and benchmarkable.
 //!
-//! * [`intake`](mod@intake): parse, verify and decrypt a backend's descriptor with the backend's address,
-//!   giving a [`BackendSnapshot`] of its intro points, revision counter and validity, or a
-//!   typed [`IntakeError`].
-//!   [`claimed_revision`] reads the revision a text claims without cryptography, and
-//!   [`BackendSnapshot::content_key`] says what a descriptor means for us, so that the same
-//!   descriptor in other bytes (C tor encodes once per HSDir) is recognised as such.
-//! * [`select`]: choose at most [`MAX_INTRO_POINTS`] intro points, one per relay, every
-//!   backend reachable and shares equal.
-//! * [`variants`]: when one descriptor cannot list every backend, a variant per HSDir that
-//!   clients fetch from, every backend in some, shares equal.
-//! * [`build`]: sign and encrypt a descriptor for the frontend for one time period, with the
-//!   selected intro points re-certified by the period's descriptor-signing key.
-//! * [`engine`]: the frontend's keys and revision counters per period, tying selection and
+//! * [`intake()`]: parse, verify and decrypt a backend's descriptor with the backend's
+//!   address ([`BackendKeys`]), giving a [`BackendSnapshot`] of its intro points, revision
+//!   counter and validity, or a typed [`IntakeError`]. [`claimed_revision`] reads the
+//!   revision a text claims without cryptography, and [`BackendSnapshot::content_key`] says
+//!   what a descriptor means for us, so that the same descriptor in other bytes (C tor
+//!   encodes once per HSDir) is recognised as such.
+//! * [`select_intro_points`]: choose at most [`MAX_INTRO_POINTS`] intro points, one per
+//!   relay, every backend reachable and shares equal.
+//! * [`plan_variants`]: when one descriptor cannot list every backend, a variant per HSDir
+//!   that clients fetch from, every backend in some, shares equal.
+//! * [`build_descriptor`]: sign and encrypt a descriptor for the frontend for one time period
+//!   ([`FrontendPeriodKeys`]), with the selected intro points re-certified by the period's
+//!   descriptor-signing key.
+//! * [`Engine`]: the frontend's keys and revision counters per period, tying selection and
 //!   build together.
-//! * [`synthetic`] and [`layers`]: made-up backends, and the encryption layers written out,
-//!   for tests, benchmarks and fuzzing.
+//!
+//! With the `testing` feature, `synthetic` (made-up backends) and `layers` (the encryption
+//! layers written out) serve tests, benchmarks and fuzzing.
 
-pub mod build;
-pub mod engine;
-pub mod intake;
+testing_module! {
+    /// Building, signing and encrypting our descriptors.
+    mod build;
+}
+mod engine;
+mod intake;
+#[cfg(any(test, feature = "testing"))]
 pub mod layers;
-pub mod select;
+testing_module! {
+    /// Choosing intro points.
+    mod select;
+}
+#[cfg(any(test, feature = "testing"))]
 pub mod synthetic;
-pub mod variants;
+mod variants;
 
 use std::time::{Duration, SystemTime};
 

@@ -181,8 +181,14 @@ fn relay_bytes(relay: &RelayKey) -> Vec<u8> {
     }
 }
 
-/// Plans which intro points each HSDir's descriptor lists, at most `max` per descriptor (see
-/// the [module documentation](self)).
+/// Plans which intro points each HSDir's descriptor lists, at most `max` per descriptor.
+///
+/// A client fetches the descriptor from one HSDir of the period's fetch set, chosen at
+/// random, and uses at most 20 intro points of it (one per relay); so when one descriptor
+/// cannot list every backend, each fetch HSDir gets its own complete *variant*, every backend
+/// is placed in the same number of variants, and the variants are filled evenly, which makes
+/// every backend's share of clients equal within a few percent. With one descriptor enough,
+/// the plan is that one descriptor everywhere.
 ///
 /// `rng` is used only when one descriptor serves every HSDir (for the order of turns, as
 /// [`select_intro_points`]); a plan with several variants depends on its inputs alone.

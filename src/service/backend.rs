@@ -46,7 +46,7 @@ use crate::onion::OnionAddress;
 
 /// What a fetched snapshot meant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Intake {
+pub(crate) enum Intake {
     /// The first descriptor for this period, or other intro points or lines than before.
     Changed,
     /// A higher revision with the same content: the backend is alive, nothing to republish.
@@ -59,7 +59,7 @@ pub enum Intake {
 
 /// What we know of one backend for one time period.
 #[derive(Debug)]
-pub struct BackendPeriod {
+pub(crate) struct BackendPeriod {
     /// The period.
     pub period: TimePeriod,
     /// Its keys for the period (blinded id and subcredential), or why they cannot be derived.
@@ -94,7 +94,7 @@ impl BackendPeriod {
     }
 
     /// The snapshot if usable at `wall`.
-    pub fn usable(&self, wall: SystemTime) -> Option<&BackendSnapshot> {
+    pub(crate) fn usable(&self, wall: SystemTime) -> Option<&BackendSnapshot> {
         self.snapshot
             .as_ref()
             .filter(|s| s.is_valid_at(wall) && !s.intro_points.is_empty())
@@ -103,7 +103,7 @@ impl BackendPeriod {
 
 /// Everything the runner knows of one backend.
 #[derive(Debug)]
-pub struct Backend {
+pub(crate) struct Backend {
     /// Its name in the config.
     pub name: String,
     /// Its address.
@@ -122,7 +122,7 @@ pub struct Backend {
 
 impl Backend {
     /// A backend we know nothing about yet.
-    pub fn new(name: String, address: OnionAddress) -> Self {
+    pub(crate) fn new(name: String, address: OnionAddress) -> Self {
         Backend {
             name,
             address,
@@ -135,7 +135,7 @@ impl Backend {
     }
 
     /// Follows the periods we publish for: new ones start unfetched, ended ones are dropped.
-    pub fn set_periods(&mut self, periods: &[TimePeriod]) {
+    pub(crate) fn set_periods(&mut self, periods: &[TimePeriod]) {
         self.periods.retain(|st| periods.contains(&st.period));
         for &p in periods {
             if self.period(p).is_none() {
@@ -146,17 +146,17 @@ impl Backend {
     }
 
     /// Its state for `period`.
-    pub fn period(&self, period: TimePeriod) -> Option<&BackendPeriod> {
+    pub(crate) fn period(&self, period: TimePeriod) -> Option<&BackendPeriod> {
         self.periods.iter().find(|st| st.period == period)
     }
 
     /// Its state for `period`, mutably.
-    pub fn period_mut(&mut self, period: TimePeriod) -> Option<&mut BackendPeriod> {
+    pub(crate) fn period_mut(&mut self, period: TimePeriod) -> Option<&mut BackendPeriod> {
         self.periods.iter_mut().find(|st| st.period == period)
     }
 
     /// True when some period has a usable descriptor.
-    pub fn is_usable(&self, wall: SystemTime) -> bool {
+    pub(crate) fn is_usable(&self, wall: SystemTime) -> bool {
         self.periods.iter().any(|p| p.usable(wall).is_some())
     }
 
@@ -164,7 +164,7 @@ impl Backend {
     /// own descriptor for that period, else its descriptor for the nearest period (its intro
     /// points are live too; the backend accepts introductions for the frontend's previous,
     /// current and next periods on any of them).
-    pub fn snapshot_for(&self, period: TimePeriod, wall: SystemTime) -> Option<&BackendSnapshot> {
+    pub(crate) fn snapshot_for(&self, period: TimePeriod, wall: SystemTime) -> Option<&BackendSnapshot> {
         if let Some(s) = self.period(period).and_then(|p| p.usable(wall)) {
             return Some(s);
         }
@@ -177,7 +177,7 @@ impl Backend {
 
     /// When this backend should be fetched next, and for which period; `None` while a fetch
     /// is in flight or there is no period. `now` is returned for a fetch due at once.
-    pub fn next_fetch(&self, now: Instant, timing: &Timing) -> Option<(Instant, TimePeriod)> {
+    pub(crate) fn next_fetch(&self, now: Instant, timing: &Timing) -> Option<(Instant, TimePeriod)> {
         if self.fetching {
             return None;
         }
@@ -205,7 +205,7 @@ impl Backend {
     }
 
     /// Takes in a verified snapshot for its period, fetched at `wall`.
-    pub fn take_in(&mut self, snapshot: BackendSnapshot, wall: SystemTime) -> Intake {
+    pub(crate) fn take_in(&mut self, snapshot: BackendSnapshot, wall: SystemTime) -> Intake {
         let period = snapshot.period;
         let Some(st) = self.period_mut(period) else {
             return Intake::NotNewer; // the period ended while we fetched
@@ -240,7 +240,7 @@ impl Backend {
     }
 
     /// Records that a fetch for `period` finished at `now` (whatever its outcome).
-    pub fn fetch_finished(&mut self, period: TimePeriod, now: Instant, wall: SystemTime) {
+    pub(crate) fn fetch_finished(&mut self, period: TimePeriod, now: Instant, wall: SystemTime) {
         self.fetching = false;
         if let Some(st) = self.period_mut(period) {
             st.last_fetch = Some(now);
@@ -255,7 +255,7 @@ impl Backend {
 
     /// Every HSDir said it has no descriptor for `period`: the backend does not publish for
     /// it (stopped, or not started yet). Returns true if a snapshot was dropped.
-    pub fn not_found(&mut self, period: TimePeriod) -> bool {
+    pub(crate) fn not_found(&mut self, period: TimePeriod) -> bool {
         let dropped = self
             .period_mut(period)
             .and_then(|st| st.snapshot.take())
@@ -273,7 +273,7 @@ impl Backend {
     }
 
     /// The earliest wall-clock time at which a snapshot expires or goes stale.
-    pub fn next_expiry(&self, stale_after: Duration) -> Option<SystemTime> {
+    pub(crate) fn next_expiry(&self, stale_after: Duration) -> Option<SystemTime> {
         self.periods
             .iter()
             .filter(|st| st.snapshot.is_some())
@@ -287,7 +287,7 @@ impl Backend {
     }
 
     /// Drops snapshots that expired or went stale by `wall`; returns a description of each.
-    pub fn expire(&mut self, wall: SystemTime, stale_after: Duration) -> Vec<String> {
+    pub(crate) fn expire(&mut self, wall: SystemTime, stale_after: Duration) -> Vec<String> {
         let mut gone = Vec::new();
         for st in &mut self.periods {
             let p = st.period;

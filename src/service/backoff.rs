@@ -8,13 +8,13 @@
 use std::time::Duration;
 
 /// First retry delay.
-pub const INITIAL: Duration = Duration::from_secs(2);
+pub(crate) const INITIAL: Duration = Duration::from_secs(2);
 /// Largest retry delay.
-pub const MAX: Duration = Duration::from_secs(5 * 60);
+pub(crate) const MAX: Duration = Duration::from_secs(5 * 60);
 
 /// Backoff state for one target.
 #[derive(Debug, Clone, Default)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     /// Consecutive failures so far.
     failures: u32,
 }
@@ -22,7 +22,7 @@ pub struct Backoff {
 impl Backoff {
     /// The delay before the next attempt after one more failure: `INITIAL × 2^(failures-1)`,
     /// capped at `MAX`, then scaled by a random factor in [0.5, 1.0].
-    pub fn next_delay<R: rand::Rng + ?Sized>(&mut self, rng: &mut R) -> Duration {
+    pub(crate) fn next_delay<R: rand::Rng + ?Sized>(&mut self, rng: &mut R) -> Duration {
         self.failures = self.failures.saturating_add(1);
         let exp = self.failures.saturating_sub(1).min(16);
         let base = INITIAL.saturating_mul(1u32 << exp).min(MAX);
@@ -32,12 +32,13 @@ impl Backoff {
     }
 
     /// Consecutive failures so far.
-    pub fn failures(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn failures(&self) -> u32 {
         self.failures
     }
 
     /// Back to the start after a success.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.failures = 0;
     }
 }

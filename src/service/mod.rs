@@ -45,13 +45,14 @@
 //! The runner is generic over the Arti [`Runtime`] (time, sleeping) and the [`DirTransport`]
 //! (the network), so its scheduling is tested in simulated time.
 
-pub mod backend;
-pub mod backoff;
-pub mod publish;
-pub mod revision_store;
+pub(crate) mod backend;
+pub(crate) mod backoff;
+pub(crate) mod publish;
+pub(crate) mod revision_store;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::channel::oneshot;
@@ -68,13 +69,15 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{ClientAuthConfig, InstanceConfig, ServiceConfig};
 use crate::descriptor::{BackendSnapshot, BuildError, BuiltVariants, Engine, RingFacts};
+use crate::error::{HasKind as _, ErrorKind};
+use crate::events::{Event, EventSender};
 use crate::fetch::{self, FetchOutcome, FetchReport, FetchRequest};
 use crate::net::{DirTransport, TransferError};
 use crate::onion::OnionAddress;
 use crate::ring;
 use crate::status::{
     BackendShare, Counters, InstanceStatus, PeriodStatus, ServicePhase, ServiceStatus,
-    VariantStatus,
+    StatusBoard, VariantStatus,
 };
 use backend::{Backend, Intake};
 use publish::{
@@ -143,7 +146,7 @@ impl Default for Timing {
 
 /// Instructions to a running service.
 #[derive(Debug, Clone)]
-pub enum ServiceCommand {
+pub(crate) enum ServiceCommand {
     /// The config was reloaded: this is the new list of instances.
     SetInstances(Vec<InstanceConfig>),
     /// The config was reloaded: these are the clients allowed to discover the frontend
@@ -170,11 +173,20 @@ enum Done {
     },
 }
 
+/// Where a runner reports: its status, and events.
+#[derive(Debug, Clone)]
+pub(crate) struct Outputs {
+    /// The balancer's status board (the runner replaces its own entry).
+    pub(crate) board: StatusBoard,
+    /// The balancer's event channel.
+    pub(crate) events: EventSender,
+}
+
 /// Fetches and uploads in flight.
 type InFlight = FuturesUnordered<BoxFuture<'static, Done>>;
 
 /// Runs one frontend service until told to stop.
-pub struct ServiceRunner<R: Runtime, T: DirTransport> {
+pub(crate) struct ServiceRunner<R: Runtime, T: DirTransport> {
     /// Time and sleeping.
     runtime: R,
     /// The network.
@@ -186,9 +198,17 @@ pub struct ServiceRunner<R: Runtime, T: DirTransport> {
     /// Randomness for selection, ring order and jitter.
     rng: StdRng,
     /// Where readers find our status.
-    status: Arc<Mutex<ServiceStatus>>,
+    board: StatusBoard,
+    /// Where listeners hear what happened.
+    events: EventSender,
+    /// The frontend's address.
+    address: OnionAddress,
     /// The frontend's address, for logs.
     frontend: String,
+    /// The backends whose intro points we can publish, as last announced ([`Event::BackendJoined`]).
+    members: Vec<(OnionAddress, String)>,
+    /// The last revision announced as published ([`Event::Published`]), per period.
+    announced: HashMap<TimePeriod, u64>,
     /// Frontend keys, revision counters and builds.
     engine: Engine,
     /// The backends, in config order.
@@ -220,15 +240,16 @@ pub struct ServiceRunner<R: Runtime, T: DirTransport> {
 impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
     /// Prepares a runner for `service`. With a `state_dir`, the last revision counters are
     /// kept under it (see [`revision_store`]).
-    pub fn new(
+    pub(crate) fn new(
         runtime: R,
         transport: Arc<T>,
         netdirs: Arc<dyn NetDirProvider>,
         service: &ServiceConfig,
         timing: Timing,
-        status: Arc<Mutex<ServiceStatus>>,
+        outputs: Outputs,
         state_dir: Option<PathBuf>,
     ) -> Self {
+        let Outputs { board, events } = outputs;
         let frontend = service.address().to_string();
         let store = match state_dir {
             Some(dir) => {
@@ -252,8 +273,12 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             netdirs,
             timing,
             rng: StdRng::from_rng(&mut rand::rng()),
-            status,
+            board,
+            events,
+            address: service.address(),
             frontend,
+            members: Vec::new(),
+            announced: HashMap::new(),
             engine,
             backends: service
                 .instances
@@ -274,14 +299,8 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         }
     }
 
-    /// Uses `rng` instead of a randomly seeded one (for reproducible tests).
-    pub fn with_rng(mut self, rng: StdRng) -> Self {
-        self.rng = rng;
-        self
-    }
-
     /// Runs until `stop` fires (or its sender is dropped), obeying `commands`.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         stop: oneshot::Receiver<()>,
         commands: futures::channel::mpsc::UnboundedReceiver<ServiceCommand>,
@@ -297,6 +316,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         );
         loop {
             self.step(&mut in_flight);
+            self.announce_membership();
             self.update_status();
             let wait = self
                 .next_wakeup()
@@ -340,6 +360,42 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         self.phase = ServicePhase::Stopped;
         self.update_status();
         info!("{}: service stopped", self.frontend);
+    }
+
+    /// Tells listeners which backends joined or left the set whose intro points we can
+    /// publish (a valid descriptor for at least one period we publish for).
+    fn announce_membership(&mut self) {
+        let wall = self.runtime.wallclock();
+        let mut present: Vec<(OnionAddress, String)> = Vec::new();
+        for period in self.publish.publish_periods() {
+            for (b, _) in self.inputs_for(period.time_period, wall) {
+                if !present.iter().any(|(a, _)| *a == b.address) {
+                    present.push((b.address, b.name.clone()));
+                }
+            }
+        }
+        for (instance, name) in &present {
+            if !self.members.iter().any(|(a, _)| a == instance) {
+                self.events.send(Event::BackendJoined {
+                    service: self.address,
+                    name: name.clone(),
+                    instance: *instance,
+                });
+            }
+        }
+        for (instance, name) in &self.members {
+            if !present.iter().any(|(a, _)| a == instance) {
+                self.events.send(Event::BackendLeft {
+                    service: self.address,
+                    name: name.clone(),
+                    instance: *instance,
+                });
+            }
+        }
+        self.members = present;
+        let periods = self.publish.publish_periods();
+        self.announced
+            .retain(|tp, _| periods.iter().any(|p| p.time_period == *tp));
     }
 
     /// Takes a new list of instances: known ones keep their records, new ones are fetched
@@ -590,7 +646,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             *self
                 .counters
                 .intake_rejections
-                .entry(e.kind().to_owned())
+                .entry(e.kind())
                 .or_default() += 1;
         }
         let Some(b) = self.backends.iter_mut().find(|b| b.address == address) else {
@@ -631,7 +687,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 *self
                     .counters
                     .fetch_failures
-                    .entry("not-found".into())
+                    .entry(ErrorKind::DescriptorNotFound)
                     .or_default() += 1;
                 let msg = format!(
                     "none of {} HSDirs has its descriptor for time period {tp} (is it running?)",
@@ -648,7 +704,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 *self
                     .counters
                     .fetch_failures
-                    .entry("error".into())
+                    .entry(report.failure_kind())
                     .or_default() += 1;
                 let msg = format!("fetch for time period {tp} failed: {}", report.problem());
                 warn!("{front}: backend {name}: {msg}; keeping its last descriptor while valid");
@@ -867,13 +923,10 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                     Err(_) => Err(TransferError::Timeout(timeout)),
                 }
                 .map_err(|e| UploadFailure {
-                    message: e.to_string(),
-                    kind: if e.is_rejected_upload() {
-                        "refused"
-                    } else {
-                        e.kind()
-                    },
+                    message: crate::error::report(&e),
+                    kind: e.kind(),
                     refused: e.is_rejected_upload(),
+                    error: Arc::new(e),
                 });
                 Done::Upload { job, result }
             }));
@@ -892,6 +945,15 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             Ok(()) => {
                 self.counters.uploads_ok += 1;
                 self.first_published.get_or_insert(wall);
+                let announced = self.announced.entry(job.period).or_default();
+                if *announced < rev {
+                    *announced = rev;
+                    self.events.send(Event::Published {
+                        service: self.address,
+                        time_period: tp,
+                        revision: rev,
+                    });
+                }
                 debug!(
                     "{}: time period {tp}: HSDir {} accepted revision {rev}",
                     self.frontend, job.hsdir.id
@@ -910,8 +972,18 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 *self
                     .counters
                     .upload_failures
-                    .entry(f.kind.to_owned())
+                    .entry(f.kind)
                     .or_default() += 1;
+                if let Recorded::Refused(n) = recorded {
+                    self.events.send(Event::UploadRejected {
+                        service: self.address,
+                        time_period: tp,
+                        revision: rev,
+                        hsdir: hex::encode_upper(job.hsdir.id.as_bytes()),
+                        in_a_row: n,
+                        error: f.error.clone(),
+                    });
+                }
                 match recorded {
                     Recorded::Refused(n) if n == publish::REJECTION_ALARM => error!(
                         "{}: time period {tp}: HSDir {} refused {n} descriptors in a row (last: {}). Check this machine's clock, and that no other onionbalance or tor publishes with this frontend key; retrying every {} minutes",
@@ -1024,9 +1096,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             authorized_clients: self.engine.authorized_clients().map(<[_]>::len),
             counters: self.counters.clone(),
         };
-        if let Ok(mut guard) = self.status.lock() {
-            *guard = st;
-        }
+        self.board.update(st);
     }
 }
 

@@ -44,21 +44,21 @@ use crate::onion::OnionAddress;
 use crate::ring::HsDir;
 
 /// Refusals in a row for one period after which the runner reports an error.
-pub const REJECTION_ALARM: u32 = 5;
+pub(crate) const REJECTION_ALARM: u32 = 5;
 
 /// Retry interval at an HSDir that refused the descriptor [`REJECTION_ALARM`] times in a row:
 /// something is wrong that retrying will not fix soon (a clock far behind, another frontend
 /// with this key), so we keep trying, slowly; every new descriptor is still tried at once.
-pub const SLOW_RETRY: Duration = Duration::from_secs(30 * 60);
+pub(crate) const SLOW_RETRY: Duration = Duration::from_secs(30 * 60);
 
 /// What a descriptor was built from: per backend, what its snapshot means. Two builds from
 /// equal inputs would list the same intro points (up to the random choice among them).
-pub type BuildInputs = Vec<(OnionAddress, ContentKey)>;
+pub(crate) type BuildInputs = Vec<(OnionAddress, ContentKey)>;
 
 /// The descriptors of one full build of a period: one per variant (usually one), and which
 /// HSDir holds which (see [`crate::descriptor::variants`]).
 #[derive(Debug, Clone)]
-pub struct Publication {
+pub(crate) struct Publication {
     /// The descriptors, one per variant; all carry the same revision counter.
     pub variants: Vec<Arc<BuiltDescriptor>>,
     /// Per variant, the backends it lists with how many intro points each.
@@ -76,13 +76,13 @@ pub struct Publication {
 
 impl Publication {
     /// The revision counter of this build.
-    pub fn revision(&self) -> Option<RevisionCounter> {
+    pub(crate) fn revision(&self) -> Option<RevisionCounter> {
         self.variants.first().map(|d| d.revision)
     }
 
     /// The descriptor `hsdir` should hold: its variant in the plan, or, for an HSDir that
     /// joined the ring since, one chosen by its identity.
-    pub fn variant_for(&self, hsdir: &RsaIdentity) -> Option<Arc<BuiltDescriptor>> {
+    pub(crate) fn variant_for(&self, hsdir: &RsaIdentity) -> Option<Arc<BuiltDescriptor>> {
         let n = self.variants.len();
         if n == 0 {
             return None;
@@ -98,7 +98,7 @@ impl Publication {
 
 /// What one HSDir has and what it should have.
 #[derive(Debug, Clone)]
-pub struct HsDirState {
+pub(crate) struct HsDirState {
     /// The HSDir.
     pub hsdir: HsDir,
     /// The descriptor this HSDir should hold.
@@ -140,7 +140,7 @@ impl HsDirState {
     }
 
     /// True when it does not hold its assigned descriptor.
-    pub fn is_dirty(&self) -> bool {
+    pub(crate) fn is_dirty(&self) -> bool {
         match &self.assigned {
             Some(d) => self.uploaded != Some(d.revision),
             None => false,
@@ -148,14 +148,14 @@ impl HsDirState {
     }
 
     /// When an upload to it is due: `None` if it is clean or an upload is in flight.
-    pub fn upload_at(&self, now: Instant) -> Option<Instant> {
+    pub(crate) fn upload_at(&self, now: Instant) -> Option<Instant> {
         (self.is_dirty() && !self.uploading).then(|| self.not_before.unwrap_or(now))
     }
 }
 
 /// Why a period's descriptor is (re)built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BuildReason {
+pub(crate) enum BuildReason {
     /// The period has no descriptor yet.
     First,
     /// What the descriptor lists changed.
@@ -170,7 +170,7 @@ pub enum BuildReason {
 
 impl BuildReason {
     /// For logs.
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             BuildReason::First => "first descriptor for this period",
             BuildReason::Changed => "backends changed",
@@ -183,7 +183,7 @@ impl BuildReason {
 
 /// Publication state for one time period.
 #[derive(Debug, Clone)]
-pub struct PeriodState {
+pub(crate) struct PeriodState {
     /// The period.
     pub period: PublishPeriod,
     /// When we started publishing for it.
@@ -233,7 +233,7 @@ impl PeriodState {
     }
 
     /// How many HSDirs hold the current descriptor.
-    pub fn accepted(&self) -> usize {
+    pub(crate) fn accepted(&self) -> usize {
         self.hsdirs
             .values()
             .filter(|h| !h.is_dirty() && h.uploaded.is_some())
@@ -241,7 +241,7 @@ impl PeriodState {
     }
 
     /// The most descriptors one HSDir of this period refused in a row.
-    pub fn refusals_in_a_row(&self) -> u32 {
+    pub(crate) fn refusals_in_a_row(&self) -> u32 {
         self.hsdirs
             .values()
             .map(|h| h.refusals_in_a_row)
@@ -250,7 +250,7 @@ impl PeriodState {
     }
 
     /// How many HSDirs failed their last attempt.
-    pub fn failed(&self) -> usize {
+    pub(crate) fn failed(&self) -> usize {
         self.hsdirs
             .values()
             .filter(|h| h.is_dirty() && matches!(h.last_result, Some(Err(_))))
@@ -260,7 +260,7 @@ impl PeriodState {
     /// Whether a build is due, why, and when: the one place this timer is decided.
     ///
     /// `inputs` is what a build now would use (empty: nothing to publish, no build).
-    pub fn build_due(
+    pub(crate) fn build_due(
         &self,
         inputs: &BuildInputs,
         now: Instant,
@@ -304,7 +304,7 @@ impl PeriodState {
 
 /// One upload to do.
 #[derive(Debug, Clone)]
-pub struct UploadJob {
+pub(crate) struct UploadJob {
     /// The period.
     pub period: TimePeriod,
     /// The HSDir.
@@ -315,18 +315,20 @@ pub struct UploadJob {
 
 /// Why one upload failed.
 #[derive(Debug, Clone)]
-pub struct UploadFailure {
+pub(crate) struct UploadFailure {
     /// What happened.
     pub message: String,
-    /// A short stable name for the kind of failure (for metrics).
-    pub kind: &'static str,
+    /// The kind of failure (for metrics).
+    pub kind: crate::error::ErrorKind,
+    /// The failure itself.
+    pub error: std::sync::Arc<crate::net::TransferError>,
     /// True when the HSDir refused to store the descriptor (HTTP 400).
     pub refused: bool,
 }
 
 /// What recording one upload outcome found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
+pub(crate) enum Recorded {
     /// Accepted, or failed and scheduled for a retry.
     Normal,
     /// Refused; the period has this many refusals in a row.
@@ -337,26 +339,26 @@ pub enum Recorded {
 
 /// Publication state for every period of one service.
 #[derive(Debug, Default)]
-pub struct PublishState {
+pub(crate) struct PublishState {
     /// Per period.
     periods: HashMap<TimePeriod, PeriodState>,
 }
 
 impl PublishState {
     /// The periods, in no particular order.
-    pub fn periods(&self) -> impl Iterator<Item = &PeriodState> {
+    pub(crate) fn periods(&self) -> impl Iterator<Item = &PeriodState> {
         self.periods.values()
     }
 
     /// The periods, in order.
-    pub fn publish_periods(&self) -> Vec<PublishPeriod> {
+    pub(crate) fn publish_periods(&self) -> Vec<PublishPeriod> {
         let mut v: Vec<PublishPeriod> = self.periods.values().map(|p| p.period).collect();
         v.sort_by_key(|p| p.time_period.interval_num());
         v
     }
 
     /// One period's state.
-    pub fn period(&self, tp: TimePeriod) -> Option<&PeriodState> {
+    pub(crate) fn period(&self, tp: TimePeriod) -> Option<&PeriodState> {
         self.periods.get(&tp)
     }
 
@@ -367,7 +369,7 @@ impl PublishState {
     /// a ring start dirty (they get the period's descriptor); HSDirs that stayed keep what
     /// they have, so a new consensus with the same ring uploads nothing. Returns the periods
     /// added.
-    pub fn set_rings(
+    pub(crate) fn set_rings(
         &mut self,
         rings: Vec<(PublishPeriod, Vec<HsDir>, Vec<RsaIdentity>)>,
         now: Instant,
@@ -403,7 +405,7 @@ impl PublishState {
     /// Installs the descriptors of a build for `reason`. After a refusal they go only to the
     /// HSDirs that refused (each its own variant, keeping their backoff); otherwise to every
     /// HSDir of the period, each of which is tried at once.
-    pub fn install(
+    pub(crate) fn install(
         &mut self,
         tp: TimePeriod,
         publication: Publication,
@@ -444,7 +446,7 @@ impl PublishState {
 
     /// Makes every period that has a descriptor rebuild it at once: the authorized clients
     /// changed.
-    pub fn clients_changed(&mut self) {
+    pub(crate) fn clients_changed(&mut self) {
         for st in self.periods.values_mut() {
             st.clients_changed = st.published.is_some();
         }
@@ -452,14 +454,14 @@ impl PublishState {
 
     /// Marks a rebuild as not possible now (e.g. no intro points): the timers stay, but no
     /// build is attempted again before `min_gap`.
-    pub fn build_failed(&mut self, tp: TimePeriod, now: Instant) {
+    pub(crate) fn build_failed(&mut self, tp: TimePeriod, now: Instant) {
         if let Some(st) = self.periods.get_mut(&tp) {
             st.last_build = Some(now);
         }
     }
 
     /// At most `limit` of the uploads due at `now`; each is marked in flight.
-    pub fn take_due(&mut self, now: Instant, limit: usize) -> Vec<UploadJob> {
+    pub(crate) fn take_due(&mut self, now: Instant, limit: usize) -> Vec<UploadJob> {
         let mut jobs = Vec::new();
         for st in self.periods.values_mut() {
             let tp = st.period.time_period;
@@ -483,7 +485,7 @@ impl PublishState {
     }
 
     /// The earliest time an upload is due.
-    pub fn next_upload(&self, now: Instant) -> Option<Instant> {
+    pub(crate) fn next_upload(&self, now: Instant) -> Option<Instant> {
         self.periods
             .values()
             .flat_map(|p| p.hsdirs.values())
@@ -492,7 +494,7 @@ impl PublishState {
     }
 
     /// Records one upload outcome at `now`.
-    pub fn record<R: rand::Rng>(
+    pub(crate) fn record<R: rand::Rng>(
         &mut self,
         job: &UploadJob,
         result: &Result<(), UploadFailure>,
@@ -553,7 +555,7 @@ impl PublishState {
 
 /// A refresh interval: uniformly random in `[min, max]`, like C tor and Arti, so that
 /// republications of different services do not synchronise.
-pub fn refresh_delay<R: rand::Rng>(min: Duration, max: Duration, rng: &mut R) -> Duration {
+pub(crate) fn refresh_delay<R: rand::Rng>(min: Duration, max: Duration, rng: &mut R) -> Duration {
     if max <= min {
         return min;
     }

@@ -23,7 +23,7 @@ use tor_hscrypto::RevisionCounter;
 
 /// Why the store could not be read or written.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     /// Reading the file failed.
     #[error("cannot read revision counters from {path}: {source}")]
     Read {
@@ -79,7 +79,7 @@ struct Entry {
 
 /// The last published revision counter per period, optionally backed by a file.
 #[derive(Debug, Default)]
-pub struct RevisionStore {
+pub(crate) struct RevisionStore {
     /// The file, or `None` to keep counters in memory only (library users without a state
     /// directory).
     path: Option<PathBuf>,
@@ -94,13 +94,13 @@ fn id(period: TimePeriod) -> PeriodId {
 
 impl RevisionStore {
     /// A store kept in memory only.
-    pub fn in_memory() -> Self {
+    pub(crate) fn in_memory() -> Self {
         RevisionStore::default()
     }
 
     /// Opens the store at `path`. On a read or parse error the store starts empty and the
     /// error is returned beside it, for the caller to report.
-    pub fn open(path: PathBuf) -> (Self, Option<StoreError>) {
+    pub(crate) fn open(path: PathBuf) -> (Self, Option<StoreError>) {
         let mut store = RevisionStore {
             path: Some(path.clone()),
             counters: BTreeMap::new(),
@@ -131,12 +131,12 @@ impl RevisionStore {
     }
 
     /// The file for frontend `address` under `state_dir`.
-    pub fn path_for(state_dir: &Path, address: &str) -> PathBuf {
+    pub(crate) fn path_for(state_dir: &Path, address: &str) -> PathBuf {
         state_dir.join("revisions").join(format!("{address}.json"))
     }
 
     /// The last counter recorded for `period`.
-    pub fn get(&self, period: TimePeriod) -> Option<RevisionCounter> {
+    pub(crate) fn get(&self, period: TimePeriod) -> Option<RevisionCounter> {
         self.counters
             .get(&id(period))
             .copied()
@@ -146,7 +146,7 @@ impl RevisionStore {
     /// Records `revision` for `period` (if higher than what is recorded), forgets periods
     /// that ended long before it, and saves the file. The counter is kept in memory even if
     /// saving fails.
-    pub fn record(
+    pub(crate) fn record(
         &mut self,
         period: TimePeriod,
         revision: RevisionCounter,
