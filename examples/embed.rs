@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use arti_client::{TorClient, TorClientConfig};
-use futures::{AsyncWriteExt as _, Stream, StreamExt as _};
+use futures::{AsyncReadExt as _, AsyncWriteExt as _, Stream, StreamExt as _};
 use onionbalance::arti_toml::load_arti_config;
 use onionbalance::{Balancer, Config, Event};
 use tokio::signal::unix::{signal, SignalKind};
@@ -31,6 +31,14 @@ const GREETING: &str = "hello from the embedding application's own onion service
 #[tokio::main]
 async fn main() -> Result<()> {
     let (arti_toml, config_path) = parse_args()?;
+    // The application's logs (Arti's and onionbalance's go through `tracing`), on stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 
     // The application's own Tor client: one for everything below.
     let arti_config = match &arti_toml {
@@ -59,7 +67,6 @@ async fn main() -> Result<()> {
         safelog::DisplayRedacted::display_unredacted(&own_address)
     );
     let serving = tokio::spawn(serve_greeting(rend_requests));
-
     // Balancing, on the same client, from the same YAML the daemon reads.
     let config = Config::load(&config_path)?;
     let handle = Balancer::new(config).launch(&client)?;
@@ -127,12 +134,22 @@ async fn answer(request: StreamRequest) {
     let Ok(mut stream) = request.accept(Connected::new_empty()).await else {
         return;
     };
+    // Read the request head (up to its blank line, 8 KiB at most): the greeting is the same
+    // for every request, but answering before the request has arrived would make the client
+    // see its connection reset.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
     let response = format!(
         "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{GREETING}",
         GREETING.len()
     );
-    // Read nothing: the greeting is the same for every request. A failed write only means
-    // the client went away.
+    // A failed write only means the client went away.
     let _ = stream.write_all(response.as_bytes()).await;
     let _ = stream.flush().await;
     let _ = stream.close().await;
