@@ -66,8 +66,8 @@ pub enum ClientKeyError {
     #[error("client name {0:?} is not usable: use 1 to 63 letters, digits, `-`, `_` or `.`, not starting with `.`")]
     BadName(String),
     /// A key file that could not be read (or is not a small regular file).
-    #[error("{0}")]
-    Unreadable(String),
+    #[error("cannot read client key file {0}")]
+    Unreadable(std::sync::Arc<crate::error::FileError>),
 }
 
 /// Whether `name` is usable as a client name (and so as the stem of `<name>.auth`): 1 to 63
@@ -251,7 +251,7 @@ pub fn padded_auth_clients<R: rand::Rng + rand::CryptoRng>(
 /// Reads a key file: a small regular file (see [`crate::files`]).
 fn read_small_file(path: &Path) -> Result<Zeroizing<String>, ClientKeyError> {
     crate::files::read_regular_text(path, crate::files::MAX_KEY_LEN)
-        .map_err(|e| ClientKeyError::Unreadable(e.to_string()))
+        .map_err(|e| ClientKeyError::Unreadable(std::sync::Arc::new(e)))
 }
 
 #[cfg(test)]

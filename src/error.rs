@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+pub use crate::files::FileError;
+
 /// The kind of a failure, coarse enough to act on.
 ///
 /// The names ([`ErrorKind::as_str`]) are stable: they are metric labels and status keys.

@@ -50,13 +50,13 @@ pub enum KeyError {
     /// The file could not be read (or is not a small regular file); the message includes
     /// the cause's.
     #[error("cannot read key file {0}")]
-    Read(crate::files::FileError),
+    Read(crate::error::FileError),
     /// The file could not be written.
     #[error("cannot write key file {path}: {source}")]
     Write {
-        /// The file.
+        /// The key file.
         path: PathBuf,
-        /// The underlying error.
+        /// Why the OS could not write it.
         source: std::io::Error,
     },
     /// The file exists already; we never overwrite a key.
@@ -65,19 +65,27 @@ pub enum KeyError {
     /// The file is neither PKCS#8 PEM nor a C tor secret key.
     #[error("{path} is not a key onionbalance understands: expected an ed25519 PKCS#8 PEM file (\"-----BEGIN PRIVATE KEY-----\") or C tor's hs_ed25519_secret_key ({detail})")]
     UnknownFormat {
-        /// The file.
+        /// The key file.
         path: PathBuf,
-        /// What we saw.
+        /// What the file is instead (empty, a public key file, its length; never its content).
         detail: String,
     },
     /// The PEM file parsed but is not a usable ed25519 key.
-    #[error("{path}: not a valid ed25519 PKCS#8 key: {detail}")]
+    #[error("{path}: not a valid ed25519 PKCS#8 key")]
     BadPkcs8 {
-        /// The file.
+        /// The key file.
         path: PathBuf,
-        /// What the decoder said.
-        detail: String,
+        /// What the PKCS#8 decoder found wrong.
+        #[source]
+        source: ed25519_dalek::pkcs8::Error,
     },
+    /// A PKCS#8 v2 file whose public key is not that of its secret key (a damaged or
+    /// tampered file).
+    #[error("{0}: the public key in the file does not match its secret key")]
+    MismatchedPublicKey(PathBuf),
+    /// The key could not be encoded as PKCS#8 (for saving).
+    #[error("cannot encode the key as PKCS#8")]
+    Encode(#[source] ed25519_dalek::pkcs8::Error),
     /// The C tor file has the right header but an invalid key.
     #[error("{0}: the C tor secret key inside is not a valid ed25519 expanded key")]
     BadCTorKey(PathBuf),
@@ -151,18 +159,15 @@ impl FrontendKey {
 
     /// Parses a PKCS#8 PEM ed25519 key (v1 without, or v2 with, the public key).
     fn from_pkcs8_pem(text: &str, path: &Path) -> Result<Self, KeyError> {
-        let kpb = KeypairBytes::from_pkcs8_pem(text).map_err(|e| KeyError::BadPkcs8 {
+        let kpb = KeypairBytes::from_pkcs8_pem(text).map_err(|source| KeyError::BadPkcs8 {
             path: path.to_owned(),
-            detail: e.to_string(),
+            source,
         })?;
         let kp = ed25519::Keypair::from_bytes(&kpb.secret_key);
         if let Some(public) = &kpb.public_key {
             // A v2 file also carries the public key: it must belong to the secret.
             if public.as_ref() != kp.verifying_key().as_bytes() {
-                return Err(KeyError::BadPkcs8 {
-                    path: path.to_owned(),
-                    detail: "the public key in the file does not match its secret key".into(),
-                });
+                return Err(KeyError::MismatchedPublicKey(path.to_owned()));
             }
         }
         Ok(Self::from_seed_keypair(kp))
@@ -211,10 +216,7 @@ impl FrontendKey {
             public_key: None,
         };
         kpb.to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-            .map_err(|e| KeyError::BadPkcs8 {
-                path: PathBuf::new(),
-                detail: e.to_string(),
-            })
+            .map_err(KeyError::Encode)
     }
 
     /// Writes the key as PKCS#8 PEM to a new file with mode 0600; never overwrites.

@@ -41,11 +41,11 @@ pub enum Outcome {
 /// The verdict on one step.
 #[derive(Debug, Clone)]
 pub struct Verdict {
-    /// What was checked.
+    /// What was checked, e.g. "frontend descriptor" or a backend's name and address.
     pub step: String,
-    /// How it went.
+    /// Whether it passed, passed with a warning, or failed.
     pub outcome: Outcome,
-    /// What we saw.
+    /// What the check found: counts, the first error, what to do about a failure.
     pub detail: String,
     /// What to do about it, if anything.
     pub fix: Option<String>,
@@ -344,8 +344,8 @@ async fn fetch<R: Runtime>(
     client_key: Option<&Arc<ClientSecret>>,
     opts: &Options,
 ) -> Result<Option<BackendSnapshot>, FetchProblem> {
-    let plain = |e: &dyn std::fmt::Display| FetchProblem {
-        message: e.to_string(),
+    let plain = |e: &(dyn std::error::Error + 'static)| FetchProblem {
+        message: crate::error::report(e),
         not_decryptable: false,
     };
     let mut keys = BackendKeys::derive(address, netdir.hs_time_period()).map_err(|e| plain(&e))?;

@@ -37,7 +37,7 @@ pub enum ServicePhase {
 pub struct ServiceStatus {
     /// The frontend's onion address.
     pub onion_address: String,
-    /// The phase.
+    /// Where the service is in its life: waiting for a consensus, starting, publishing...
     pub phase: ServicePhase,
     /// When backend descriptors were last fetched.
     #[serde(serialize_with = "opt_time")]
@@ -51,9 +51,9 @@ pub struct ServiceStatus {
     /// Upstream field: last upload attempt for the second (later) period, if any.
     #[serde(serialize_with = "opt_time_upstream")]
     pub publish_attempt_second_descriptor: Option<SystemTime>,
-    /// Per time period we publish for.
+    /// The descriptor of each time period we publish for (one or two), oldest first.
     pub periods: Vec<PeriodStatus>,
-    /// Per backend.
+    /// Each backend of the service, in config order.
     pub instances: Vec<InstanceStatus>,
     /// Restricted discovery: how many clients are authorized (never their keys); absent when
     /// anyone who knows the address may connect.
@@ -69,17 +69,18 @@ pub struct ServiceStatus {
 pub struct Counters {
     /// Backend descriptors fetched (any HSDir answered with one).
     pub fetches_ok: u64,
-    /// Backend fetches that got no descriptor, by reason (`not-found`, `error`).
+    /// Backend fetches that got no usable descriptor, by the kind of the last failure
+    /// (`not-found` when every HSDir asked said 404).
     pub fetch_failures: BTreeMap<ErrorKind, u64>,
-    /// Fetched descriptors rejected at intake, by reason.
+    /// Fetched descriptors rejected at intake (bad signature, expired...), by kind.
     pub intake_rejections: BTreeMap<ErrorKind, u64>,
     /// Backend descriptors that brought other intro points than before.
     pub backend_changes: u64,
-    /// Descriptors built.
+    /// Descriptors built and signed (each variant of a period counts once per build).
     pub builds: u64,
     /// Uploads an HSDir accepted.
     pub uploads_ok: u64,
-    /// Failed uploads, by reason.
+    /// Failed uploads, by kind (`rejected` when an HSDir refused the descriptor).
     pub upload_failures: BTreeMap<ErrorKind, u64>,
 }
 
@@ -87,9 +88,10 @@ pub struct Counters {
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PeriodStatus {
-    /// The time period number.
+    /// The time period's number (minutes since the epoch, minus the offset, divided by the
+    /// period length), as C tor's logs and `rend-spec-v3` count it.
     pub time_period: u64,
-    /// Its length in minutes.
+    /// The period's length in minutes (1440 on the public network).
     pub length_minutes: u32,
     /// Revision counter of the current descriptor.
     pub revision_counter: Option<u64>,
@@ -108,7 +110,7 @@ pub struct PeriodStatus {
     pub shares: Vec<BackendShare>,
     /// Backends in no descriptor of this period (more than the fetch HSDirs can list).
     pub left_out: Vec<String>,
-    /// Responsible HSDirs.
+    /// HSDirs responsible for this period's descriptor (the upload set, 8 by default).
     pub hsdirs: usize,
     /// HSDirs holding the current descriptor.
     pub hsdirs_accepted: usize,
@@ -148,7 +150,7 @@ pub struct VariantStatus {
 pub struct BackendShare {
     /// The backend's name.
     pub name: String,
-    /// The share, from 0 to 1.
+    /// The expected fraction of new clients it receives, from 0 to 1.
     pub share: f64,
 }
 
@@ -156,9 +158,9 @@ pub struct BackendShare {
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceStatus {
-    /// Its name.
+    /// The backend's name in the config (`name:`, or one made from its address).
     pub name: String,
-    /// Its onion address.
+    /// The backend's onion address.
     pub onion_address: String,
     /// When its current descriptor was received (upstream field and format).
     #[serde(serialize_with = "opt_time_upstream")]
@@ -181,7 +183,7 @@ pub struct InstanceStatus {
 /// extra fields alongside.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct StatusDocument {
-    /// Every service.
+    /// The status of every service, in config order.
     pub services: Vec<ServiceStatus>,
 }
 

@@ -149,9 +149,9 @@ pub enum IntakeError {
     /// The text is longer than HSDirs accept.
     #[error("descriptor is {len} bytes, more than the {max}-byte maximum")]
     Oversized {
-        /// Its length.
+        /// The descriptor's length in bytes.
         len: usize,
-        /// The maximum.
+        /// The largest descriptor accepted (the consensus's `hsdir_max_desc_size`).
         max: usize,
     },
     /// The outer document does not parse.
@@ -172,9 +172,9 @@ pub enum IntakeError {
     /// The descriptor is not valid at the given time (expired or not yet valid).
     #[error("descriptor is not valid at this time (valid {from} to {until}); is the backend running, and is this machine's clock right?")]
     NotValidNow {
-        /// Start of validity.
+        /// Start of its validity (RFC 3339, or `unbounded`).
         from: String,
-        /// End of validity.
+        /// End of its validity (RFC 3339, or `unbounded`).
         until: String,
     },
 }

@@ -525,9 +525,10 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 Ok(id) => id,
                 Err(e) => {
                     warn!(
-                        "{}: time period {}: {e}",
+                        "{}: time period {}: {}",
                         self.frontend,
-                        p.time_period.interval_num()
+                        p.time_period.interval_num(),
+                        crate::error::report(&e)
                     );
                     continue;
                 }
@@ -540,9 +541,10 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                     rings.push((p, up, fetch));
                 }
                 Err(e) => warn!(
-                    "{}: time period {}: {e}",
+                    "{}: time period {}: {}",
                     self.frontend,
-                    p.time_period.interval_num()
+                    p.time_period.interval_num(),
+                    crate::error::report(&e)
                 ),
             }
         }
@@ -600,7 +602,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             let keys = match &st.keys {
                 Ok(k) => k.clone(),
                 Err(e) => {
-                    st.last_error = Some(e.to_string());
+                    st.last_error = Some(crate::error::report(e));
                     b.last_fetch_started = Some(now);
                     b.fetch_finished(period, now, wall);
                     continue;
@@ -609,7 +611,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             let hsdirs = match fetch::hsdirs_for(netdir, &keys, &mut self.rng) {
                 Ok(h) => h,
                 Err(e) => {
-                    st.last_error = Some(e.to_string());
+                    st.last_error = Some(crate::error::report(&e));
                     b.last_fetch_started = Some(now);
                     b.fetch_finished(period, now, wall);
                     continue;
@@ -823,9 +825,10 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 Err(BuildError::NoIntroPoints) => self.publish.build_failed(tp, now),
                 Err(e) => {
                     warn!(
-                        "{}: cannot build a descriptor for time period {}: {e}",
+                        "{}: cannot build a descriptor for time period {}: {}",
                         self.frontend,
-                        tp.interval_num()
+                        tp.interval_num(),
+                        crate::error::report(&e)
                     );
                     self.publish.build_failed(tp, now);
                 }
