@@ -489,6 +489,15 @@ pub fn load_arti_config(path: &Path) -> Result<arti_client::TorClientConfig, Art
     builder.build().map_err(|e| err(e.to_string()))
 }
 
+impl crate::error::HasKind for ArtiTomlError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            ArtiTomlError::Io { .. } => crate::error::ErrorKind::LocalIo,
+            _ => crate::error::ErrorKind::Config,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -254,6 +254,15 @@ fn read_small_file(path: &Path) -> Result<Zeroizing<String>, ClientKeyError> {
         .map_err(|e| ClientKeyError::Unreadable(std::sync::Arc::new(e)))
 }
 
+impl crate::error::HasKind for ClientKeyError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            ClientKeyError::Unreadable(_) => crate::error::ErrorKind::LocalIo,
+            _ => crate::error::ErrorKind::Key,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -124,6 +124,12 @@ pub trait HasKind {
     fn kind(&self) -> ErrorKind;
 }
 
+impl HasKind for FileError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::LocalIo
+    }
+}
+
 /// Formats an error with its whole chain of causes, each once: `what: because: because`.
 ///
 /// Our errors (as Arti's) do not repeat their source in their own message, so that a chain is

@@ -298,6 +298,15 @@ impl fmt::Debug for FrontendKey {
     }
 }
 
+impl crate::error::HasKind for KeyError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            KeyError::Read(_) | KeyError::Write { .. } => crate::error::ErrorKind::LocalIo,
+            _ => crate::error::ErrorKind::Key,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

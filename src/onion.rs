@@ -158,6 +158,12 @@ impl From<HsId> for OnionAddress {
     }
 }
 
+impl crate::error::HasKind for OnionAddressError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::Config
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -268,6 +268,16 @@ fn write_new_file(path: &Path, contents: &[u8]) -> Result<(), WizardError> {
         })
 }
 
+impl crate::error::HasKind for WizardError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            WizardError::Key(e) => e.kind(),
+            WizardError::Io { .. } => crate::error::ErrorKind::LocalIo,
+            _ => crate::error::ErrorKind::Config,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -549,6 +549,15 @@ fn read_config_file(path: &Path) -> Result<String, ConfigError> {
         })
 }
 
+impl crate::error::HasKind for ConfigError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            ConfigError::Read { .. } => crate::error::ErrorKind::LocalIo,
+            _ => crate::error::ErrorKind::Config,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
