@@ -184,8 +184,10 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
         None => None,
     };
     let mut sighup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-    // systemd readiness: woken by status changes until every service is published.
-    let mut readiness = handle.status_watch();
+    // systemd readiness: woken by status changes until every service is published. It reads
+    // the same channel as the status socket and the metrics, so that READY is never ahead of
+    // what they show.
+    let mut readiness = status_source.clone();
     let mut ready_sent = false;
     // Configs are read off this loop (a slow filesystem must not hold up SIGTERM); each
     // read's outcome comes back on this channel.
