@@ -20,15 +20,10 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 const BIN: &str = env!("CARGO_BIN_EXE_onionbalance");
 
 /// The frontend's (first period's) revision counter and accepted uploads, from the status.
-async fn published_state(d: &Daemon) -> Result<(Vec<u64>, u64, usize)> {
+async fn published_state(d: &Daemon) -> Result<(Vec<(u64, u64)>, u64, usize)> {
     let doc = d.status().await?;
     let svc = &doc["services"][0];
-    let revs = svc["periods"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["revisionCounter"].as_u64())
-        .collect();
+    let revs = period_revisions(svc);
     let uploads = svc["counters"]["uploadsOk"].as_u64().unwrap_or(0);
     let instances = svc["instances"].as_array().map_or(0, Vec::len);
     Ok((revs, uploads, instances))
@@ -40,9 +35,26 @@ async fn published_state(d: &Daemon) -> Result<(Vec<u64>, u64, usize)> {
 /// uploads, a few seconds here.
 const RELOAD_PUBLISHED_WITHIN: Duration = Duration::from_secs(60 + 30);
 
-/// Waits until every HSDir of every period holds a descriptor built after `after_revs` (with
-/// none given: holds the current descriptor).
-async fn wait_republished(d: &Daemon, after_revs: &[u64], within: Duration) -> Result<Vec<u64>> {
+/// (time period, revision counter) of each period a service's status lists.
+fn period_revisions(svc: &serde_json::Value) -> Vec<(u64, u64)> {
+    svc["periods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["timePeriod"].as_u64()?, p["revisionCounter"].as_u64()?)))
+        .collect()
+}
+
+/// Waits until every HSDir of every period holds a descriptor built after `after_revs`, the
+/// (period, revision) pairs of before (with none given: holds the current descriptor).
+/// Revision counters count from each period's shared-random start, so they compare only
+/// within one period: a period that was not there before (the network rolled over to a new
+/// one meanwhile) has had only descriptors built since.
+async fn wait_republished(
+    d: &Daemon,
+    after_revs: &[(u64, u64)],
+    within: Duration,
+) -> Result<Vec<(u64, u64)>> {
     let deadline = Instant::now() + within;
     loop {
         let doc = d.status().await?;
@@ -50,11 +62,14 @@ async fn wait_republished(d: &Daemon, after_revs: &[u64], within: Duration) -> R
             .as_array()
             .cloned()
             .unwrap_or_default();
-        let revs: Vec<u64> = periods
-            .iter()
-            .filter_map(|p| p["revisionCounter"].as_u64())
-            .collect();
-        let newer = !revs.is_empty() && revs.iter().all(|r| after_revs.iter().all(|a| r > a));
+        let revs = period_revisions(&doc["services"][0]);
+        let newer = !revs.is_empty()
+            && revs.iter().all(|(tp, r)| {
+                after_revs
+                    .iter()
+                    .find(|(before_tp, _)| before_tp == tp)
+                    .is_none_or(|(_, before)| r > before)
+            });
         let everywhere = periods.iter().all(|p| {
             p["hsdirs"].as_u64() > Some(0) && p["hsdirsAccepted"].as_u64() == p["hsdirs"].as_u64()
         });
