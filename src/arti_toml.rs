@@ -135,6 +135,14 @@ pub enum ArtiTomlError {
         /// What is wrong.
         detail: String,
     },
+    /// Arti rejects the configuration made of these sources.
+    #[error("Arti rejects the configuration from {sources}: {detail}")]
+    Rejected {
+        /// The sources, named (files, `-o` options).
+        sources: String,
+        /// Arti's reason.
+        detail: String,
+    },
     /// The nodes directory has no directory authority in it.
     #[error(
         "no directory authority found in {0} (expected sub-directories like 000a/ \
@@ -476,17 +484,264 @@ fn sanitize_comment(s: &str) -> String {
         .collect()
 }
 
-/// Reads an Arti TOML file into a client configuration.
-pub fn load_arti_config(path: &Path) -> Result<arti_client::TorClientConfig, ArtiTomlError> {
-    let err = |detail: String| ArtiTomlError::Invalid {
-        path: path.to_path_buf(),
-        detail,
+/// Where one piece of an Arti configuration came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArtiSource {
+    /// The data directory onionbalance chose (the base under every other source).
+    Storage,
+    /// An Arti TOML file.
+    File(PathBuf),
+    /// A `-o KEY=VALUE` override.
+    Option(String),
+}
+
+impl std::fmt::Display for ArtiSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArtiSource::Storage => write!(f, "the data directory setting"),
+            ArtiSource::File(p) => write!(f, "{}", p.display()),
+            ArtiSource::Option(o) => write!(f, "-o {o}"),
+        }
+    }
+}
+
+/// A configuration key that Arti read but will not use: unknown (a typo, or a key of
+/// another Arti version) or deprecated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisregardedKey {
+    /// The key as a TOML path, e.g. `path_rules.ipv4_subnet_familly_prefix`.
+    pub key: String,
+    /// The sources that set it (empty when it could not be told which one did).
+    pub sources: Vec<ArtiSource>,
+}
+
+impl std::fmt::Display for DisregardedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.key)?;
+        if !self.sources.is_empty() {
+            let names: Vec<String> = self.sources.iter().map(|s| s.to_string()).collect();
+            write!(f, " (in {})", names.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// An Arti client configuration with the keys Arti disregarded.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LoadedArtiConfig {
+    /// The configuration.
+    pub config: arti_client::TorClientConfig,
+    /// Keys Arti does not know, and so ignored.
+    pub unrecognized: Vec<DisregardedKey>,
+    /// Keys Arti knows but has deprecated.
+    pub deprecated: Vec<DisregardedKey>,
+}
+
+impl LoadedArtiConfig {
+    /// Logs a warning naming each disregarded key.
+    pub fn warn_disregarded(&self) {
+        for k in &self.unrecognized {
+            tracing::warn!("Arti configuration: unrecognized key {k} is ignored; check its spelling and section against Arti's documentation");
+        }
+        for k in &self.deprecated {
+            tracing::warn!("Arti configuration: key {k} is deprecated");
+        }
+    }
+}
+
+/// An Arti client configuration assembled as the `arti` program assembles its own: any
+/// number of TOML files, later ones overriding earlier ones, then `-o KEY=VALUE` overrides,
+/// all through Arti's configuration loader (`tor-config`), which reports the keys it does
+/// not know.
+///
+/// The files are read here, with the same hardened reader as the config (regular files only,
+/// size-capped, never blocking on a FIFO), and handed to Arti as text: Arti never opens
+/// them itself.
+#[derive(Debug, Clone, Default)]
+pub struct ArtiSources {
+    /// Storage directories to set under every other source.
+    storage: Option<Storage>,
+    /// TOML files, in order.
+    files: Vec<PathBuf>,
+    /// `KEY=VALUE` overrides, in order.
+    options: Vec<String>,
+}
+
+impl ArtiSources {
+    /// No sources: Arti's defaults (the public Tor network, Arti's default directories).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets Arti's state and cache directories before any file or option (which may
+    /// still set them otherwise).
+    pub fn storage(mut self, storage: Storage) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// Adds a TOML file; settings in later files replace those of earlier ones.
+    pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.files.push(path.into());
+        self
+    }
+
+    /// Adds an override in the `arti` program's `-o` syntax: `KEY=VALUE`, where KEY is a
+    /// dotted TOML path and VALUE a TOML value (a bare word is taken as a string), e.g.
+    /// `storage.cache_dir=/var/cache/x` or `path_rules.ipv4_subnet_family_prefix=33`.
+    pub fn option(mut self, option: impl Into<String>) -> Self {
+        self.options.push(option.into());
+        self
+    }
+
+    /// Reads the files and resolves everything into a client configuration.
+    pub fn load(&self) -> Result<LoadedArtiConfig, ArtiTomlError> {
+        let mut texts: Vec<(ArtiSource, SourceText)> = Vec::new();
+        if let Some(storage) = &self.storage {
+            texts.push((
+                ArtiSource::Storage,
+                SourceText::Toml(storage_toml(storage)?),
+            ));
+        }
+        for path in &self.files {
+            let text = read(path)?;
+            // Arti's loader reports a syntax error without the file's name: check here first.
+            text.parse::<toml::Table>()
+                .map_err(|e| ArtiTomlError::Invalid {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                })?;
+            texts.push((ArtiSource::File(path.clone()), SourceText::Toml(text)));
+        }
+        for option in &self.options {
+            texts.push((
+                ArtiSource::Option(option.clone()),
+                SourceText::Option(option.clone()),
+            ));
+        }
+        let all: Vec<&SourceText> = texts.iter().map(|(_, t)| t).collect();
+        let results = resolve(&all).map_err(|detail| ArtiTomlError::Rejected {
+            sources: describe_sources(&texts),
+            detail,
+        })?;
+        // Which source set each disregarded key: resolve each source on its own (a source
+        // that Arti rejects alone, e.g. authorities without fallbacks, names no key).
+        let per_source: Vec<(ArtiSource, Vec<String>, Vec<String>)> = texts
+            .iter()
+            .filter_map(|(src, text)| {
+                let r = resolve(&[text]).ok()?;
+                Some((
+                    src.clone(),
+                    r.unrecognized.iter().map(|k| k.to_string()).collect(),
+                    r.deprecated.iter().map(|k| k.to_string()).collect(),
+                ))
+            })
+            .collect();
+        let attribute = |keys: &[tor_config::load::DisfavouredKey], deprecated: bool| {
+            keys.iter()
+                .map(|k| {
+                    let key = k.to_string();
+                    let sources = per_source
+                        .iter()
+                        .filter(|(_, u, d)| if deprecated { d } else { u }.contains(&key))
+                        .map(|(s, _, _)| s.clone())
+                        .collect();
+                    DisregardedKey { key, sources }
+                })
+                .collect()
+        };
+        Ok(LoadedArtiConfig {
+            unrecognized: attribute(&results.unrecognized, false),
+            deprecated: attribute(&results.deprecated, true),
+            config: results.value,
+        })
+    }
+}
+
+/// One source's text, as Arti's loader takes it.
+#[derive(Debug, Clone)]
+enum SourceText {
+    /// A whole TOML document.
+    Toml(String),
+    /// A `KEY=VALUE` line.
+    Option(String),
+}
+
+/// Runs Arti's loader over `sources`, in order.
+fn resolve(
+    sources: &[&SourceText],
+) -> Result<tor_config::load::ResolutionResults<arti_client::TorClientConfig>, String> {
+    use tor_config::sources::MustRead;
+    use tor_config::{ConfigurationSource, ConfigurationSources};
+    let mut cfg = ConfigurationSources::new_empty();
+    for s in sources {
+        match s {
+            SourceText::Toml(text) => cfg.push_source(
+                ConfigurationSource::from_verbatim(text.clone()),
+                MustRead::MustRead,
+            ),
+            SourceText::Option(o) => cfg.push_option(o.clone()),
+        }
+    }
+    let tree = cfg.load().map_err(|e| with_causes(&e))?;
+    tor_config::load::resolve_return_results(
+        &tree,
+        &tor_config::load::ConfigResolveOptions::default(),
+    )
+    .map_err(|e| with_causes(&e))
+}
+
+/// `e` and its causes, colon-separated (Arti's errors keep the detail in their causes).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        // Some errors repeat their cause in their own message.
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+/// The sources, named for an error message.
+fn describe_sources(texts: &[(ArtiSource, SourceText)]) -> String {
+    let names: Vec<String> = texts.iter().map(|(s, _)| s.to_string()).collect();
+    if names.is_empty() {
+        "Arti's defaults".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// `[storage]` with `storage`'s directories, taken literally (no `${HOME}` expansion).
+fn storage_toml(storage: &Storage) -> Result<String, ArtiTomlError> {
+    let literal = |p: &Path| {
+        p.to_str()
+            .map(|s| format!("{{ literal = {} }}", quote(s)))
+            .ok_or_else(|| ArtiTomlError::BadFile {
+                path: p.to_owned(),
+                problem: "the directory name is not UTF-8, which an Arti configuration cannot hold; choose another --data-dir".to_owned(),
+            })
     };
-    let text = crate::files::read_regular_text(path, crate::files::MAX_CONFIG_LEN)
-        .map_err(|e| err(e.to_string()))?;
-    let builder: arti_client::config::TorClientConfigBuilder =
-        toml::from_str(&text).map_err(|e| err(e.to_string()))?;
-    builder.build().map_err(|e| err(e.to_string()))
+    Ok(format!(
+        "[storage]\nstate_dir = {}\ncache_dir = {}\n",
+        literal(&storage.state_dir)?,
+        literal(&storage.cache_dir)?
+    ))
+}
+
+/// Reads one Arti TOML file into a client configuration through Arti's loader, logging a
+/// warning for every key Arti disregards. See [`ArtiSources`] for several files and
+/// overrides.
+pub fn load_arti_config(path: &Path) -> Result<arti_client::TorClientConfig, ArtiTomlError> {
+    let loaded = ArtiSources::new().file(path).load()?;
+    loaded.warn_disregarded();
+    Ok(loaded.config)
 }
 
 impl crate::error::HasKind for ArtiTomlError {
@@ -834,5 +1089,138 @@ mod tests {
         let err = PrivateNetwork::from_chutney_nodes(nodes, storage).expect_err("bad fp");
         assert!(matches!(err, ArtiTomlError::BadFile { .. }), "{err}");
         assert!(err.to_string().contains("fingerprint"), "{err}");
+    }
+
+    /// Writes `text` to `name` in `dir`.
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        fs::write(&p, text).expect("write");
+        p
+    }
+
+    #[test]
+    fn sources_layer_files_then_options() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let a = write(
+            tmp.path(),
+            "a.toml",
+            "[storage]\nstate_dir = \"/a/state\"\ncache_dir = \"/a/cache\"\n",
+        );
+        let b = write(
+            tmp.path(),
+            "b.toml",
+            "[storage]\ncache_dir = \"/b/cache\"\n",
+        );
+        let loaded = ArtiSources::new()
+            .file(&a)
+            .file(&b)
+            .option("storage.state_dir=/o/state")
+            .load()
+            .expect("loads");
+        assert!(loaded.unrecognized.is_empty(), "{:?}", loaded.unrecognized);
+        // Later files replace earlier ones' keys; -o replaces the files'.
+        let toml = format!("{:?}", loaded.config);
+        assert!(
+            toml.contains("/b/cache") && !toml.contains("/a/cache"),
+            "{toml}"
+        );
+        assert!(
+            toml.contains("/o/state") && !toml.contains("/a/state"),
+            "{toml}"
+        );
+    }
+
+    #[test]
+    fn storage_base_is_literal_and_overridable() {
+        let storage = Storage {
+            state_dir: PathBuf::from("/x/${HOME}/state"),
+            cache_dir: PathBuf::from("/x/cache"),
+        };
+        let loaded = ArtiSources::new()
+            .storage(storage.clone())
+            .load()
+            .expect("loads");
+        let text = format!("{:?}", loaded.config);
+        // Not expanded: the directory is exactly the one given.
+        assert!(text.contains("/x/${HOME}/state"), "{text}");
+        let loaded = ArtiSources::new()
+            .storage(storage)
+            .option("storage.cache_dir=/elsewhere")
+            .load()
+            .expect("loads");
+        assert!(format!("{:?}", loaded.config).contains("/elsewhere"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_source() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let a = write(
+            tmp.path(),
+            "a.toml",
+            "[path_rules]\nipv4_subnet_familly_prefix = 33\n",
+        );
+        let b = write(tmp.path(), "b.toml", "[nonsense]\nx = 1\n");
+        let loaded = ArtiSources::new()
+            .file(&a)
+            .file(&b)
+            .option("address_filter.allow_lokal=true")
+            .load()
+            .expect("unknown keys are warnings, not errors");
+        let got: Vec<String> = loaded.unrecognized.iter().map(|k| k.to_string()).collect();
+        let expect = [
+            format!("path_rules.ipv4_subnet_familly_prefix (in {})", a.display()),
+            // An unknown section is named as a whole.
+            format!("nonsense (in {})", b.display()),
+            "address_filter.allow_lokal (in -o address_filter.allow_lokal=true)".to_owned(),
+        ];
+        for e in &expect {
+            assert!(got.contains(e), "{e} not in {got:?}");
+        }
+        assert_eq!(got.len(), 3, "{got:?}");
+    }
+
+    #[test]
+    fn errors_name_the_file_or_the_option() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let bad = write(tmp.path(), "bad.toml", "[storage\n");
+        let err = ArtiSources::new().file(&bad).load().expect_err("syntax");
+        assert!(
+            matches!(&err, ArtiTomlError::Invalid { path, .. } if *path == bad),
+            "{err}"
+        );
+        let err = ArtiSources::new()
+            .option("storage.state_dir=[1, 2]")
+            .load()
+            .expect_err("wrong type");
+        assert!(
+            err.to_string().contains("-o storage.state_dir=[1, 2]"),
+            "{err}"
+        );
+        let err = ArtiSources::new()
+            .file(tmp.path().join("missing.toml"))
+            .load()
+            .expect_err("missing");
+        assert!(err.to_string().contains("missing.toml"), "{err}");
+        // A FIFO is refused without blocking (the hardened reader, not Arti, opens it).
+        let fifo = tmp.path().join("fifo.toml");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let err = ArtiSources::new().file(&fifo).load().expect_err("fifo");
+        assert!(err.to_string().contains("FIFO"), "{err}");
+    }
+
+    #[test]
+    fn shipped_templates_have_no_unknown_key() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let public = write(tmp.path(), "public.toml", PUBLIC_TOML);
+        let loaded = ArtiSources::new()
+            .file(&public)
+            .load()
+            .expect("public.toml");
+        assert!(loaded.unrecognized.is_empty(), "{:?}", loaded.unrecognized);
+        assert!(loaded.deprecated.is_empty(), "{:?}", loaded.deprecated);
     }
 }
