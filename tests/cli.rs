@@ -12,11 +12,21 @@ const BACKEND_A: &str = "az6zyp4pcmodrlstxctjtrfguoofriku52llgrzklo5llznqowspqxa
 const BACKEND_B: &str = "nbvwr3rbofr42gr47qfcjohqxq75h7xbzi4oywh2rvigbmqmizqjodid.onion";
 
 fn run(cmd: &str, args: &[&str], dir: &Path) -> (Output, String) {
+    run_env(cmd, args, dir, &[])
+}
+
+/// [`run`] with environment variables set.
+fn run_env(cmd: &str, args: &[&str], dir: &Path, env: &[(&str, &str)]) -> (Output, String) {
     let out = Command::new(cmd)
         .args(args)
         .current_dir(dir)
         .env_remove("ONIONBALANCE_CONFIG")
         .env_remove("ONIONBALANCE_STATUS_SOCKET_LOCATION")
+        .env_remove("ONIONBALANCE_LOG_LEVEL")
+        .env_remove("ONIONBALANCE_LOG_LOCATION")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .output()
         .expect("run");
     let text = format!(
@@ -83,7 +93,11 @@ fn wizard_then_check() {
     );
 
     let (out, text) = run(OB, &["check", "-c", "cfg/config.yaml"], tmp.path());
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "an invalid config is a config error: {text}"
+    );
     assert!(text.contains("still to be filled in"), "{text}");
     assert!(
         text.contains("instance 1 \"web1\"") && text.contains("instance 2 \"web2\""),
@@ -275,7 +289,7 @@ fn upstream_flags_and_missing_config() {
         ],
         tmp.path(),
     );
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(78), "{text}");
     assert!(text.contains("needs no control port"), "{text}");
     assert!(
         text.contains("cannot read config file") && text.contains("onionbalance config"),
@@ -560,4 +574,310 @@ fn client_auth_add_list_remove() {
         out.status.success() && text.contains("not restricted"),
         "{text}"
     );
+}
+
+/// A wizard-made config in `dir/cfg` with both instances filled in; returns its path.
+fn valid_config(dir: &Path) -> std::path::PathBuf {
+    let (out, text) = run(OB, &["config", "--no-interactive", "--output", "cfg"], dir);
+    assert!(out.status.success(), "{text}");
+    let config = dir.join("cfg/config.yaml");
+    fill_in(&config, &[("node1", BACKEND_A), ("node2", BACKEND_B)]);
+    config
+}
+
+/// Exit codes by category: usage 64, configuration 78, run time 1, help and version 0; for
+/// both binaries.
+#[test]
+fn exit_codes_by_category() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = valid_config(tmp.path());
+    let config = config.to_str().expect("utf-8 path");
+    std::fs::write(tmp.path().join("broken.yaml"), "services: [\n").expect("write");
+    std::fs::write(tmp.path().join("bad-arti.toml"), "[storage\n").expect("write");
+    let cases: &[(&str, &[&str], i32, &str)] = &[
+        (OB, &["--help"], 0, "Exit status"),
+        (OB, &["--version"], 0, "onionbalance"),
+        (OB_CONFIG, &["--help"], 0, "--service-target"),
+        (OB, &["--no-such-flag"], 64, "--no-such-flag"),
+        (
+            OB,
+            &["run", "-c", config, "-v", "loud"],
+            64,
+            "unknown log level",
+        ),
+        (OB, &["-c", config, "--hs-version", "v2"], 64, "only v3"),
+        (OB, &["run"], 64, "no config file"),
+        (
+            OB,
+            &["run", "-c", config, "--is-testnet"],
+            64,
+            "--arti-config",
+        ),
+        (OB, &["completions", "tcsh"], 64, "tcsh"),
+        (OB_CONFIG, &["--hs-version", "v2"], 64, "only v3"),
+        (OB_CONFIG, &["-v", "chatty"], 64, "unknown log level"),
+        (
+            OB_CONFIG,
+            &["--service-target", "nowhere"],
+            64,
+            "not a service target",
+        ),
+        (
+            OB,
+            &["run", "-c", "missing.yaml"],
+            78,
+            "cannot read config file",
+        ),
+        (OB, &["-c", "broken.yaml"], 78, "broken.yaml"),
+        (OB, &["check", "-c", "broken.yaml"], 78, "broken.yaml"),
+        (
+            OB,
+            &["run", "-c", config, "--arti-config", "bad-arti.toml"],
+            78,
+            "bad-arti.toml",
+        ),
+        (
+            OB,
+            &["run", "-c", config, "-o", "storage.state_dir=[1, 2]"],
+            78,
+            "Arti rejects the configuration",
+        ),
+        (
+            OB,
+            &["run", "-c", config, "--log-location", "no/such/dir/ob.log"],
+            78,
+            "cannot open the log file",
+        ),
+        (
+            OB,
+            &["status", "--socket", "no-such.sock"],
+            1,
+            "is the daemon running?",
+        ),
+    ];
+    for (cmd, args, code, says) in cases {
+        let (out, text) = run(cmd, args, tmp.path());
+        assert_eq!(
+            out.status.code(),
+            Some(*code),
+            "{cmd} {args:?} should exit {code}: {text}"
+        );
+        assert!(
+            text.contains(says),
+            "{cmd} {args:?} should say {says:?}: {text}"
+        );
+    }
+    // The variable is checked like the flag: no silent fallback to `info`.
+    let (out, text) = run_env(
+        OB,
+        &["run", "-c", config],
+        tmp.path(),
+        &[("ONIONBALANCE_LOG_LEVEL", "loud")],
+    );
+    assert_eq!(out.status.code(), Some(64), "{text}");
+}
+
+/// Runs the daemon with `extra` arguments (the `--arti-config` files of
+/// [`arti_sources_and_log_formats`], whose storage lies under a regular file) until creating
+/// its Tor client fails: a run-time error right after the Arti configuration was loaded,
+/// with no network needed. Returns the exit status and stderr.
+fn daemon_until_client_fails(
+    tmp: &Path,
+    config: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Output, String) {
+    let config = config.to_str().expect("utf-8 path");
+    let mut args = vec!["run", "-c", config];
+    args.extend_from_slice(extra);
+    let (out, _) = run_env(OB, &args, tmp, env);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stderr)
+}
+
+/// `--arti-config` goes through Arti's own loader: several files, `-o` overrides, unknown
+/// keys warned by name and file; `--log-format json`, `ONIONBALANCE_LOG_LOCATION`, and no
+/// timestamps of ours when stderr is the journal.
+#[test]
+fn arti_sources_and_log_formats() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = valid_config(tmp.path());
+    // Arti's storage under a regular file: the client cannot be created, and the daemon
+    // stops right after loading the configuration.
+    std::fs::write(tmp.path().join("blocker"), "").expect("write");
+    let arti_dir = tmp.path().join("blocker");
+    std::fs::write(
+        tmp.path().join("base.toml"),
+        format!(
+            "[storage]\nstate_dir = {:?}\ncache_dir = {:?}\n[path_rules]\nipv4_subnet_familly_prefix = 33\n",
+            arti_dir.join("state"),
+            arti_dir.join("cache")
+        ),
+    )
+    .expect("write");
+    std::fs::write(
+        tmp.path().join("more.toml"),
+        "[address_filter]\nallow_local_addrs = true\nallow_lokal = true\n",
+    )
+    .expect("write");
+    let files = [
+        "--arti-config",
+        "base.toml",
+        "--arti-config",
+        "more.toml",
+        "-o",
+        "circuit_timing.no_such_knob=3",
+    ];
+    let (out, stderr) = daemon_until_client_fails(tmp.path(), &config, &files, &[]);
+    assert_eq!(out.status.code(), Some(1), "a run-time error: {stderr}");
+    // The files' storage (under a regular file) was used: that is what failed.
+    assert!(stderr.contains("persistent state"), "{stderr}");
+    for (key, source) in [
+        ("path_rules.ipv4_subnet_familly_prefix", "base.toml"),
+        ("address_filter.allow_lokal", "more.toml"),
+        (
+            "circuit_timing.no_such_knob",
+            "-o circuit_timing.no_such_knob=3",
+        ),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&format!("unrecognized key {key} (in {source})"))),
+            "no warning naming {key} in {source}: {stderr}"
+        );
+    }
+
+    // JSON: every line an object with the level and the message.
+    let (_, stderr) = daemon_until_client_fails(
+        tmp.path(),
+        &config,
+        &["--arti-config", "base.toml", "--log-format", "json"],
+        &[],
+    );
+    let warning = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON log line"))
+        .find(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("ipv4_subnet_familly_prefix"))
+        })
+        .unwrap_or_else(|| panic!("no JSON warning: {stderr}"));
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    assert!(warning["timestamp"].is_string(), "{warning}");
+
+    // ONIONBALANCE_LOG_LOCATION: the log goes to that file, appended.
+    let log = tmp.path().join("ob.log");
+    std::fs::write(&log, "earlier line\n").expect("write");
+    let (_, stderr) = daemon_until_client_fails(
+        tmp.path(),
+        &config,
+        &["--arti-config", "base.toml"],
+        &[("ONIONBALANCE_LOG_LOCATION", log.to_str().expect("utf-8"))],
+    );
+    let logged = std::fs::read_to_string(&log).expect("log file");
+    assert!(logged.starts_with("earlier line\n"), "{logged}");
+    assert!(logged.contains("ipv4_subnet_familly_prefix"), "{logged}");
+    assert!(!stderr.contains("ipv4_subnet_familly_prefix"), "{stderr}");
+
+    // The journal: stderr is the stream $JOURNAL_STREAM names, so no timestamp of ours.
+    // A file stands in for the journal's socket: the check compares device and inode.
+    let journal = tmp.path().join("journal");
+    let file = std::fs::File::create(&journal).expect("create");
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = file.metadata().expect("metadata");
+    let stream = format!("{}:{}", meta.dev(), meta.ino());
+    let cfg = config.to_str().expect("utf-8");
+    let status = Command::new(OB)
+        .args(["run", "-c", cfg, "--arti-config", "base.toml"])
+        .current_dir(tmp.path())
+        .env_remove("RUST_LOG")
+        .env_remove("ONIONBALANCE_LOG_LOCATION")
+        .env("JOURNAL_STREAM", &stream)
+        .stdout(std::process::Stdio::null())
+        .stderr(file)
+        .status()
+        .expect("run");
+    assert_eq!(status.code(), Some(1));
+    let text = std::fs::read_to_string(&journal).expect("read");
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(" WARN")
+            || first.starts_with(" INFO")
+            || first.starts_with("WARN")
+            || first.starts_with("INFO"),
+        "a journal line starts with its level: {text}"
+    );
+    // Not the journal (another stream): timestamps as usual.
+    let (_, stderr) = daemon_until_client_fails(
+        tmp.path(),
+        &config,
+        &["--arti-config", "base.toml"],
+        &[("JOURNAL_STREAM", "1:1")],
+    );
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.chars().next().is_some_and(|c| c.is_ascii_digit()),
+        "a line starts with its timestamp: {stderr}"
+    );
+}
+
+/// Without -c, ./config.yaml is used when it exists, as upstream; upstream's
+/// `--hs-version v3` is accepted.
+#[test]
+fn default_config_in_working_directory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = valid_config(tmp.path());
+    let cfg_dir = config.parent().expect("dir");
+    std::fs::write(cfg_dir.join("bad-arti.toml"), "[storage\n").expect("write");
+    // Reaching the Arti configuration means the config was found and valid.
+    let (out, text) = run(
+        OB,
+        &["--hs-version", "v3", "--arti-config", "bad-arti.toml"],
+        cfg_dir,
+    );
+    assert_eq!(out.status.code(), Some(78), "{text}");
+    assert!(
+        text.contains("using ./config.yaml") && text.contains("bad-arti.toml"),
+        "{text}"
+    );
+}
+
+/// onionbalance-config takes upstream's flags: the virtual port and target make the
+/// backends' HiddenServicePort line; a password is refused with a warning.
+#[test]
+fn onionbalance_config_upstream_flags() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (out, text) = run(
+        OB_CONFIG,
+        &[
+            "--hs-version",
+            "v3",
+            "--no-interactive",
+            "--output",
+            "cfg",
+            "-n",
+            "2",
+            "-v",
+            "warning",
+            "--service-virtual-port",
+            "8080",
+            "--service-target",
+            "127.0.0.1:8081",
+            "-p",
+            "secret",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.matches("HiddenServicePort 8080 127.0.0.1:8081")
+            .count(),
+        2,
+        "one line per backend: {text}"
+    );
+    assert!(text.contains("--password is ignored"), "{text}");
+    assert!(tmp.path().join("cfg/config.yaml").is_file());
 }

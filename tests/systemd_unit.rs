@@ -23,6 +23,9 @@ fn unit_has_readiness_reload_user_state_and_sandboxing() {
         "CapabilityBoundingSet=",
         "SystemCallFilter=@system-service",
         "ExecStart=/usr/local/bin/onionbalance run -c /etc/onionbalance/config.yaml",
+        // A usage or config error (exit 64 or 78) is not restarted every RestartSec forever.
+        "Restart=on-failure",
+        "RestartPreventExitStatus=64 78",
     ] {
         assert!(
             UNIT.lines().any(|l| l.trim() == line),

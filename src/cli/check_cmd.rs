@@ -19,9 +19,9 @@ pub struct CheckArgs {
     /// connections through the frontend.
     #[arg(long)]
     pub online: bool,
-    /// Arti configuration for --online (default: the public Tor network).
-    #[arg(long, value_name = "FILE")]
-    pub arti_config: Option<PathBuf>,
+    /// Arti's configuration for --online (default: the public Tor network).
+    #[command(flatten)]
+    pub arti: super::arti_args::ArtiArgs,
     /// Arti state/cache directory for --online without --arti-config.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -39,9 +39,13 @@ pub struct CheckArgs {
 }
 
 /// Validates the config (and with `--online`, the deployment); returns whether all passed.
+/// An invalid config is a configuration error (exit 78), a failed online check is not.
 pub fn run(args: &CheckArgs) -> Result<bool> {
     let Some(cfg) = offline(args) else {
-        return Ok(false);
+        return Err(super::exit::config(anyhow::anyhow!(
+            "{} is not usable as it is (see above)",
+            args.config.display()
+        )));
     };
     if !args.online {
         return Ok(true);
@@ -113,8 +117,7 @@ fn offline(args: &CheckArgs) -> Option<Config> {
 /// The online part: bootstrap, then every step's verdict.
 async fn online(args: &CheckArgs, cfg: &Config) -> Result<bool> {
     let started = Instant::now();
-    let arti =
-        super::run_cmd::arti_client_config(args.arti_config.as_deref(), args.data_dir.as_deref())?;
+    let arti = super::run_cmd::arti_client_config(&args.arti, args.data_dir.as_deref())?;
     let client = onionbalance::balancer::create_client(arti)?;
     match tokio::time::timeout(Duration::from_secs(180), client.bootstrap()).await {
         Ok(Ok(())) => println!(

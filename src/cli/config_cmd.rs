@@ -4,12 +4,22 @@ use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use onionbalance::wizard::{self, WizardOptions};
+use onionbalance::wizard::{self, BackendLayout, WizardOptions};
 use onionbalance::OnionAddress;
 
+use super::logging::Level;
+use super::upstream::{parse_hs_version, parse_service_target};
+
 /// Generate a config file and frontend key(s), and print how to set up the backends.
+///
+/// On a terminal it asks for each setting (the flags give the defaults) unless
+/// --no-interactive.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "onionbalance-config", version)]
+#[command(
+    name = "onionbalance-config",
+    version,
+    after_help = "Exit status:\n  0   success\n  1   failure (e.g. the output directory already has a config)\n  64  usage error: unknown flag, bad value or missing argument"
+)]
 pub struct ConfigArgs {
     /// Import an existing frontend key (PKCS#8 PEM or C tor hs_ed25519_secret_key) instead of
     /// generating one.
@@ -30,10 +40,36 @@ pub struct ConfigArgs {
     /// Never prompt, even on a terminal; missing backend addresses become TODO placeholders.
     #[arg(long)]
     pub no_interactive: bool,
+    /// The onion service port clients connect to, for the backends' HiddenServicePort
+    /// lines printed at the end (upstream's flag).
+    #[arg(long, default_value_t = 80, value_name = "PORT")]
+    pub service_virtual_port: u16,
+    /// Where each backend's tor forwards connections (ADDR:PORT, PORT or unix:PATH), for
+    /// the backends' HiddenServicePort lines (upstream's flag).
+    #[arg(long, default_value = "127.0.0.1:80", value_name = "TARGET", value_parser = parse_service_target)]
+    pub service_target: String,
+    /// Log level: debug, info, warning, error or critical (upstream's -v).
+    #[arg(short = 'v', long = "verbosity", value_name = "LEVEL", default_value = "info", value_parser = Level::parse)]
+    pub verbosity: Level,
+    /// Upstream's onion service version: only v3 exists here.
+    #[arg(long, value_name = "VERSION", default_value = "v3", value_parser = parse_hs_version, hide_default_value = true)]
+    #[allow(dead_code)] // accepted for upstream's command lines; the parser lets only v3 in
+    pub hs_version: String,
+    /// Upstream's password for encrypting the key: upstream encrypts only v2 keys, and
+    /// neither it nor this wizard encrypts a v3 key; accepted (with a warning) for upstream
+    /// scripts.
+    #[arg(short = 'p', long, value_name = "PASSWORD", hide = true)]
+    pub password: Option<String>,
 }
 
 /// Runs the wizard, prompting on a terminal unless `--no-interactive`.
 pub fn run(args: &ConfigArgs) -> Result<()> {
+    if args.password.is_some() {
+        eprintln!(
+            "warning: --password is ignored: v3 keys are written unencrypted (mode 0600), as \
+             upstream writes them; protect the key file instead"
+        );
+    }
     let mut opts = WizardOptions {
         output: args.output.clone(),
         services: args.services,
@@ -53,6 +89,14 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
             key_path.display()
         );
         print!("{}", wizard::backend_instructions(*address, names));
+        let layout = BackendLayout {
+            virtual_port: args.service_virtual_port,
+            target: args.service_target.clone(),
+            ..BackendLayout::default()
+        };
+        for name in names {
+            print!("\n{}", wizard::backend_setup(*address, name, &layout).torrc);
+        }
     }
     println!(
         "\nThen check the config with:  onionbalance check -c {}",

@@ -1,25 +1,54 @@
 //! The command line: argument parsing, logging setup, dispatch. Each command lives in its
 //! own file; the work itself is in the library.
 
+pub mod arti_args;
 pub mod arti_config_cmd;
 pub mod backend_cmd;
 pub mod check_cmd;
 pub mod client_auth_cmd;
 pub mod config_cmd;
+pub mod exit;
+pub mod logging;
 pub mod run_cmd;
 mod sd_notify;
 pub mod status_cmd;
 mod status_table;
+pub mod upstream;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use logging::{LogFormat, LogOptions};
+
+/// What `--help` and the man page say after the options: environment and exit status.
+const AFTER_HELP: &str = "\
+Environment:
+  ONIONBALANCE_CONFIG                  the config file, when -c is not given
+  ONIONBALANCE_LOG_LEVEL               the log level, when -v is not given
+  ONIONBALANCE_LOG_LOCATION            append the log to this file instead of stderr
+  ONIONBALANCE_STATUS_SOCKET_LOCATION  the status socket (overrides the config's)
+  RUST_LOG                             a tracing filter that replaces the -v level
+  STATE_DIRECTORY                      the default --data-dir (set by systemd)
+
+Exit status:
+  0   success
+  1   failure at run time (network, Tor, I/O), or a check that did not pass
+  64  usage error: unknown flag, bad value or missing argument (sysexits EX_USAGE)
+  78  configuration error: the config file, its keys or the Arti configuration (EX_CONFIG)";
+
 /// Load balancer for Tor v3 onion services, on an embedded Arti client (no system tor).
 ///
 /// Without a subcommand it runs the daemon, as upstream's `onionbalance -c CONFIG`.
 #[derive(Debug, Parser)]
-#[command(name = "onionbalance", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "onionbalance",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    after_help = AFTER_HELP
+)]
 struct Cli {
     /// What to do (default: run).
     #[command(subcommand)]
@@ -33,6 +62,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the daemon: keep every configured frontend published.
+    #[command(after_help = AFTER_HELP)]
     Run(run_cmd::RunArgs),
     /// Generate a config file and frontend key(s) (the upstream `onionbalance-config`).
     Config(config_cmd::ConfigArgs),
@@ -43,67 +73,72 @@ enum Command {
     /// Show a running daemon's status (through its status socket).
     Status(status_cmd::StatusArgs),
     /// Validate a config file and its keys (offline, or with --online over Tor); exit status
-    /// 0 when everything passed.
+    /// 0 when everything passed, 78 when the config is not valid.
     Check(check_cmd::CheckArgs),
     /// Manage the clients allowed to discover a frontend (restricted discovery).
     ClientAuth(client_auth_cmd::ClientAuthArgs),
 }
 
-/// Entry point: runs the command and maps the outcome to an exit code.
+/// Entry point: parses the command line, runs the command and maps the outcome to an exit
+/// code by category (see [`exit`]).
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Some(Command::Run(args)) => {
-            init_logging(&args.log_filter());
-            run_cmd::run(&args)
-        }
-        None => {
-            init_logging(&cli.run.log_filter());
-            run_cmd::run(&cli.run)
-        }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return exit::clap_error(&e),
+    };
+    match dispatch(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(exit::RUNTIME),
+        Err(e) => exit::report(&e),
+    }
+}
+
+/// Sets up logging for the command and runs it.
+fn dispatch(cli: Cli) -> anyhow::Result<bool> {
+    match cli.command {
+        Some(Command::Run(args)) => run_daemon(&args),
+        None => run_daemon(&cli.run),
         Some(Command::Config(args)) => {
-            init_logging("info");
+            quiet_logging(args.verbosity.directive());
             config_cmd::run(&args).map(|()| true)
         }
         Some(Command::Backend(args)) => {
-            init_logging("warn");
+            quiet_logging("warn");
             backend_cmd::run(&args)
         }
         Some(Command::ArtiConfig(args)) => {
-            init_logging("warn");
+            quiet_logging("warn");
             arti_config_cmd::run(&args)
         }
         Some(Command::Status(args)) => {
-            init_logging("warn");
+            quiet_logging("warn");
             status_cmd::run(&args)
         }
         Some(Command::ClientAuth(args)) => {
-            init_logging("warn");
+            quiet_logging("warn");
             client_auth_cmd::run(&args)
         }
         Some(Command::Check(args)) => {
-            init_logging("warn,tor_netdir=error");
+            quiet_logging("warn,tor_netdir=error");
             check_cmd::run(&args)
-        }
-    };
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
         }
     }
 }
 
-/// Logs to stderr with `default` as the filter; `RUST_LOG` overrides it.
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    use std::io::IsTerminal as _;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+/// The daemon, with its logging options; a log file that cannot be opened is a
+/// configuration error.
+fn run_daemon(args: &run_cmd::RunArgs) -> anyhow::Result<bool> {
+    logging::init(&args.log_options()).map_err(exit::config)?;
+    run_cmd::run(args)
+}
+
+/// Text on stderr with `filter`, for the short-lived commands.
+fn quiet_logging(filter: &str) {
+    let opts = LogOptions {
+        filter: filter.to_owned(),
+        format: LogFormat::Text,
+        file: None,
+    };
+    // Without a file nothing can fail.
+    let _ = logging::init(&opts);
 }

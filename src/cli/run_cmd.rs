@@ -4,10 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use arti_client::config::TorClientConfigBuilder;
 use arti_client::TorClientConfig;
 use futures::StreamExt as _;
-use onionbalance::arti_toml::load_arti_config;
+use onionbalance::arti_toml::{ArtiSources, Storage};
 use onionbalance::balancer::create_client;
 use onionbalance::status_socket::{StatusSocket, StatusSource};
 use onionbalance::{Balancer, BalancerHandle, Config, ServiceStatus};
@@ -16,19 +15,24 @@ use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
+use super::arti_args::ArtiArgs;
+use super::exit;
+use super::logging::{Level, LogFormat, LogOptions};
+use super::upstream::parse_hs_version;
+
 /// How long shutdown may take before we exit anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 
 /// Options of the daemon (also accepted at the top level, as upstream's `onionbalance -c`).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RunArgs {
-    /// The config file (upstream Onionbalance v3 YAML).
+    /// The config file (upstream Onionbalance v3 YAML); default: ./config.yaml when it
+    /// exists, as upstream.
     #[arg(short = 'c', long, env = onionbalance::config::ENV_CONFIG, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Arti configuration (TOML), e.g. for a private or chutney network; default: the public
-    /// Tor network with state and cache under --data-dir.
-    #[arg(long, value_name = "FILE")]
-    pub arti_config: Option<PathBuf>,
+    /// Arti's configuration: files and `-o` overrides.
+    #[command(flatten)]
+    pub arti: ArtiArgs,
     /// Directory for our state (the last revision counter published per time period, under
     /// publish/) and, when --arti-config is not given, Arti's state and cache (default:
     /// $STATE_DIRECTORY, else $XDG_DATA_HOME/onionbalance, else ~/.local/share/onionbalance).
@@ -37,14 +41,31 @@ pub struct RunArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9035); off by default.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<std::net::SocketAddr>,
-    /// Log level: debug, info, warning, error or critical (as upstream); RUST_LOG overrides.
+    /// Log level: debug, info, warning, error or critical (as upstream; `warn` too);
+    /// RUST_LOG overrides.
     #[arg(
         short = 'v',
         long = "verbosity",
         value_name = "LEVEL",
-        default_value = "info"
+        env = "ONIONBALANCE_LOG_LEVEL",
+        default_value = "info",
+        value_parser = Level::parse
     )]
-    pub verbosity: String,
+    pub verbosity: Level,
+    /// Append the log to this file instead of writing it to stderr.
+    #[arg(long, value_name = "FILE", env = "ONIONBALANCE_LOG_LOCATION")]
+    pub log_location: Option<PathBuf>,
+    /// Log format: text, or json (one object per line) for log shippers.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Upstream's onion service version: only v3 exists here (and in Tor since 2021).
+    #[arg(long, value_name = "VERSION", default_value = "v3", value_parser = parse_hs_version, hide_default_value = true)]
+    #[allow(dead_code)] // accepted for upstream's command lines; the parser lets only v3 in
+    pub hs_version: String,
+    /// Upstream's test-network switch: give the test network's Arti configuration with
+    /// --arti-config instead (`onionbalance arti-config --chutney` writes one).
+    #[arg(long)]
+    pub is_testnet: bool,
     /// Upstream's control-port address: not needed (there is no system tor); ignored.
     #[arg(short = 'i', long = "ip", value_name = "ADDR", hide = true)]
     pub ip: Option<String>,
@@ -59,17 +80,38 @@ pub struct RunArgs {
 impl RunArgs {
     /// The tracing filter for `--verbosity`: our crate at that level, Arti's a notch quieter.
     pub fn log_filter(&self) -> String {
-        let level = match self.verbosity.to_ascii_lowercase().as_str() {
-            "debug" => "debug",
-            "warning" | "warn" => "warn",
-            "error" | "critical" => "error",
-            _ => "info",
-        };
+        let level = self.verbosity.directive();
         let arti = if level == "debug" { "info" } else { "warn" };
         // tor_netdir warns every second on small (test) networks that it cannot find enough
         // relays for vanguards; that is expected there and says nothing on the public network.
         let netdir = if level == "debug" { "info" } else { "error" };
         format!("{level},arti_client={arti},tor_dirmgr={arti},tor_circmgr={arti},tor_guardmgr={arti},tor_chanmgr={arti},tor_proto={arti},tor_netdir={netdir}")
+    }
+
+    /// Where and how the daemon logs.
+    pub fn log_options(&self) -> LogOptions {
+        LogOptions {
+            filter: self.log_filter(),
+            format: self.log_format,
+            file: self.log_location.clone(),
+        }
+    }
+
+    /// The config file: -c (or $ONIONBALANCE_CONFIG), else ./config.yaml if it exists, as
+    /// upstream; with neither, a usage error.
+    fn config_path(&self) -> Result<PathBuf> {
+        if let Some(p) = &self.config {
+            return Ok(p.clone());
+        }
+        let fallback = PathBuf::from("config.yaml");
+        if fallback.is_file() {
+            info!("no -c given: using ./config.yaml");
+            return Ok(fallback);
+        }
+        Err(exit::usage(anyhow::anyhow!(
+            "no config file: give -c FILE (or set ONIONBALANCE_CONFIG), or run where \
+             config.yaml is; create one with `onionbalance config`"
+        )))
     }
 }
 
@@ -84,9 +126,17 @@ pub fn run(args: &RunArgs) -> Result<bool> {
             warn!("{flag} is ignored: onionbalance embeds its own Tor client and needs no control port");
         }
     }
-    let path = args.config.clone().context(
-        "no config file: give -c FILE (or set ONIONBALANCE_CONFIG); create one with `onionbalance config`",
-    )?;
+    if args.is_testnet {
+        if args.arti.files.is_empty() {
+            return Err(exit::usage(anyhow::anyhow!(
+                "--is-testnet: onionbalance reaches a test network through its Arti \
+                 configuration; give it with --arti-config FILE (`onionbalance arti-config \
+                 --chutney DIR` writes one for a chutney network)"
+            )));
+        }
+        info!("--is-testnet is not needed: the network is the one --arti-config describes");
+    }
+    let path = args.config_path()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,7 +163,7 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
             s.instances.len()
         );
     }
-    let arti_config = arti_client_config(args.arti_config.as_deref(), args.data_dir.as_deref())?;
+    let arti_config = arti_client_config(&args.arti, args.data_dir.as_deref())?;
     let client = create_client(arti_config)?;
     let mut events = client.bootstrap_events();
     let progress = tokio::spawn(async move {
@@ -310,31 +360,26 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The Arti configuration: `arti_toml` if given, else the public network with our own
-/// storage directories.
-pub fn arti_client_config(
-    arti_toml: Option<&Path>,
-    data_dir: Option<&Path>,
-) -> Result<TorClientConfig> {
-    match arti_toml {
-        Some(p) => Ok(load_arti_config(p)?),
-        None => public_network_config(data_dir),
+/// The Arti configuration: the `--arti-config` files and `-o` overrides if given, on top
+/// of our own storage directories when no file is given (the public network).
+pub fn arti_client_config(arti: &ArtiArgs, data_dir: Option<&Path>) -> Result<TorClientConfig> {
+    let mut sources = ArtiSources::new();
+    if arti.files.is_empty() {
+        let dir = match data_dir {
+            Some(d) => d.to_path_buf(),
+            None => default_data_dir()?,
+        };
+        sources = sources.storage(Storage::under(&dir));
     }
-}
-
-/// Arti's defaults (the public Tor network), with state and cache in our own directory.
-fn public_network_config(data_dir: Option<&Path>) -> Result<TorClientConfig> {
-    let dir = match data_dir {
-        Some(d) => d.to_path_buf(),
-        None => default_data_dir()?,
-    };
-    let builder = TorClientConfigBuilder::from_directories(dir.join("state"), dir.join("cache"));
-    builder.build().with_context(|| {
-        format!(
-            "cannot configure Arti with data directory {}",
-            dir.display()
-        )
-    })
+    for f in &arti.files {
+        sources = sources.file(f);
+    }
+    for o in &arti.options {
+        sources = sources.option(o);
+    }
+    let loaded = sources.load().map_err(exit::config)?;
+    loaded.warn_disregarded();
+    Ok(loaded.config)
 }
 
 /// `$STATE_DIRECTORY` (systemd), else `$XDG_DATA_HOME/onionbalance`, else
