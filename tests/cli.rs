@@ -881,3 +881,66 @@ fn onionbalance_config_upstream_flags() {
     assert!(text.contains("--password is ignored"), "{text}");
     assert!(tmp.path().join("cfg/config.yaml").is_file());
 }
+
+/// Man pages and completions come from the clap definitions of both binaries.
+#[test]
+fn man_pages_and_completions() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (out, text) = run(OB, &["man", "--output", "man"], tmp.path());
+    assert!(out.status.success(), "{text}");
+    let page = |name: &str| {
+        std::fs::read_to_string(tmp.path().join("man").join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let main = page("onionbalance.1");
+    assert!(main.contains(".TH onionbalance 1"), "{main}");
+    for needle in [
+        "Exit status",
+        "ONIONBALANCE_LOG_LEVEL",
+        "78",
+        "arti\\-config",
+    ] {
+        assert!(main.contains(needle), "onionbalance.1 lacks {needle:?}");
+    }
+    assert!(page("onionbalance-run.1").contains("log\\-format"));
+    assert!(page("onionbalance-check.1").contains("online"));
+    // The wizard's binary's own page, not the `config` subcommand's.
+    let wizard = page("onionbalance-config.1");
+    assert!(wizard.contains(".TH onionbalance-config 1"), "{wizard}");
+    assert!(wizard.contains("service\\-virtual\\-port"), "{wizard}");
+    assert!(
+        !tmp.path().join("man/onionbalance-man.1").exists(),
+        "the hidden command has no page"
+    );
+
+    let (out, text) = run(OB, &["completions", "bash"], tmp.path());
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("_onionbalance()") && text.contains("--arti-config"),
+        "{text}"
+    );
+    for (shell, files) in [
+        ("bash", ["onionbalance.bash", "onionbalance-config.bash"]),
+        ("zsh", ["_onionbalance", "_onionbalance-config"]),
+        ("fish", ["onionbalance.fish", "onionbalance-config.fish"]),
+    ] {
+        let dir = format!("completions/{shell}");
+        let (out, text) = run(OB, &["completions", shell, "--output", &dir], tmp.path());
+        assert!(out.status.success(), "{text}");
+        for f in files {
+            let text = std::fs::read_to_string(tmp.path().join(&dir).join(f))
+                .unwrap_or_else(|e| panic!("{shell} {f}: {e}"));
+            assert!(
+                text.contains("service-virtual-port") || text.contains("arti-config"),
+                "{f}"
+            );
+        }
+    }
+    // bash accepts the script it is given.
+    let status = Command::new("bash")
+        .arg("-n")
+        .arg(tmp.path().join("completions/bash/onionbalance.bash"))
+        .status()
+        .expect("bash");
+    assert!(status.success());
+}

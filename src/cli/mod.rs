@@ -8,6 +8,7 @@ pub mod check_cmd;
 pub mod client_auth_cmd;
 pub mod config_cmd;
 pub mod exit;
+pub mod gen_cmd;
 pub mod logging;
 pub mod run_cmd;
 mod sd_notify;
@@ -17,7 +18,7 @@ pub mod upstream;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use logging::{LogFormat, LogOptions};
 
@@ -77,6 +78,11 @@ enum Command {
     Check(check_cmd::CheckArgs),
     /// Manage the clients allowed to discover a frontend (restricted discovery).
     ClientAuth(client_auth_cmd::ClientAuthArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions(gen_cmd::CompletionsArgs),
+    /// Write the manual pages (for packagers).
+    #[command(hide = true)]
+    Man(gen_cmd::ManArgs),
 }
 
 /// Entry point: parses the command line, runs the command and maps the outcome to an exit
@@ -122,6 +128,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             quiet_logging("warn,tor_netdir=error");
             check_cmd::run(&args)
         }
+        Some(Command::Completions(args)) => gen_cmd::completions(&args, commands()),
+        Some(Command::Man(args)) => gen_cmd::man(&args, commands()),
     }
 }
 
@@ -141,4 +149,12 @@ fn quiet_logging(filter: &str) {
     };
     // Without a file nothing can fail.
     let _ = logging::init(&opts);
+}
+
+/// Both binaries' command definitions, for completions and man pages.
+fn commands() -> gen_cmd::Commands {
+    gen_cmd::Commands {
+        onionbalance: Cli::command(),
+        onionbalance_config: <config_cmd::ConfigArgs as clap::CommandFactory>::command(),
+    }
 }
