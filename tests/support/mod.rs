@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod control;
+pub mod demo;
 pub mod fixtures;
 pub mod frontend;
 pub mod http;
