@@ -278,9 +278,11 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// True once every service has had a descriptor accepted by at least one HSDir.
+/// True once every service has had a descriptor accepted by at least one HSDir. An empty
+/// list (the daemon's channel before the balancer's first status is copied into it) is not
+/// published: a config always has a service.
 fn all_published(services: &[ServiceStatus]) -> bool {
-    services.iter().all(|s| s.first_published.is_some())
+    !services.is_empty() && services.iter().all(|s| s.first_published.is_some())
 }
 
 /// Copies every change of the balancer's status into the daemon's own status channel (read
@@ -401,4 +403,23 @@ fn default_data_dir() -> Result<PathBuf> {
     let home =
         std::env::var_os("HOME").context("cannot find a data directory: set --data-dir or HOME")?;
     Ok(PathBuf::from(home).join(".local/share/onionbalance"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// READY=1 must not go out before the first status arrives: the daemon's status channel
+    /// starts empty, and "every service of none" is not a publication.
+    #[test]
+    fn nothing_is_published_before_the_first_status() {
+        assert!(!all_published(&[]));
+        let unpublished = ServiceStatus::default();
+        assert!(!all_published(std::slice::from_ref(&unpublished)));
+        let published = ServiceStatus {
+            first_published: Some(std::time::SystemTime::now()),
+            ..Default::default()
+        };
+        assert!(all_published(&[published]));
+    }
 }
