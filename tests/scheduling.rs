@@ -77,6 +77,9 @@ struct Script {
     hang: HashSet<RsaIdentity>,
     /// Blinded ids whose fetches hang at every HSDir (a backend behind a broken ring).
     hang_fetch_for: HashSet<HsBlindId>,
+    /// Blinded ids whose next N fetches fail before reaching the HSDir (no circuit yet, as
+    /// right after bootstrap).
+    fail_fetch_for: HashMap<HsBlindId, u32>,
     /// Simulation clock.
     clock: Option<MockRuntime>,
     /// The frontend, to recognise which period an upload is for.
@@ -129,6 +132,14 @@ impl DirTransport for ScriptedTransport {
         s.fetches.push((at, blind_id, id));
         if s.hang.contains(&id) || s.hang_fetch_for.contains(&blind_id) {
             return Box::pin(futures::future::pending());
+        }
+        if let Some(n) = s.fail_fetch_for.get_mut(&blind_id).filter(|n| **n > 0) {
+            *n -= 1;
+            return Box::pin(async {
+                Err(TransferError::Circuit(Box::new(
+                    tor_circmgr::Error::CircTimeout(None),
+                )))
+            });
         }
         let r = s.stored.get(&(blind_id, id)).cloned();
         Box::pin(async move { Ok(r) })
@@ -1054,6 +1065,47 @@ fn first_publication_waits_for_every_backend_at_most_30s() {
             let handle = w.launch();
             rt.advance_by(Duration::from_secs(29)).await;
             assert!(w.uploads().is_empty(), "waits for the slow backend");
+            rt.advance_by(Duration::from_secs(2)).await;
+            let ups = w.uploads();
+            assert!(!ups.is_empty(), "publishes at 30 s without it");
+            for u in &ups {
+                let (tp, _, sids) = w.decode(&u.text, u.at);
+                assert_eq!(sids, w.sids_of(0, tp));
+            }
+            handle.shutdown().await;
+        })
+    });
+}
+
+/// A fetch that fails before any HSDir answers (no circuit yet, as right after bootstrap)
+/// has not asked the backend: the first publication keeps waiting for it, up to the usual
+/// 30 s, instead of going out with the backends that answered first (the clean-clone CI run
+/// saw a first descriptor with one backend of three, and the next only a minute later).
+#[test]
+fn first_publication_waits_for_backends_whose_fetch_failed() {
+    sim(|rt| {
+        Box::pin(async move {
+            let w = World::new(rt.clone(), 2);
+            {
+                let mut s = w.transport.lock();
+                for id in w.blind_ids_of(1) {
+                    // Backend 1's fetches fail at every HSDir for longer than the wait.
+                    s.fail_fetch_for.insert(id, 10_000);
+                }
+            }
+            let handle = w.launch();
+            rt.advance_by(Duration::from_secs(29)).await;
+            assert!(
+                w.uploads().is_empty(),
+                "a failed fetch is not an answer: still waiting for backend 1"
+            );
+            let failed_fetches = w
+                .transport
+                .lock()
+                .fail_fetch_for
+                .values()
+                .all(|n| *n < 10_000);
+            assert!(failed_fetches, "backend 1 was tried and failed");
             rt.advance_by(Duration::from_secs(2)).await;
             let ups = w.uploads();
             assert!(!ups.is_empty(), "publishes at 30 s without it");

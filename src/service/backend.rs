@@ -72,6 +72,9 @@ pub(crate) struct BackendPeriod {
     pub retired: Option<RevisionCounter>,
     /// When this period was last fetched (finished).
     pub last_fetch: Option<Instant>,
+    /// Some HSDir has answered for this period (a descriptor, or "not found"): the backend
+    /// has been asked, as opposed to fetches that failed before reaching an HSDir's answer.
+    pub answered: bool,
     /// Fetch as soon as possible (a sibling period changed).
     pub urgent: bool,
     /// The last fetch problem, cleared by a successful fetch.
@@ -88,6 +91,7 @@ impl BackendPeriod {
             revision_seen_at: None,
             retired: None,
             last_fetch: None,
+            answered: false,
             urgent: false,
             last_error: None,
         }

@@ -656,6 +656,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         };
         let name = b.name.clone();
         let tp = report.period.interval_num();
+        let answered = !matches!(report.outcome, FetchOutcome::Failed);
         let mut error = None;
         match report.outcome {
             FetchOutcome::Fetched(snapshot) => {
@@ -715,15 +716,19 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         }
         if let Some(st) = b.period_mut(report.period) {
             st.last_error = error;
+            // A fetch that failed everywhere (no circuit, timeouts) has not asked the backend
+            // anything: the first publication keeps waiting for it (bounded).
+            st.answered |= answered;
         }
         b.fetch_finished(report.period, now, wall);
     }
 
-    /// The backends not yet asked for their descriptor of period `tp`.
+    /// The backends whose HSDirs have not yet answered for period `tp` (with a descriptor or
+    /// "not found"): fetches that failed before any answer do not count as asking.
     fn untried(&self, tp: TimePeriod) -> Vec<&str> {
         self.backends
             .iter()
-            .filter(|b| b.period(tp).is_none_or(|p| p.last_fetch.is_none()))
+            .filter(|b| b.period(tp).is_none_or(|p| !p.answered))
             .map(|b| b.name.as_str())
             .collect()
     }
