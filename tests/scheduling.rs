@@ -29,6 +29,7 @@ use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use tor_hscrypto::pk::HsBlindId;
 use tor_hscrypto::time::TimePeriod;
+use tor_hscrypto::RevisionCounter;
 use tor_linkspec::{HasRelayIds as _, OwnedCircTarget};
 use tor_llcrypto::pk::rsa::RsaIdentity;
 use tor_netdir::testprovider::TestNetDirProvider;
@@ -411,6 +412,32 @@ impl World {
             .await;
     }
 
+    /// The first HSDir of the first period already holds the revision counter we would use
+    /// `ahead` from now (a run whose clock was ahead, or another publisher): it refuses our
+    /// descriptors until our counter passes it. Returns (period, HSDir, that counter).
+    fn hsdir_holds_revision_ahead(
+        &self,
+        ahead: Duration,
+    ) -> (TimePeriod, RsaIdentity, RevisionCounter) {
+        let expected = self.expected_hsdirs();
+        let (&tp, set) = expected.iter().next().expect("a period");
+        let picky = *set.iter().next().expect("an hsdir");
+        let nd = self.provider.timely_netdir().expect("netdir");
+        let p = periods(&nd)
+            .into_iter()
+            .find(|p| p.time_period == tp)
+            .expect("period");
+        let keys = FrontendPeriodKeys::derive(&self.frontend, tp).expect("keys");
+        let counter = keys
+            .revision_counter(p.srv_start, self.rt.wallclock() + ahead, None)
+            .expect("rev");
+        self.transport
+            .lock()
+            .held
+            .insert((picky, keys.blind_id()), u64::from(counter));
+        (tp, picky, counter)
+    }
+
     fn uploads(&self) -> Vec<Upload> {
         self.transport.lock().uploads.clone()
     }
@@ -632,22 +659,8 @@ fn refusals_are_retried_and_rebuilt_at_most_once_a_minute() {
         Box::pin(async move {
             let w = World::new(rt.clone(), 1);
             let expected = w.expected_hsdirs();
-            let (&tp, set) = expected.iter().next().expect("a period");
-            let picky = *set.iter().next().expect("an hsdir");
-            let nd = w.provider.timely_netdir().expect("netdir");
-            let p = periods(&nd)
-                .into_iter()
-                .find(|p| p.time_period == tp)
-                .expect("period");
-            let keys = FrontendPeriodKeys::derive(&w.frontend, tp).expect("keys");
             // The HSDir holds the counter we would use 150 s from now.
-            let ahead = keys
-                .revision_counter(p.srv_start, rt.wallclock() + Duration::from_secs(150), None)
-                .expect("rev");
-            w.transport
-                .lock()
-                .held
-                .insert((picky, keys.blind_id()), u64::from(ahead));
+            let (tp, picky, ahead) = w.hsdir_holds_revision_ahead(Duration::from_secs(150));
             let handle = w.launch();
             rt.advance_by(Duration::from_secs(10 * 60)).await;
             let ups = w.uploads();
@@ -760,21 +773,7 @@ fn events_tell_what_the_network_saw() {
             // One HSDir holds a higher revision than ours for one period: it refuses until
             // our counter overtakes it (as after another publisher, or a clock step).
             let expected = w.expected_hsdirs();
-            let (&tp, set) = expected.iter().next().expect("a period");
-            let picky = *set.iter().next().expect("an hsdir");
-            let nd = w.provider.timely_netdir().expect("netdir");
-            let p = periods(&nd)
-                .into_iter()
-                .find(|p| p.time_period == tp)
-                .expect("period");
-            let keys = FrontendPeriodKeys::derive(&w.frontend, tp).expect("keys");
-            let ahead = keys
-                .revision_counter(p.srv_start, rt.wallclock() + Duration::from_secs(90), None)
-                .expect("rev");
-            w.transport
-                .lock()
-                .held
-                .insert((picky, keys.blind_id()), u64::from(ahead));
+            let (tp, picky, _) = w.hsdir_holds_revision_ahead(Duration::from_secs(90));
             let handle = w.launch();
             let mut events = handle.events();
             let mut status = handle.status_watch();
