@@ -607,10 +607,17 @@ impl ArtiSources {
         for path in &self.files {
             let text = read(path)?;
             // Arti's loader reports a syntax error without the file's name: check here first.
+            if let Some(what) = crate::redact::key_material(text.as_bytes()) {
+                return Err(ArtiTomlError::Invalid {
+                    path: path.clone(),
+                    detail: format!("this is {what}, not an Arti TOML configuration"),
+                });
+            }
+            // The parser's message quotes the offending line: keep only what and where.
             text.parse::<toml::Table>()
                 .map_err(|e| ArtiTomlError::Invalid {
                     path: path.clone(),
-                    detail: e.to_string(),
+                    detail: crate::redact::parser_message(&e.to_string()),
                 })?;
             texts.push((ArtiSource::File(path.clone()), SourceText::Toml(text)));
         }
@@ -623,7 +630,7 @@ impl ArtiSources {
         let all: Vec<&SourceText> = texts.iter().map(|(_, t)| t).collect();
         let results = resolve(&all).map_err(|detail| ArtiTomlError::Rejected {
             sources: describe_sources(&texts),
-            detail,
+            detail: crate::redact::parser_message(&detail),
         })?;
         // Which source set each disregarded key: resolve each source on its own (a source
         // that Arti rejects alone, e.g. authorities without fallbacks, names no key).

@@ -84,7 +84,7 @@ pub fn parse_public_key(text: &str) -> Result<HsClientDescEncKey, ClientKeyError
         return Err(ClientKeyError::PrivateWherePublicExpected);
     }
     text.parse::<HsClientDescEncKey>()
-        .map_err(|e| ClientKeyError::BadPublicKey(e.to_string()))
+        .map_err(|e| ClientKeyError::BadPublicKey(crate::redact::parser_message(&e.to_string())))
 }
 
 /// A client's private key, as read from an `.auth_private` line. Zeroized on drop.

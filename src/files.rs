@@ -142,7 +142,12 @@ pub(crate) fn read_regular(path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>, 
 /// Reads `path` as UTF-8 text under the rules of [`read_regular`].
 pub(crate) fn read_regular_text(path: &Path, max: u64) -> Result<Zeroizing<String>, FileError> {
     let bytes = read_regular(path, max)?;
-    match std::str::from_utf8(&bytes) {
+    text_of(path, &bytes)
+}
+
+/// `bytes` (read from `path`) as UTF-8 text; the error names the file, not the content.
+pub(crate) fn text_of(path: &Path, bytes: &[u8]) -> Result<Zeroizing<String>, FileError> {
+    match std::str::from_utf8(bytes) {
         Ok(text) => Ok(Zeroizing::new(text.to_owned())),
         Err(e) => Err(FileError::Io {
             path: path.to_owned(),

@@ -125,6 +125,7 @@ pub mod wizard;
 
 mod fetch;
 mod files;
+mod redact;
 testing_module! {
     /// Moving descriptors over Tor (the transport seam).
     mod net;

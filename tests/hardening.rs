@@ -230,3 +230,135 @@ async fn hostile_reloads_leave_the_daemon_serving() -> Result<()> {
     assert_no_process_left(&tor_pids);
     Ok(())
 }
+
+/// The secret-looking tokens of a key file: every run of 16 or more base64/base32
+/// characters in its text, and for a binary key the hex and base64 of its secret bytes.
+fn secret_tokens(bytes: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut tokens: Vec<String> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '+' || c == '/' || c == '='))
+        .filter(|t| t.len() >= 16)
+        .map(str::to_owned)
+        .collect();
+    if let Some(secret) = bytes.strip_prefix(b"== ed25519v1-secret: type0 ==\0\0\0") {
+        tokens.push(hex::encode(secret)[..32].to_owned());
+        tokens.push(data_encoding::BASE64.encode(secret)[..32].to_owned());
+    }
+    tokens
+}
+
+/// No message quotes a key: every key format (PKCS#8 PEM, C tor secret key, a client's
+/// `.auth_private` and `.auth`) given as the config, an Arti TOML file, a frontend key or a
+/// client file is refused with a configuration error (78) where it does not belong, and no
+/// part of the key appears on stdout or stderr, whether refused or accepted.
+#[test]
+fn no_key_content_in_any_message() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let mut rng = rand::rng();
+    let frontend = onionbalance::FrontendKey::generate(&mut rng);
+    let pem = frontend.to_pkcs8_pem()?;
+    let ctor = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/keys/ctor/hs_ed25519_secret_key"),
+    )?;
+    let client = onionbalance::client_auth::ClientSecret::generate(frontend.address(), &mut rng);
+    let auth_private = client.auth_private_line();
+    let auth = format!("{}\n", client.public());
+    let keys: [(&str, &[u8]); 4] = [
+        ("pkcs8.pem", pem.as_bytes()),
+        ("hs_ed25519_secret_key", &ctor),
+        ("alice.auth_private", auth_private.as_bytes()),
+        ("alice.auth", auth.as_bytes()),
+    ];
+    std::fs::write(dir.join("frontend.key"), pem.as_bytes())?;
+    let mut runs = 0;
+    for (name, bytes) in keys {
+        // The onion address in an `.auth_private` line is public (and the daemon names its
+        // frontend in its log): only the key material counts.
+        let frontend_host = frontend.address().to_string().replace(".onion", "");
+        let tokens: Vec<String> = secret_tokens(bytes)
+            .into_iter()
+            .filter(|t| *t != frontend_host)
+            .collect();
+        ensure!(!tokens.is_empty(), "{name}: no tokens to look for");
+        let key_dir = dir.join(format!("case-{name}"));
+        std::fs::create_dir_all(key_dir.join("clients"))?;
+        let key_path = key_dir.join(name);
+        std::fs::write(&key_path, bytes)?;
+        let key_arg = key_path.to_str().context("utf-8 path")?;
+        // As a client file: the key's content as `clients/bob.auth`.
+        std::fs::write(key_dir.join("clients/bob.auth"), bytes)?;
+        std::fs::copy(dir.join("frontend.key"), key_dir.join("frontend.key"))?;
+        config_with_key(
+            &key_dir,
+            "frontend.key",
+            "  authorized-clients-dir: clients\n",
+        )?;
+        // As the frontend's key.
+        let wrong_key_dir = key_dir.join("as-frontend-key");
+        std::fs::create_dir_all(&wrong_key_dir)?;
+        std::fs::write(wrong_key_dir.join("front.key"), bytes)?;
+        config_with_key(&wrong_key_dir, "front.key", "")?;
+        let good_config = dir.join("good");
+        std::fs::create_dir_all(&good_config)?;
+        std::fs::copy(dir.join("frontend.key"), good_config.join("frontend.key"))?;
+        config_with_key(&good_config, "frontend.key", "")?;
+        let good = good_config.join("config.yaml");
+        let good = good.to_str().context("utf-8 path")?;
+        let cases: Vec<(&str, Vec<&str>)> = vec![
+            ("as -c of check", vec!["check", "-c", key_arg]),
+            ("as -c of run", vec!["run", "-c", key_arg]),
+            (
+                "as --arti-config",
+                vec!["run", "-c", good, "--arti-config", key_arg],
+            ),
+            ("as a client file", vec!["check", "-c", "config.yaml"]),
+            (
+                "as the frontend key",
+                vec!["check", "-c", "as-frontend-key/config.yaml"],
+            ),
+        ];
+        for (how, args) in cases {
+            let out = Command::new(OB)
+                .args(&args)
+                .current_dir(&key_dir)
+                .env_remove("ONIONBALANCE_CONFIG")
+                .env("HOME", dir)
+                .stdin(Stdio::null())
+                .output()?;
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            eprintln!(
+                "{name} {how}: exit {:?}: {}",
+                out.status.code(),
+                text.trim()
+            );
+            for t in &tokens {
+                ensure!(
+                    !text.contains(t.as_str()),
+                    "{name} {how}: the output quotes the key ({t}):\n{text}"
+                );
+            }
+            // Where the key is the right kind for the slot, the command passes: a public
+            // `.auth` file as a client file, a frontend key (either format) as the frontend key.
+            let right_slot = (name == "alice.auth" && how == "as a client file")
+                || (how == "as the frontend key" && !name.starts_with("alice"));
+            if right_slot {
+                ensure!(out.status.success(), "{name} {how}: refused:\n{text}");
+            } else {
+                ensure!(
+                    out.status.code() == Some(78),
+                    "{name} {how}: expected exit 78 (configuration error), got {:?}:\n{text}",
+                    out.status.code()
+                );
+            }
+            runs += 1;
+        }
+    }
+    ensure!(runs == 20, "{runs} runs");
+    Ok(())
+}

@@ -149,6 +149,15 @@ pub enum ConfigError {
         /// Why (its text is part of this error's message).
         error: FileError,
     },
+    /// The file holds key material, not a config (a key file given as `-c`, an easy slip).
+    /// The message names what kind of key it looks like, never its content.
+    #[error("{} is {what}, not a config file: give -c the YAML config (e.g. config.yaml), which names its key files under `key:`", path.display())]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What it looks like, e.g. "a private key (PEM)".
+        what: &'static str,
+    },
     /// The file is not valid YAML or has the wrong shape.
     #[error("{path}{}: invalid config: {message}", line.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
     Syntax {
@@ -208,11 +217,19 @@ impl Config {
         path: &Path,
         allow_placeholders: bool,
     ) -> Result<Config, ConfigError> {
+        // Parsers quote what they could not read: keep any quoted content (a key pasted in
+        // the wrong place) out of the message (see `redact`).
         let syntax = |e: serde_yaml::Error| ConfigError::Syntax {
             path: path.to_owned(),
             line: e.location().map(|l| (l.line(), l.column())),
-            message: e.to_string(),
+            message: crate::redact::parser_message(&e.to_string()),
         };
+        if let Some(what) = crate::redact::key_material(text.as_bytes()) {
+            return Err(ConfigError::KeyFile {
+                path: path.to_owned(),
+                what,
+            });
+        }
         // What the text may cost is checked before anything is built (see `guard`).
         if let Some(line) = guard::flow_depth(text) {
             return Err(ConfigError::Syntax {
@@ -541,7 +558,21 @@ impl Validator<'_> {
 
 /// Reads a config file: a regular file of at most [`crate::files::MAX_CONFIG_LEN`] bytes.
 fn read_config_file(path: &Path) -> Result<String, ConfigError> {
-    crate::files::read_regular_text(path, crate::files::MAX_CONFIG_LEN)
+    let bytes =
+        crate::files::read_regular(path, crate::files::MAX_CONFIG_LEN).map_err(|error| {
+            ConfigError::Read {
+                path: path.to_owned(),
+                error,
+            }
+        })?;
+    // Before anything tries to read it as text: a binary C tor key is not UTF-8.
+    if let Some(what) = crate::redact::key_material(&bytes) {
+        return Err(ConfigError::KeyFile {
+            path: path.to_owned(),
+            what,
+        });
+    }
+    crate::files::text_of(path, &bytes)
         .map(|text| text.as_str().to_owned())
         .map_err(|error| ConfigError::Read {
             path: path.to_owned(),
