@@ -801,15 +801,31 @@ fn arti_sources_and_log_formats() {
         .status()
         .expect("run");
     assert_eq!(status.code(), Some(1));
+    // Each line starts with the priority the journal files it under (`<N>`, sd-daemon(3)),
+    // then the level, with no timestamp: a warning is 4, information 6, and the final error
+    // that ends the daemon (printed outside the logger) 3.
     let text = std::fs::read_to_string(&journal).expect("read");
-    let first = text.lines().next().unwrap_or_default();
-    assert!(
-        first.starts_with(" WARN")
-            || first.starts_with(" INFO")
-            || first.starts_with("WARN")
-            || first.starts_with("INFO"),
-        "a journal line starts with its level: {text}"
-    );
+    let mut seen = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let (priority, rest) = line
+            .strip_prefix('<')
+            .and_then(|l| l.split_once('>'))
+            .unwrap_or_else(|| panic!("a journal line without a priority: {line:?}\n{text}"));
+        let expected = match rest.trim_start().split([' ', ':']).next() {
+            Some("ERROR") | Some("error") => "3",
+            Some("WARN") => "4",
+            Some("INFO") => "6",
+            Some("DEBUG") | Some("TRACE") => "7",
+            other => {
+                panic!("a journal line without a level after its priority ({other:?}): {line:?}")
+            }
+        };
+        assert_eq!(priority, expected, "{line:?}");
+        seen.insert(priority.to_owned());
+    }
+    for p in ["3", "4", "6"] {
+        assert!(seen.contains(p), "no line of priority {p}: {text}");
+    }
     // Not the journal (another stream): timestamps as usual.
     let (_, stderr) = daemon_until_client_fails(
         tmp.path(),

@@ -94,7 +94,15 @@ pub fn category(e: &anyhow::Error) -> Category {
 
 /// Prints `e` and returns the exit code of its category.
 pub fn report(e: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {e:#}");
+    let text = format!("error: {e:#}");
+    if super::logging::stderr_is_journal() {
+        // In the journal, every line an error (priority 3), as the logger's error lines.
+        for line in text.lines() {
+            eprintln!("<3>{line}");
+        }
+    } else {
+        eprintln!("{text}");
+    }
     ExitCode::from(category(e).code())
 }
 

@@ -91,11 +91,59 @@ pub fn init(opts: &LogOptions) -> Result<()> {
     // A second logger can only be installed by a bug of ours; keep the first.
     let _ = match opts.format {
         LogFormat::Json => builder.json().try_init(),
-        // The journal stamps every line itself: ours would only double it.
-        LogFormat::Text if journal => builder.without_time().try_init(),
+        // The journal stamps every line itself: ours would only double it. It reads a line's
+        // priority from a `<N>` prefix (sd-daemon(3)); without one, every line is "info" and
+        // `journalctl -p warning` shows nothing.
+        LogFormat::Text if journal => builder
+            .event_format(JournalPriority(
+                tracing_subscriber::fmt::format().without_time(),
+            ))
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
     Ok(())
+}
+
+/// The syslog priority the journal files a line under for a tracing level.
+pub fn journal_priority(level: &tracing::Level) -> u8 {
+    match *level {
+        tracing::Level::ERROR => 3,
+        tracing::Level::WARN => 4,
+        tracing::Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+/// An event formatter that writes events as `inner` does, each line starting with the
+/// event's journal priority (`<4>` for a warning): the journal makes every line an entry of
+/// its own, so a message of several lines (a config's list of problems) keeps its priority
+/// on each.
+struct JournalPriority<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for JournalPriority<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut text = String::new();
+        self.0.format_event(
+            ctx,
+            tracing_subscriber::fmt::format::Writer::new(&mut text),
+            event,
+        )?;
+        let priority = journal_priority(event.metadata().level());
+        for line in text.split_inclusive('\n') {
+            write!(writer, "<{priority}>{line}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Opens `path` for appending (creating it 0640: logs name onion addresses, which is no
