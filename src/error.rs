@@ -19,6 +19,9 @@ pub enum ErrorKind {
     /// The Tor client cannot do onion-service work: not bootstrapped, or built without the
     /// onion-service features.
     TorClientUnusable,
+    /// The Tor client has a consensus but is still setting up what onion-service circuits
+    /// need (its vanguards, right after a bootstrap from cached state): wait a moment.
+    TorNotReady,
     /// The consensus does not let us compute the HSDir ring (no usable consensus yet, or no
     /// shared random value for the period).
     NoHsDirRing,
@@ -67,6 +70,7 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::TorClientUnusable => "tor-client-unusable",
+            ErrorKind::TorNotReady => "tor-not-ready",
             ErrorKind::NoHsDirRing => "no-hsdir-ring",
             ErrorKind::CircuitFailed => "circuit",
             ErrorKind::DirectoryStream => "stream",
@@ -95,6 +99,7 @@ impl ErrorKind {
         matches!(
             self,
             ErrorKind::NoHsDirRing
+                | ErrorKind::TorNotReady
                 | ErrorKind::CircuitFailed
                 | ErrorKind::DirectoryStream
                 | ErrorKind::HsDirHttpStatus
@@ -158,6 +163,7 @@ mod tests {
     fn names_are_distinct() {
         let all = [
             ErrorKind::TorClientUnusable,
+            ErrorKind::TorNotReady,
             ErrorKind::NoHsDirRing,
             ErrorKind::CircuitFailed,
             ErrorKind::DirectoryStream,

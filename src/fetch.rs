@@ -11,6 +11,11 @@
 //!   different HSDirs, and recognising it costs no cryptography.
 //! * "Not found" means every HSDir asked answered 404; if any failed otherwise, the outcome is
 //!   a failure, since the descriptor may sit on the HSDir we could not ask.
+//! * A Tor client that is not ready yet ([`TransferError::is_tor_not_ready`]: started from
+//!   cached state, its vanguards not chosen yet) is waited for, up to [`NOT_READY_WAIT`], and
+//!   the same HSDir asked again: without this, a fetch in the first second after start fails
+//!   at every HSDir at once, and `check --online` blames the network for a moment of
+//!   start-up.
 
 use std::time::Duration;
 
@@ -24,6 +29,13 @@ use crate::descriptor::{claimed_revision, intake, BackendKeys, BackendSnapshot, 
 use crate::error::{ErrorKind, HasKind as _};
 use crate::net::{DirTransport, TransferError};
 use crate::ring::{self, HsDir};
+
+/// How long one fetch waits, in all, for a Tor client that is not ready yet. Arti fills its
+/// vanguard sets within a second or so of having a consensus; a client still not ready after
+/// this is broken in some other way, and the fetch reports it.
+pub(crate) const NOT_READY_WAIT: Duration = Duration::from_secs(30);
+/// How often a client that is not ready is tried again.
+const NOT_READY_POLL: Duration = Duration::from_millis(500);
 
 /// What to fetch, and how.
 #[derive(Debug, Clone)]
@@ -143,23 +155,30 @@ pub(crate) async fn fetch_descriptor<S: SleepProvider, T: DirTransport + ?Sized>
         transfer_errors: Vec::new(),
         intake_errors: Vec::new(),
     };
+    let mut not_ready_waited = Duration::ZERO;
     for h in hsdirs {
         report.asked += 1;
-        let attempt = transport.fetch(netdir, h.target.clone(), req.keys.blind_id(), req.max_len);
-        let text = match sleeper.timeout(req.attempt_timeout, attempt).await {
-            Ok(Ok(Some(text))) => text,
-            Ok(Ok(None)) => {
+        let answer = loop {
+            let attempt =
+                transport.fetch(netdir, h.target.clone(), req.keys.blind_id(), req.max_len);
+            match sleeper.timeout(req.attempt_timeout, attempt).await {
+                Ok(Err(e)) if e.is_tor_not_ready() && not_ready_waited < NOT_READY_WAIT => {
+                    tracing::debug!("Tor client not ready yet ({e}): asking again shortly");
+                    sleeper.sleep(NOT_READY_POLL).await;
+                    not_ready_waited += NOT_READY_POLL;
+                }
+                Ok(answer) => break answer,
+                Err(_) => break Err(TransferError::Timeout(req.attempt_timeout)),
+            }
+        };
+        let text = match answer {
+            Ok(Some(text)) => text,
+            Ok(None) => {
                 report.not_found += 1;
                 continue;
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 report.transfer_errors.push((h.id, e));
-                continue;
-            }
-            Err(_) => {
-                report
-                    .transfer_errors
-                    .push((h.id, TransferError::Timeout(req.attempt_timeout)));
                 continue;
             }
         };

@@ -64,12 +64,28 @@ impl TransferError {
     pub fn is_rejected_upload(&self) -> bool {
         matches!(self, TransferError::Status { code: 400, .. })
     }
+
+    /// True when the Tor client could not build the circuit because it is still setting up
+    /// (Arti says `BootstrapRequired`): right after a bootstrap from cached state the
+    /// consensus is there but the vanguard sets are filled a moment later, and until then
+    /// every onion-service circuit fails at once. That says nothing about the HSDir.
+    pub fn is_tor_not_ready(&self) -> bool {
+        use tor_error::HasKind as _;
+        let not_ready = |e: &tor_circmgr::Error| {
+            e.kind() == tor_error::ErrorKind::BootstrapRequired
+        };
+        match self {
+            TransferError::Circuit(e) | TransferError::Stream(e) => not_ready(e),
+            _ => false,
+        }
+    }
 }
 
 impl HasKind for TransferError {
     fn kind(&self) -> ErrorKind {
         match self {
             TransferError::NoCircuitPool(_) => ErrorKind::TorClientUnusable,
+            _ if self.is_tor_not_ready() => ErrorKind::TorNotReady,
             TransferError::Circuit(_) | TransferError::CircuitInfo(_) => ErrorKind::CircuitFailed,
             TransferError::Stream(_) => ErrorKind::DirectoryStream,
             TransferError::Request(e) => match &**e {

@@ -81,6 +81,9 @@ struct Script {
     /// Blinded ids whose next N fetches fail before reaching the HSDir (no circuit yet, as
     /// right after bootstrap).
     fail_fetch_for: HashMap<HsBlindId, u32>,
+    /// Until this (simulated) time every fetch fails as Arti fails right after a bootstrap
+    /// from cached state: the vanguard manager has no vanguards yet.
+    not_ready_until: Option<SystemTime>,
     /// Simulation clock.
     clock: Option<MockRuntime>,
     /// The frontend, to recognise which period an upload is for.
@@ -133,6 +136,17 @@ impl DirTransport for ScriptedTransport {
         s.fetches.push((at, blind_id, id));
         if s.hang.contains(&id) || s.hang_fetch_for.contains(&blind_id) {
             return Box::pin(futures::future::pending());
+        }
+        if s.not_ready_until.is_some_and(|t| at < t) {
+            return Box::pin(async {
+                Err(TransferError::Circuit(Box::new(
+                    tor_circmgr::Error::VanguardMgrInit(
+                        tor_guardmgr::vanguards::VanguardMgrError::BootstrapRequired {
+                            action: "select vanguard",
+                        },
+                    ),
+                )))
+            });
         }
         if let Some(n) = s.fail_fetch_for.get_mut(&blind_id).filter(|n| **n > 0) {
             *n -= 1;
@@ -1111,6 +1125,42 @@ fn first_publication_waits_for_backends_whose_fetch_failed() {
             for u in &ups {
                 let (tp, _, sids) = w.decode(&u.text, u.at);
                 assert_eq!(sids, w.sids_of(0, tp));
+            }
+            handle.shutdown().await;
+        })
+    });
+}
+
+/// A Tor client started from cached state has a consensus at once, but for a moment no
+/// vanguards, and every onion-service circuit fails with "unbootstrapped vanguard manager".
+/// Fetches wait for it rather than counting every HSDir as failed: the first descriptor goes
+/// out as soon as the client is ready, with every backend, and no failure is reported.
+#[test]
+fn fetches_wait_for_a_tor_client_that_is_not_ready_yet() {
+    sim(|rt| {
+        Box::pin(async move {
+            let w = World::new(rt.clone(), 2);
+            let not_ready = Duration::from_secs(3);
+            w.transport.lock().not_ready_until = Some(rt.wallclock() + not_ready);
+            let handle = w.launch();
+            rt.advance_by(not_ready + Duration::from_secs(1)).await;
+            let ups = w.uploads();
+            assert!(
+                !ups.is_empty(),
+                "published within a second of the client being ready"
+            );
+            for u in &ups {
+                let (tp, _, sids) = w.decode(&u.text, u.at);
+                let every: HashSet<_> =
+                    w.sids_of(0, tp).union(&w.sids_of(1, tp)).copied().collect();
+                assert_eq!(sids, every, "the first descriptor lists every backend");
+            }
+            for s in handle.status() {
+                assert!(
+                    s.counters.fetch_failures.is_empty(),
+                    "a client that is not ready yet is no fetch failure: {:?}",
+                    s.counters.fetch_failures
+                );
             }
             handle.shutdown().await;
         })
