@@ -10,9 +10,10 @@ mod support;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use support::frontend::{assert_no_process_left, Daemon};
 use support::TestNet;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -102,6 +103,60 @@ fn check_online(d: &Daemon, config: &std::path::Path, attempts: &str) -> Result<
     Ok((out.status.success(), text))
 }
 
+/// systemd's side of the readiness protocol: a datagram socket read by a thread of its own
+/// (as systemd drains its socket, so that the daemon is never held up by a full queue), every
+/// message kept in order.
+struct SystemdStandIn {
+    /// Every message received so far.
+    messages: Arc<Mutex<Vec<String>>>,
+}
+
+impl SystemdStandIn {
+    fn bind(path: &std::path::Path) -> Result<Self> {
+        let socket = UnixDatagram::bind(path)?;
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        // The thread ends with the test process; the socket file with the test's directory.
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if let Ok(mut m) = sink.lock() {
+                    m.push(msg);
+                }
+            }
+        });
+        Ok(SystemdStandIn { messages })
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.messages.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// The index of the first message from index `from` on that `pred` accepts.
+    async fn wait_for(
+        &self,
+        from: usize,
+        pred: impl Fn(&str) -> bool,
+        limit: Duration,
+    ) -> Result<usize> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let found = self.messages().iter().skip(from).position(|m| pred(m));
+            if let Some(i) = found {
+                return Ok(from + i);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "systemd was not told what was expected within {limit:?}: {:?}",
+                    self.messages()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_features_on_a_private_network() -> Result<()> {
     // Backends 0 and 1 are instances of the frontend; backend 2 is a plain onion service.
@@ -117,8 +172,7 @@ async fn operator_features_on_a_private_network() -> Result<()> {
 
     // systemd stand-in and a free port for metrics.
     let notify_path = dir.join("notify.sock");
-    let notify = UnixDatagram::bind(&notify_path)?;
-    notify.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let notify = SystemdStandIn::bind(&notify_path)?;
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -132,18 +186,31 @@ async fn operator_features_on_a_private_network() -> Result<()> {
         &[("NOTIFY_SOCKET", &notify_env)],
     )?;
 
-    // 1. Readiness: READY=1 arrives, and only once the descriptor is on the HSDirs.
-    let mut buf = [0u8; 256];
-    let n = tokio::task::block_in_place(|| notify.recv(&mut buf))
-        .context("no READY=1 from the daemon")?;
-    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
-    assert!(msg.contains("READY=1"), "{msg}");
+    // 1. Readiness: READY=1 once Tor is bootstrapped and the runners started (publication
+    // does not hold up a boot), then STATUS= lines that follow publication until it says
+    // the service is published, which the status socket confirms.
+    let ready = notify
+        .wait_for(0, |m| m.contains("READY=1"), Duration::from_secs(60))
+        .await?;
+    eprintln!("READY=1 after {:.2} s", d.started.elapsed().as_secs_f64());
+    assert!(
+        notify.messages()[ready].contains("STATUS=started"),
+        "{:?}",
+        notify.messages()
+    );
+    notify
+        .wait_for(
+            ready,
+            |m| m.contains("STATUS=published 1/1 services"),
+            Duration::from_secs(60),
+        )
+        .await?;
     let doc = d.status().await?;
     assert!(
         !doc["services"][0]["firstPublished"].is_null(),
-        "READY before publication: {doc:#}"
+        "systemd was told 'published' before the status socket says so: {doc:#}"
     );
-    eprintln!("READY=1 after {:.2} s", d.started.elapsed().as_secs_f64());
+    eprintln!("systemd saw: {:?}", notify.messages());
 
     // 2. Status socket: mode 0600, upstream fields; `onionbalance status` prints a table.
     use std::os::unix::fs::PermissionsExt as _;
@@ -200,11 +267,27 @@ async fn operator_features_on_a_private_network() -> Result<()> {
     wait_republished(&d, &[], Duration::from_secs(30)).await?;
     let (revs, uploads, _) = published_state(&d).await?;
     let mark = d.log_text().len();
+    let heard_before = notify.messages().len();
     d.sighup()?;
     let line = d
         .wait_log(mark, "removed,", Duration::from_secs(10))
         .await?;
     assert!(line.contains("1 unchanged"), "{line}");
+    // systemd heard of the reload: RELOADING=1 with the monotonic time, then READY=1.
+    let reloading = notify
+        .wait_for(
+            heard_before,
+            |m| m.contains("RELOADING=1") && m.contains("MONOTONIC_USEC="),
+            Duration::from_secs(10),
+        )
+        .await?;
+    notify
+        .wait_for(
+            reloading + 1,
+            |m| m.contains("READY=1"),
+            Duration::from_secs(10),
+        )
+        .await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (revs2, uploads2, _) = published_state(&d).await?;
     assert_eq!(

@@ -172,6 +172,7 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
             let s = status.to_string();
             if s != last {
                 info!("Tor bootstrap: {s}");
+                notify(&format!("STATUS=bootstrapping Tor: {s}"));
                 last = s;
             }
             if status.ready_for_traffic() {
@@ -213,7 +214,10 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
         "Tor client bootstrapped in {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    let socket_path = config.status_socket_location.clone();
+    let socket_path = config
+        .status_socket_location
+        .clone()
+        .or_else(systemd_runtime_socket);
     let mut balancer = Balancer::new(config);
     match args.data_dir.clone().map_or_else(default_data_dir, Ok) {
         Ok(dir) => balancer = balancer.with_state_dir(dir.join("publish")),
@@ -234,11 +238,24 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
         None => None,
     };
     let mut sighup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-    // systemd readiness: woken by status changes until every service is published. It reads
-    // the same channel as the status socket and the metrics, so that READY is never ahead of
+    // systemd readiness: the daemon is ready once Tor is bootstrapped and every service's
+    // runner is started (they are, here) — not once descriptors are published, which depends
+    // on backends that may not be up yet and would hold a boot for as long as they are not.
+    // What publication has reached goes to systemd as STATUS= lines from then on, read from
+    // the same channel as the status socket and the metrics so that it never runs ahead of
     // what they show.
-    let mut readiness = status_source.clone();
-    let mut ready_sent = false;
+    notify(&format!(
+        "READY=1\nSTATUS=started: {}",
+        systemd_status(&status_source.borrow())
+    ));
+    info!(
+        "ready: Tor bootstrapped and {} service(s) started ({:.1}s after start)",
+        handle.status().len(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut progress_watch = status_source.clone();
+    let mut last_status = String::new();
+    let mut all_published_logged = false;
     // Configs are read off this loop (a slow filesystem must not hold up SIGTERM); each
     // read's outcome comes back on this channel.
     let (loaded_tx, mut loaded_rx) = tokio::sync::mpsc::channel::<LoadOutcome>(1);
@@ -252,7 +269,9 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
                     info!("SIGHUP received while a reload is in progress: ignored");
                 } else {
                     info!("SIGHUP received: reloading {}", path.display());
-                    notify("RELOADING=1");
+                    // With MONOTONIC_USEC systemd (253 and later) can tell this reload from
+                    // an earlier one (`Type=notify-reload`).
+                    notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
                     reload_in_progress = true;
                     start_load(path.to_owned(), loaded_tx.clone());
                 }
@@ -261,10 +280,17 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
                 reload_in_progress = false;
                 apply_reload(path, outcome, &mut handle).await;
             }
-            _ = readiness.wait_for(|s| all_published(s)), if !ready_sent => {
-                ready_sent = true;
-                info!("every service is published ({:.1}s after start)", started.elapsed().as_secs_f64());
-                notify("READY=1\nSTATUS=every service is published");
+            Ok(()) = progress_watch.changed() => {
+                let services = progress_watch.borrow_and_update().clone();
+                let line = systemd_status(&services);
+                if line != last_status {
+                    notify(&format!("STATUS={line}"));
+                    last_status = line;
+                }
+                if !all_published_logged && all_published(&services) {
+                    all_published_logged = true;
+                    info!("every service is published ({:.1}s after start)", started.elapsed().as_secs_f64());
+                }
             }
         }
     }
@@ -283,6 +309,58 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
 /// published: a config always has a service.
 fn all_published(services: &[ServiceStatus]) -> bool {
     !services.is_empty() && services.iter().all(|s| s.first_published.is_some())
+}
+
+/// One line for `systemctl status`: how far publication has got, e.g. "published 2/2
+/// services: 3/3 backends, 8/8 HSDirs", or what it waits for.
+fn systemd_status(services: &[ServiceStatus]) -> String {
+    if services.is_empty() {
+        return "starting the services".to_owned();
+    }
+    let backends: usize = services.iter().map(|s| s.instances.len()).sum();
+    let fetched: usize = services
+        .iter()
+        .flat_map(|s| &s.instances)
+        .filter(|i| i.descriptor_received.is_some())
+        .count();
+    let published = services
+        .iter()
+        .filter(|s| s.first_published.is_some())
+        .count();
+    // HSDirs holding our descriptor, over every period published for.
+    let (accepted, hsdirs) = services
+        .iter()
+        .flat_map(|s| &s.periods)
+        .fold((0, 0), |(a, h), p| (a + p.hsdirs_accepted, h + p.hsdirs));
+    if published == 0 {
+        if fetched == 0 {
+            return format!("waiting for backend descriptors (0/{backends} backends fetched)");
+        }
+        return format!(
+            "publishing: {fetched}/{backends} backends fetched, {accepted}/{hsdirs} HSDirs hold our descriptor"
+        );
+    }
+    format!(
+        "published {published}/{} services: {fetched}/{backends} backends, {accepted}/{hsdirs} HSDirs",
+        services.len()
+    )
+}
+
+/// Where the status socket goes under systemd when neither the config nor the environment
+/// names one: `status.sock` in the unit's `RuntimeDirectory=` (`$RUNTIME_DIRECTORY`), which
+/// for the packaged unit is where `onionbalance status` looks by default.
+fn systemd_runtime_socket() -> Option<PathBuf> {
+    let dirs = std::env::var_os("RUNTIME_DIRECTORY").filter(|d| !d.is_empty())?;
+    // systemd may pass several, colon-separated; the first is ours.
+    let first = dirs.to_string_lossy().split(':').next()?.to_owned();
+    Some(PathBuf::from(first).join("status.sock"))
+}
+
+/// `CLOCK_MONOTONIC` in microseconds, as systemd wants it with `RELOADING=1`.
+fn monotonic_usec() -> u128 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    // Both fields are non-negative for the monotonic clock.
+    u128::from(t.tv_sec.unsigned_abs()) * 1_000_000 + u128::from(t.tv_nsec.unsigned_abs()) / 1_000
 }
 
 /// Copies every change of the balancer's status into the daemon's own status channel (read
@@ -411,6 +489,44 @@ mod tests {
 
     /// READY=1 must not go out before the first status arrives: the daemon's status channel
     /// starts empty, and "every service of none" is not a publication.
+    /// What `systemctl status` shows follows publication: waiting, publishing, published.
+    #[test]
+    fn systemd_status_says_how_far_publication_got() {
+        use onionbalance::status::{InstanceStatus, PeriodStatus};
+        assert_eq!(systemd_status(&[]), "starting the services");
+        let mut svc = ServiceStatus {
+            instances: vec![InstanceStatus::default(), InstanceStatus::default()],
+            ..Default::default()
+        };
+        assert_eq!(
+            systemd_status(std::slice::from_ref(&svc)),
+            "waiting for backend descriptors (0/2 backends fetched)"
+        );
+        svc.instances[0].descriptor_received = Some(std::time::SystemTime::now());
+        svc.periods = vec![PeriodStatus {
+            hsdirs: 8,
+            hsdirs_accepted: 0,
+            ..Default::default()
+        }];
+        assert_eq!(
+            systemd_status(std::slice::from_ref(&svc)),
+            "publishing: 1/2 backends fetched, 0/8 HSDirs hold our descriptor"
+        );
+        svc.first_published = Some(std::time::SystemTime::now());
+        svc.periods[0].hsdirs_accepted = 8;
+        assert_eq!(
+            systemd_status(&[svc]),
+            "published 1/1 services: 1/2 backends, 8/8 HSDirs"
+        );
+    }
+
+    #[test]
+    fn monotonic_clock_is_read() {
+        let a = monotonic_usec();
+        let b = monotonic_usec();
+        assert!(a > 0 && b >= a);
+    }
+
     #[test]
     fn nothing_is_published_before_the_first_status() {
         assert!(!all_published(&[]));

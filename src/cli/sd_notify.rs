@@ -1,9 +1,11 @@
 //! systemd's readiness protocol (`sd_notify`), without libsystemd.
 //!
 //! With `Type=notify`, systemd waits for `READY=1` on the datagram socket named by
-//! `$NOTIFY_SOCKET`. We send it once every service has a descriptor on the HSDirs, so that
-//! `systemctl start` returning means the frontend is reachable. Outside systemd (no
+//! `$NOTIFY_SOCKET`; `STATUS=` lines show in `systemctl status`. Outside systemd (no
 //! `$NOTIFY_SOCKET`) every call is a no-op.
+//!
+//! The socket is non-blocking: a manager that does not read its queue (it is full) costs a
+//! lost status line and a warning, never a stalled daemon.
 
 use std::io;
 use std::os::unix::net::UnixDatagram;
@@ -15,6 +17,7 @@ pub fn notify(state: &str) -> io::Result<bool> {
     };
     let path = path.to_string_lossy().into_owned();
     let sock = UnixDatagram::unbound()?;
+    sock.set_nonblocking(true)?;
     if let Some(abstract_name) = path.strip_prefix('@') {
         #[cfg(target_os = "linux")]
         {
