@@ -27,6 +27,12 @@ macro_rules! raw_mapping {
             pub(super) unknown: Vec<String>,
         }
 
+        impl $name {
+            /// The keys this mapping knows, as written in the file.
+            #[cfg(test)]
+            pub(super) const KEYS: &'static [&'static str] = &[$($key),*];
+        }
+
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 /// Reads the mapping.
@@ -151,5 +157,76 @@ impl<'de> Deserialize<'de> for KeyName {
             }
         }
         deserializer.deserialize_any(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// onionbalance.yaml(5), which must document every key the loader knows.
+    const PAGE: &str = include_str!("../../man/onionbalance.yaml.5");
+
+    /// Each mapping's keys and the heading of the page's subsection that documents them.
+    const MAPPINGS: &[(&[&str], &str)] = &[
+        (RawConfig::KEYS, "Keys of the top level"),
+        (RawService::KEYS, "Keys of each services entry"),
+        (RawInstance::KEYS, "Keys of each instances entry"),
+        (RawClient::KEYS, "Keys of each authorized-clients entry"),
+    ];
+
+    /// The keys the page documents under `heading`: the `.B` tag line of each `.TP` item
+    /// between that `.SS` heading and the next section or subsection, hyphens unescaped.
+    fn documented(heading: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut inside = false;
+        let mut after_tp = false;
+        for line in PAGE.lines() {
+            let line = line.replace("\\-", "-");
+            if let Some(title) = line.strip_prefix(".SS ") {
+                inside = title.trim_matches('"') == heading;
+            } else if line.starts_with(".SH ") {
+                inside = false;
+            } else if inside && after_tp {
+                if let Some(key) = line.strip_prefix(".B ") {
+                    keys.push(key.trim().to_owned());
+                }
+            }
+            after_tp = line == ".TP";
+        }
+        keys
+    }
+
+    /// Adding a key to the loader without documenting it in onionbalance.yaml(5) fails
+    /// here; so does documenting a key the loader does not know.
+    #[test]
+    fn man_page_documents_every_key() {
+        // Every mapping the loader declares is listed above.
+        assert_eq!(
+            include_str!("raw.rs").matches("\nraw_mapping! {").count(),
+            MAPPINGS.len(),
+            "a raw_mapping! without a subsection of the page: add it to MAPPINGS"
+        );
+        for (keys, heading) in MAPPINGS {
+            let on_page = documented(heading);
+            let mut missing: Vec<&str> = keys
+                .iter()
+                .copied()
+                .filter(|k| !on_page.iter().any(|d| d == k))
+                .collect();
+            missing.sort_unstable();
+            assert!(
+                missing.is_empty(),
+                "man/onionbalance.yaml.5 does not document {missing:?} under .SS \"{heading}\""
+            );
+            let unknown: Vec<&String> = on_page
+                .iter()
+                .filter(|d| !keys.contains(&d.as_str()))
+                .collect();
+            assert!(
+                unknown.is_empty(),
+                "man/onionbalance.yaml.5 documents {unknown:?} under .SS \"{heading}\", which the loader does not know"
+            );
+        }
     }
 }
