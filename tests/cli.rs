@@ -910,20 +910,126 @@ fn man_pages_and_completions() {
     };
     let main = page("onionbalance.1");
     assert!(main.contains(".TH onionbalance 1"), "{main}");
+    // The sections an operator looks for, in the usual order, after the options.
+    let order = [
+        ".SH OPTIONS",
+        ".SH SUBCOMMANDS",
+        ".SH ENVIRONMENT",
+        ".SH FILES",
+        ".SH \"EXIT STATUS\"",
+        ".SH \"SEE ALSO\"",
+        ".SH VERSION",
+    ];
+    let at: Vec<usize> = order
+        .iter()
+        .map(|h| {
+            main.find(h)
+                .unwrap_or_else(|| panic!("onionbalance.1 lacks {h}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "sections out of order");
     for needle in [
-        "Exit status",
+        // ENVIRONMENT: every variable `--help` lists (the same table).
+        "ONIONBALANCE_CONFIG",
         "ONIONBALANCE_LOG_LEVEL",
-        "78",
+        "ONIONBALANCE_LOG_LOCATION",
+        "ONIONBALANCE_STATUS_SOCKET_LOCATION",
+        "RUST_LOG",
+        "STATE_DIRECTORY",
+        // FILES
+        "/etc/onionbalance/config.yaml",
+        "/var/lib/onionbalance",
+        "publish/revisions/",
+        "/run/onionbalance/status.sock",
+        "./config.yaml",
+        // EXIT STATUS
+        ".B 64",
+        ".B 78",
+        // SEE ALSO
+        "\\fBonionbalance.yaml\\fR(5)",
+        "\\fBonionbalance\\-run\\fR(1)",
         "arti\\-config",
     ] {
         assert!(main.contains(needle), "onionbalance.1 lacks {needle:?}");
     }
-    assert!(page("onionbalance-run.1").contains("log\\-format"));
+    // --help says the same as the page: one table for both.
+    let (_, help) = run(OB, &["--help"], tmp.path());
+    for line in help
+        .lines()
+        .skip_while(|l| *l != "Environment:")
+        .filter(|l| l.starts_with("  "))
+    {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        assert!(
+            main.contains(first),
+            "onionbalance.1 lacks {first} from --help"
+        );
+    }
+    // The clap text after the options is replaced by the sections, not repeated.
+    assert!(!main.contains(".SH EXTRA"), "{main}");
+    let run_page = page("onionbalance-run.1");
+    assert!(run_page.contains("log\\-format"));
+    for needle in [".SH ENVIRONMENT", ".SH FILES", ".SH \"EXIT STATUS\""] {
+        assert!(
+            run_page.contains(needle),
+            "onionbalance-run.1 lacks {needle}"
+        );
+    }
     assert!(page("onionbalance-check.1").contains("online"));
+    for sub in [
+        "check",
+        "status",
+        "backend",
+        "client-auth",
+        "client-auth-add",
+    ] {
+        let text = page(&format!("onionbalance-{sub}.1"));
+        assert!(
+            text.contains(".SH \"SEE ALSO\"\n\\fBonionbalance\\fR(1)"),
+            "onionbalance-{sub}.1: {text}"
+        );
+    }
     // The wizard's binary's own page, not the `config` subcommand's.
     let wizard = page("onionbalance-config.1");
     assert!(wizard.contains(".TH onionbalance-config 1"), "{wizard}");
     assert!(wizard.contains("service\\-virtual\\-port"), "{wizard}");
+    for needle in [".SH \"EXIT STATUS\"", ".B 78", ".SH \"SEE ALSO\""] {
+        assert!(
+            wizard.contains(needle),
+            "onionbalance-config.1 lacks {needle}"
+        );
+    }
+    // The config file's page, written by hand, written out with the others.
+    let config_page = page("onionbalance.yaml.5");
+    assert!(
+        config_page.contains(".TH ONIONBALANCE.YAML 5"),
+        "{config_page}"
+    );
+    for needle in [".SH FILES", ".SH EXAMPLES", ".SH \"SEE ALSO\""] {
+        assert!(
+            config_page.contains(needle),
+            "onionbalance.yaml.5 lacks {needle}"
+        );
+    }
+    // Every page renders without a warning, where groff is installed (the Debian
+    // package's test reads them with man(1) too).
+    let pages: Vec<_> = std::fs::read_dir(tmp.path().join("man"))
+        .expect("man dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert!(pages.len() >= 13, "{pages:?}");
+    match Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .args(&pages)
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "groff: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => eprintln!("groff not run ({e}): pages not checked for warnings"),
+    }
     assert!(
         !tmp.path().join("man/onionbalance-man.1").exists(),
         "the hidden command has no page"

@@ -14,6 +14,24 @@ pub const CONFIG: u8 = 78;
 /// Anything else that failed while running (network, Tor, I/O at run time).
 pub const RUNTIME: u8 = 1;
 
+/// Every exit status with what it means, in the order to list them: `--help` and the manual
+/// pages are both written from this table.
+pub const TABLE: &[(u8, &str)] = &[
+    (0, "success"),
+    (
+        RUNTIME,
+        "failure at run time (network, Tor, I/O), or a check that did not pass",
+    ),
+    (
+        USAGE,
+        "usage error: unknown flag, bad value, missing argument or no config file (sysexits EX_USAGE)",
+    ),
+    (
+        CONFIG,
+        "configuration error: the config file, its keys, the Arti configuration or the log file (sysexits EX_CONFIG)",
+    ),
+];
+
 /// The kind of failure, which decides the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Category {

@@ -22,21 +22,43 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 
 use logging::{LogFormat, LogOptions};
 
-/// What `--help` and the man page say after the options: environment and exit status.
-const AFTER_HELP: &str = "\
-Environment:
-  ONIONBALANCE_CONFIG                  the config file, when -c is not given
-  ONIONBALANCE_LOG_LEVEL               the log level, when -v is not given
-  ONIONBALANCE_LOG_LOCATION            append the log to this file instead of stderr
-  ONIONBALANCE_STATUS_SOCKET_LOCATION  the status socket (overrides the config's)
-  RUST_LOG                             a tracing filter that replaces the -v level
-  STATE_DIRECTORY                      the default --data-dir (set by systemd)
+/// The environment variables the commands read, with what each does: `--help` and the
+/// manual pages are both written from this table.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        onionbalance::config::ENV_CONFIG,
+        "the config file, when -c is not given",
+    ),
+    (
+        "ONIONBALANCE_LOG_LEVEL",
+        "the log level, when -v is not given",
+    ),
+    (
+        "ONIONBALANCE_LOG_LOCATION",
+        "append the log to this file instead of stderr",
+    ),
+    (
+        onionbalance::config::ENV_STATUS_SOCKET,
+        "the status socket (overrides the config's)",
+    ),
+    ("RUST_LOG", "a tracing filter that replaces the -v level"),
+    ("STATE_DIRECTORY", "the default --data-dir (set by systemd)"),
+];
 
-Exit status:
-  0   success
-  1   failure at run time (network, Tor, I/O), or a check that did not pass
-  64  usage error: unknown flag, bad value or missing argument (sysexits EX_USAGE)
-  78  configuration error: the config file, its keys or the Arti configuration (EX_CONFIG)";
+/// What `--help` says after the options: the environment and the exit statuses, from
+/// [`ENVIRONMENT`] and [`exit::TABLE`]. (The man pages give them sections of their own.)
+fn after_help() -> String {
+    let width = ENVIRONMENT.iter().map(|(v, _)| v.len()).max().unwrap_or(0);
+    let mut text = String::from("Environment:\n");
+    for (var, what) in ENVIRONMENT {
+        text.push_str(&format!("  {var:width$}  {what}\n"));
+    }
+    text.push_str("\nExit status:");
+    for (code, what) in exit::TABLE {
+        text.push_str(&format!("\n  {code:<3} {what}"));
+    }
+    text
+}
 
 /// Load balancer for Tor v3 onion services, on an embedded Arti client (no system tor).
 ///
@@ -48,7 +70,7 @@ Exit status:
     about,
     long_about = None,
     args_conflicts_with_subcommands = true,
-    after_help = AFTER_HELP
+    after_help = after_help()
 )]
 struct Cli {
     /// What to do (default: run).
@@ -63,7 +85,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the daemon: keep every configured frontend published.
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = after_help())]
     Run(run_cmd::RunArgs),
     /// Generate a config file and frontend key(s) (the upstream `onionbalance-config`).
     Config(config_cmd::ConfigArgs),
