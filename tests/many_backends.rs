@@ -58,11 +58,11 @@ async fn every_backend_is_reached_through_the_variants() -> Result<()> {
     run.go().await
 }
 
-/// The README's figures for 60 backends (not in CI: 76 tors and 600 page loads, ~20 minutes):
+/// The figures in docs/design.md for 60 backends (not in CI: 76 tors and 600 page loads, ~20 minutes):
 /// 300 page loads per client kind, every one counted, with the daemon's CPU time and peak
 /// RSS. `cargo test --release --test many_backends -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "20 minutes, 76 tors: run by hand for the README's figures"]
+#[ignore = "20 minutes, 76 tors: run by hand for docs/design.md's figures"]
 async fn sixty_backends_landing_counts() -> Result<()> {
     let run = Run {
         backends: 60,
