@@ -246,7 +246,7 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
     // what they show.
     notify(&format!(
         "READY=1\nSTATUS=started: {}",
-        systemd_status(&status_source.borrow())
+        systemd_status(&handle.status())
     ));
     info!(
         "ready: Tor bootstrapped and {} service(s) started ({:.1}s after start)",
