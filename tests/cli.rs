@@ -1066,3 +1066,46 @@ fn man_pages_and_completions() {
         .expect("bash");
     assert!(status.success());
 }
+
+/// True when this machine has a system-wide config (a package test may have installed
+/// one): then "no config anywhere" cannot be tested here.
+fn system_config_exists() -> bool {
+    Path::new("/etc/onionbalance/config.yaml").exists()
+}
+
+/// `check`, `backend`, `client-auth` and `status` find the config as the daemon does: -c,
+/// else ./config.yaml (saying so), else /etc/onionbalance/config.yaml, else a usage error
+/// naming both.
+#[test]
+fn every_command_defaults_to_the_same_config() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = valid_config(tmp.path());
+    let cfg_dir = config.parent().expect("dir");
+    std::fs::write(cfg_dir.join("broken.yaml"), "services: [\n").expect("write");
+    for args in [
+        &["check"][..],
+        &["backend"][..],
+        &["client-auth", "list"][..],
+    ] {
+        let (out, text) = run(OB, args, cfg_dir);
+        assert!(out.status.success(), "{args:?}: {text}");
+        assert!(
+            text.contains("no -c given: using ./config.yaml"),
+            "{args:?}: {text}"
+        );
+        // -c wins over ./config.yaml, and nothing is announced.
+        let mut with_c = args.to_vec();
+        with_c.extend(["-c", "broken.yaml"]);
+        let (out, text) = run(OB, &with_c, cfg_dir);
+        assert_eq!(out.status.code(), Some(78), "{with_c:?}: {text}");
+        assert!(!text.contains("no -c given"), "{with_c:?}: {text}");
+        if !system_config_exists() {
+            let (out, text) = run(OB, args, tmp.path());
+            assert_eq!(out.status.code(), Some(64), "{args:?}: {text}");
+            assert!(
+                text.contains("./config.yaml") && text.contains("/etc/onionbalance/config.yaml"),
+                "{args:?}: {text}"
+            );
+        }
+    }
+}

@@ -9,9 +9,10 @@ use onionbalance::wizard::{backend_setup, BackendLayout};
 /// Options of `onionbalance backend`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackendArgs {
-    /// The config file naming the frontends and their instances.
+    /// The config file naming the frontends and their instances (default: ./config.yaml,
+    /// else /etc/onionbalance/config.yaml).
     #[arg(short = 'c', long, env = onionbalance::config::ENV_CONFIG, value_name = "FILE")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// Parent directory of the backends' HiddenServiceDir.
     #[arg(long, default_value = "/var/lib/tor", value_name = "DIR")]
     pub hs_dir_base: PathBuf,
@@ -29,7 +30,9 @@ pub struct BackendArgs {
 /// Prints or writes every instance's files.
 pub fn run(args: &BackendArgs) -> Result<bool> {
     // Backend setup is wanted before the addresses are known: accept placeholders.
-    let cfg = Config::load_allowing_placeholders(&args.config)?;
+    let path =
+        super::config_path::resolve(args.config.as_deref(), super::config_path::Announce::Stderr)?;
+    let cfg = Config::load_allowing_placeholders(&path)?;
     let layout = BackendLayout {
         hs_dir_base: args.hs_dir_base.clone(),
         virtual_port: args.port,

@@ -1,7 +1,7 @@
 //! `onionbalance check`: validate a config and its keys offline, and with `--online` walk
 //! the path a client takes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
@@ -12,9 +12,9 @@ use onionbalance::selftest::{self, Outcome};
 /// Options of `onionbalance check`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckArgs {
-    /// The config file.
+    /// The config file (default: ./config.yaml, else /etc/onionbalance/config.yaml).
     #[arg(short = 'c', long, env = onionbalance::config::ENV_CONFIG, value_name = "FILE")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// Also check over Tor: backends' descriptors and addresses, the frontend's descriptor,
     /// connections through the frontend.
     #[arg(long)]
@@ -41,10 +41,12 @@ pub struct CheckArgs {
 /// Validates the config (and with `--online`, the deployment); returns whether all passed.
 /// An invalid config is a configuration error (exit 78), a failed online check is not.
 pub fn run(args: &CheckArgs) -> Result<bool> {
-    let Some(cfg) = offline(args) else {
+    let path =
+        super::config_path::resolve(args.config.as_deref(), super::config_path::Announce::Stderr)?;
+    let Some(cfg) = offline(&path) else {
         return Err(super::exit::config(anyhow::anyhow!(
             "{} is not usable as it is (see above)",
-            args.config.display()
+            path.display()
         )));
     };
     if !args.online {
@@ -58,8 +60,8 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
 }
 
 /// The offline part: prints the config or its problems.
-fn offline(args: &CheckArgs) -> Option<Config> {
-    match Config::load(&args.config) {
+fn offline(path: &Path) -> Option<Config> {
+    match Config::load(path) {
         Ok(cfg) => {
             for w in &cfg.warnings {
                 println!("warning: {w}");

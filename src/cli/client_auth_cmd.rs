@@ -63,9 +63,9 @@ pub enum Action {
 /// Which config file and service.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
-    /// The config file.
+    /// The config file (default: ./config.yaml, else /etc/onionbalance/config.yaml).
     #[arg(short = 'c', long, env = onionbalance::config::ENV_CONFIG, value_name = "FILE")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// The service: its number in the config (from 1) or its frontend address; needed only
     /// when the config has several.
     #[arg(long, value_name = "N|ADDRESS")]
@@ -88,7 +88,11 @@ pub fn run(args: &ClientAuthArgs) -> Result<bool> {
 
 /// Loads the config and picks the service.
 fn load(target: &Target) -> Result<(Config, usize)> {
-    let cfg = Config::load(&target.config)?;
+    let path = super::config_path::resolve(
+        target.config.as_deref(),
+        super::config_path::Announce::Stderr,
+    )?;
+    let cfg = Config::load(&path)?;
     let index = match target.service.as_deref() {
         None if cfg.services.len() == 1 => 0,
         None => bail!(

@@ -7,6 +7,7 @@ pub mod backend_cmd;
 pub mod check_cmd;
 pub mod client_auth_cmd;
 pub mod config_cmd;
+pub mod config_path;
 pub mod exit;
 pub mod gen_cmd;
 pub mod logging;
@@ -27,7 +28,7 @@ use logging::{LogFormat, LogOptions};
 pub const ENVIRONMENT: &[(&str, &str)] = &[
     (
         onionbalance::config::ENV_CONFIG,
-        "the config file, when -c is not given",
+        "the config file, when -c is not given (else ./config.yaml, else /etc/onionbalance/config.yaml)",
     ),
     (
         "ONIONBALANCE_LOG_LEVEL",
@@ -43,6 +44,11 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ),
     ("RUST_LOG", "a tracing filter that replaces the -v level"),
     ("STATE_DIRECTORY", "the default --data-dir (set by systemd)"),
+    (
+        "RUNTIME_DIRECTORY",
+        "the daemon's status socket is status.sock in it when no other is named (set by systemd)",
+    ),
+    ("JOURNAL_STREAM", "set by systemd: log lines carry journal priorities, no timestamps"),
 ];
 
 /// What `--help` says after the options: the environment and the exit statuses, from

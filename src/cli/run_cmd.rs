@@ -97,21 +97,9 @@ impl RunArgs {
         }
     }
 
-    /// The config file: -c (or $ONIONBALANCE_CONFIG), else ./config.yaml if it exists, as
-    /// upstream; with neither, a usage error.
+    /// The config file: see [`super::config_path`].
     fn config_path(&self) -> Result<PathBuf> {
-        if let Some(p) = &self.config {
-            return Ok(p.clone());
-        }
-        let fallback = PathBuf::from("config.yaml");
-        if fallback.is_file() {
-            info!("no -c given: using ./config.yaml");
-            return Ok(fallback);
-        }
-        Err(exit::usage(anyhow::anyhow!(
-            "no config file: give -c FILE (or set ONIONBALANCE_CONFIG), or run where \
-             config.yaml is; create one with `onionbalance config`"
-        )))
+        super::config_path::resolve(self.config.as_deref(), super::config_path::Announce::Log)
     }
 }
 
