@@ -17,6 +17,11 @@ use tracing::{debug, warn};
 
 use crate::status::{ServiceStatus, StatusDocument};
 
+/// Where the packaged daemon's status socket is when neither the config's
+/// `status-socket-location` nor `$ONIONBALANCE_STATUS_SOCKET_LOCATION` names one (the
+/// systemd unit's `RuntimeDirectory=onionbalance`); `onionbalance status` asks it last.
+pub const DEFAULT_STATUS_SOCKET: &str = "/run/onionbalance/status.sock";
+
 /// Largest status document [`query`] reads (a document is about a kilobyte per backend).
 pub const MAX_DOCUMENT_LEN: u64 = 64 << 20;
 

@@ -1109,3 +1109,73 @@ fn every_command_defaults_to_the_same_config() {
         }
     }
 }
+
+/// Serves one status document on a Unix socket at `path`, for `answers` connections.
+fn fake_status_socket(path: &Path, answers: usize) -> std::thread::JoinHandle<()> {
+    use std::io::Write as _;
+    let listener = std::os::unix::net::UnixListener::bind(path).expect("bind");
+    std::thread::spawn(move || {
+        for _ in 0..answers {
+            let (mut s, _) = listener.accept().expect("accept");
+            s.write_all(br#"{"services": [{"onionAddress": "fake.onion", "instances": []}]}"#)
+                .expect("write");
+        }
+    })
+}
+
+/// `status` finds the socket: --socket, else the environment, else the config's
+/// status-socket-location (the config found as every command finds it), else the packaged
+/// default; without any, it names what it tried.
+#[test]
+fn status_finds_the_socket() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = valid_config(tmp.path());
+    let cfg_dir = config.parent().expect("dir");
+    let sock = tmp.path().join("ob.sock");
+    let server = fake_status_socket(&sock, 3);
+    let sock_s = sock.to_str().expect("utf-8");
+    let (out, text) = run(OB, &["status", "--json", "--socket", sock_s], tmp.path());
+    assert!(
+        out.status.success() && text.contains("fake.onion"),
+        "{text}"
+    );
+    let (out, text) = run_env(
+        OB,
+        &["status", "--json", "-c", "cfg/config.yaml"],
+        tmp.path(),
+        &[("ONIONBALANCE_STATUS_SOCKET_LOCATION", sock_s)],
+    );
+    assert!(
+        out.status.success() && text.contains("fake.onion"),
+        "{text}"
+    );
+    let with_socket = format!(
+        "{}status-socket-location: {sock_s}\n",
+        std::fs::read_to_string(&config).expect("read")
+    );
+    std::fs::write(&config, with_socket).expect("write");
+    // No flags: ./config.yaml, and its socket.
+    let (out, text) = run(OB, &["status", "--json"], cfg_dir);
+    assert!(
+        out.status.success() && text.contains("fake.onion"),
+        "{text}"
+    );
+    assert!(text.contains("no -c given: using ./config.yaml"), "{text}");
+    server.join().expect("server");
+    // A config without a socket, and no packaged daemon here: what was tried.
+    if !Path::new("/run/onionbalance/status.sock").exists() {
+        std::fs::create_dir(tmp.path().join("other")).expect("mkdir");
+        let plain = valid_config(&tmp.path().join("other"));
+        let (out, text) = run(
+            OB,
+            &["status", "-c", plain.to_str().expect("utf-8")],
+            tmp.path(),
+        );
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(
+            text.contains("has no status-socket-location")
+                && text.contains("/run/onionbalance/status.sock"),
+            "{text}"
+        );
+    }
+}

@@ -49,6 +49,15 @@ pub fn resolve(explicit: Option<&Path>, announce: Announce) -> Result<PathBuf> {
     }
 }
 
+/// Like [`resolve`], but `None` instead of an error when no config file is found (for
+/// `status`, which can reach the packaged daemon without one).
+pub fn resolve_optional(explicit: Option<&Path>, announce: Announce) -> Option<PathBuf> {
+    if explicit.is_none() && find(None, &default_candidates()).is_none() {
+        return None;
+    }
+    resolve(explicit, announce).ok()
+}
+
 /// The defaults, in order.
 fn default_candidates() -> [PathBuf; 2] {
     [PathBuf::from(LOCAL_CONFIG), PathBuf::from(SYSTEM_CONFIG)]
