@@ -10,7 +10,9 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::config::PLACEHOLDER_PREFIX;
+use serde::Serialize;
+
+use crate::config::{is_valid_instance_name, PLACEHOLDER_PREFIX};
 use crate::keys::{write_secret_file, FrontendKey, KeyError, KeyFormat};
 use crate::onion::OnionAddress;
 use zeroize::Zeroizing;
@@ -61,10 +63,14 @@ pub enum WizardError {
     /// The config file exists already.
     #[error("{0} already exists: choose another --output directory or move the old config away")]
     ConfigExists(PathBuf),
-    /// Options do not make sense.
+    /// Options do not make sense (a usage error: nothing was read or written).
     #[error("{0}")]
     BadOptions(String),
-    /// A key could not be read or written.
+    /// The key to import is missing, unreadable or not a key (a configuration error:
+    /// nothing was written).
+    #[error(transparent)]
+    ImportKey(KeyError),
+    /// A key could not be written.
     #[error(transparent)]
     Key(#[from] KeyError),
     /// A file could not be written.
@@ -92,6 +98,7 @@ pub fn run<R: rand::Rng + rand::CryptoRng>(
             "--key imports one key, so it needs --services 1".into(),
         ));
     }
+    check_tag(&opts.tag, opts.instances)?;
     let config_path = opts.output.join("config.yaml");
     if config_path.exists() {
         return Err(WizardError::ConfigExists(config_path));
@@ -103,8 +110,8 @@ pub fn run<R: rand::Rng + rand::CryptoRng>(
         match &opts.import_key {
             Some(path) => {
                 let bytes = crate::files::read_regular(path, crate::files::MAX_KEY_LEN)
-                    .map_err(KeyError::Read)?;
-                let key = FrontendKey::from_bytes(&bytes, path)?;
+                    .map_err(|e| WizardError::ImportKey(KeyError::Read(e)))?;
+                let key = FrontendKey::from_bytes(&bytes, path).map_err(WizardError::ImportKey)?;
                 // A C tor key has no seed, so we keep its original bytes.
                 let raw = (key.format() == KeyFormat::CTorSecretKey).then_some(bytes);
                 keys.push((key, raw));
@@ -113,17 +120,15 @@ pub fn run<R: rand::Rng + rand::CryptoRng>(
         }
     }
     create_private_dir(&opts.output)?;
-    let mut yaml = String::from("# Written by `onionbalance config`. Check it with `onionbalance check -c <this file>`.\nservices:\n");
+    let mut file = ConfigFile {
+        services: Vec::new(),
+    };
     let mut services = Vec::new();
-    for (s, (key, raw)) in keys.iter().enumerate() {
+    for (s, (key, _)) in keys.iter().enumerate() {
         let address = key.address();
         let key_name = format!("{}.key", address.base32());
         let key_path = opts.output.join(&key_name);
-        match raw {
-            Some(bytes) => write_secret_file(&key_path, bytes)?,
-            None => key.save_pem(&key_path)?,
-        }
-        let _ = writeln!(yaml, "- key: {key_name}\n  instances:");
+        let mut instances = Vec::new();
         let mut names = Vec::new();
         for i in 0..opts.instances {
             let name = format!("{}{}", opts.tag, i + 1);
@@ -133,16 +138,85 @@ pub fn run<R: rand::Rng + rand::CryptoRng>(
                 .and_then(|a| a.get(i))
                 .map(|a| a.to_string())
                 .unwrap_or_else(|| format!("{PLACEHOLDER_PREFIX}{name}-onion-address"));
-            let _ = writeln!(yaml, "  - address: {addr}\n    name: {name}");
+            instances.push(ConfigInstance {
+                address: addr,
+                name: name.clone(),
+            });
             names.push(name);
         }
+        file.services.push(ConfigService {
+            key: key_name,
+            instances,
+        });
         services.push((address, key_path, names));
+    }
+    // Plain strings and lists always serialize; say so rather than panic if not.
+    let yaml = serde_yaml::to_string(&file).map_err(|e| WizardError::Io {
+        path: config_path.clone(),
+        source: std::io::Error::other(format!("cannot write the config as YAML: {e}")),
+    })?;
+    let yaml = format!("{CONFIG_HEADER}{yaml}");
+    for ((key, raw), (_, key_path, _)) in keys.iter().zip(&services) {
+        match raw {
+            Some(bytes) => write_secret_file(key_path, bytes)?,
+            None => key.save_pem(key_path)?,
+        }
     }
     write_new_file(&config_path, yaml.as_bytes())?;
     Ok(WizardReport {
         config_path,
         services,
     })
+}
+
+/// The comment the wizard puts at the top of `config.yaml`.
+const CONFIG_HEADER: &str =
+    "# Written by `onionbalance config`. Check it with `onionbalance check -c <this file>`.\n";
+
+/// The config file as the wizard writes it: upstream's format, through the YAML serializer
+/// (so that no name or path can change the document's structure).
+#[derive(Debug, Serialize)]
+struct ConfigFile {
+    /// `services:`.
+    services: Vec<ConfigService>,
+}
+
+/// One `services:` entry.
+#[derive(Debug, Serialize)]
+struct ConfigService {
+    /// `key:`, relative to the config file.
+    key: String,
+    /// `instances:`.
+    instances: Vec<ConfigInstance>,
+}
+
+/// One `instances:` entry.
+#[derive(Debug, Serialize)]
+struct ConfigInstance {
+    /// `address:`, or a placeholder.
+    address: String,
+    /// `name:`.
+    name: String,
+}
+
+/// Refuses a tag that would make instance names the config loader rejects (`<tag>1` to
+/// `<tag><instances>`), before anything is read or written.
+fn check_tag(tag: &str, instances: usize) -> Result<(), WizardError> {
+    let first = format!("{tag}1");
+    let last = format!("{tag}{instances}");
+    if is_valid_instance_name(&first) && is_valid_instance_name(&last) {
+        return Ok(());
+    }
+    Err(WizardError::BadOptions(format!(
+        "--tag {tag:?}: instance names are the tag followed by a number ({first:?}, ...), and a \
+         name must be 1 to 63 characters from A-Z, a-z, 0-9, `-`, `_` and `.`, not starting \
+         with `.`: choose a tag of those characters"
+    )))
+}
+
+/// True when `tag` makes valid instance names for `instances` instances (for prompts).
+pub fn is_valid_tag(tag: &str, instances: usize) -> bool {
+    check_tag(tag, instances).is_ok()
 }
 
 /// The instructions an operator needs for each backend of `frontend`.
@@ -271,7 +345,7 @@ fn write_new_file(path: &Path, contents: &[u8]) -> Result<(), WizardError> {
 impl crate::error::HasKind for WizardError {
     fn kind(&self) -> crate::error::ErrorKind {
         match self {
-            WizardError::Key(e) => e.kind(),
+            WizardError::Key(e) | WizardError::ImportKey(e) => e.kind(),
             WizardError::Io { .. } => crate::error::ErrorKind::LocalIo,
             _ => crate::error::ErrorKind::Config,
         }

@@ -1179,3 +1179,122 @@ fn status_finds_the_socket() {
         );
     }
 }
+
+/// Hostile tags: each is refused up front (exit 64, saying which characters are allowed,
+/// nothing written), or the config written passes `check` once filled in, with the names
+/// the wizard printed. None writes a config that does not parse or names instances wrongly.
+#[test]
+fn wizard_tags_are_refused_or_round_trip() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let long = "x".repeat(62);
+    let too_long = "x".repeat(63);
+    let tags: &[&str] = &[
+        "x: y", "[z", "*ref", "&anchor", "!tag", "a #b", "#c", "a b", "a/b", "../up", ".hidden",
+        "", "'q", "\"q", "{m}", "- x", "?x", "|x", ">x", "%x", "@x", "`x", "a,b", "é", "a\nb",
+        "tab\t", "1", "1e", "0x", "0o", "1_", "true", "null", "~", "yes", "on", "-", "_", "1.",
+        "node.", &long, &too_long, "web",
+    ];
+    let (mut refused, mut accepted) = (0, 0);
+    for (i, tag) in tags.iter().enumerate() {
+        let out_dir = format!("out{i}");
+        // `--tag=` so that a tag starting with `-` is a value, not a flag.
+        let tag_arg = format!("--tag={tag}");
+        let (out, text) = run(
+            OB,
+            &[
+                "config",
+                "--no-interactive",
+                "--output",
+                &out_dir,
+                "-n",
+                "2",
+                &tag_arg,
+            ],
+            tmp.path(),
+        );
+        let config = tmp.path().join(&out_dir).join("config.yaml");
+        match out.status.code() {
+            Some(64) => {
+                refused += 1;
+                assert!(
+                    text.contains("A-Z, a-z, 0-9, `-`, `_` and `.`"),
+                    "{tag:?}: the refusal says what is allowed: {text}"
+                );
+                assert!(!config.exists(), "{tag:?}: refused but wrote {config:?}");
+            }
+            Some(0) => {
+                accepted += 1;
+                let names = [format!("{tag}1"), format!("{tag}2")];
+                fill_in(
+                    &config,
+                    &[
+                        (names[0].as_str(), BACKEND_A),
+                        (names[1].as_str(), BACKEND_B),
+                    ],
+                );
+                let (out, text) = run(
+                    OB,
+                    &["check", "-c", config.to_str().expect("utf-8")],
+                    tmp.path(),
+                );
+                assert!(out.status.success(), "{tag:?}: check fails: {text}");
+                for name in &names {
+                    assert!(
+                        text.contains(&format!("instance {name}")),
+                        "{tag:?}: {name} not in {text}"
+                    );
+                }
+            }
+            other => panic!("{tag:?}: exit {other:?}: {text}"),
+        }
+    }
+    // The table has both kinds.
+    assert!(
+        refused > 20 && accepted > 10,
+        "{refused} refused, {accepted} accepted"
+    );
+}
+
+/// The wizard's exit codes, for both binaries: a key file that is missing or not a key is
+/// a configuration error (78); `-n 0`, `-s 0` and a bad tag are usage errors (64).
+#[test]
+fn wizard_exit_codes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::write(tmp.path().join("junk.key"), "not a key").expect("write");
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["--key", "/nonexistent"],
+            78,
+            "cannot read key file /nonexistent",
+        ),
+        (
+            &["--key", "junk.key"],
+            78,
+            "not a key onionbalance understands",
+        ),
+        (&["-n", "0"], 64, "at least 1"),
+        (&["-s", "0"], 64, "at least 1"),
+        (&["-t", "a/b"], 64, "--tag"),
+        (&["--key", "junk.key", "-s", "2"], 64, "--services 1"),
+    ];
+    for (cmd, prefix) in [(OB, &["config"][..]), (OB_CONFIG, &[][..])] {
+        for (i, (args, code, says)) in cases.iter().enumerate() {
+            let out_dir = format!("out{i}");
+            let mut all = prefix.to_vec();
+            all.extend(["--no-interactive", "--output", &out_dir]);
+            all.extend_from_slice(args);
+            let (out, text) = run(cmd, &all, tmp.path());
+            assert_eq!(out.status.code(), Some(*code), "{cmd} {all:?}: {text}");
+            assert!(
+                text.contains(says),
+                "{cmd} {all:?} should say {says:?}: {text}"
+            );
+            assert!(
+                !tmp.path().join(&out_dir).exists(),
+                "{cmd} {all:?} wrote {out_dir}"
+            );
+        }
+    }
+    let (out, text) = run(OB_CONFIG, &["--help"], tmp.path());
+    assert!(out.status.success() && text.contains("78"), "{text}");
+}

@@ -3,8 +3,8 @@
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result};
-use onionbalance::wizard::{self, BackendLayout, WizardOptions};
+use anyhow::Result;
+use onionbalance::wizard::{self, BackendLayout, WizardError, WizardOptions};
 use onionbalance::OnionAddress;
 
 use super::logging::Level;
@@ -18,7 +18,7 @@ use super::upstream::{parse_hs_version, parse_service_target};
 #[command(
     name = "onionbalance-config",
     version,
-    after_help = "Exit status:\n  0   success\n  1   failure (e.g. the output directory already has a config)\n  64  usage error: unknown flag, bad value or missing argument"
+    after_help = "Exit status:\n  0   success\n  1   failure at run time (e.g. the output directory already has a config, or cannot be written)\n  64  usage error: unknown flag, bad value (e.g. -n 0, a --tag that makes invalid instance names) or missing argument\n  78  configuration error: the --key file is missing, unreadable or not a key"
 )]
 pub struct ConfigArgs {
     /// Import an existing frontend key (PKCS#8 PEM or C tor hs_ed25519_secret_key) instead of
@@ -31,7 +31,8 @@ pub struct ConfigArgs {
     /// Number of frontend services.
     #[arg(short = 's', long, default_value_t = 1, value_name = "N")]
     pub services: usize,
-    /// Prefix of instance names (node -> node1, node2, ...).
+    /// Prefix of instance names (node -> node1, node2, ...): letters, digits, `-`, `_` and
+    /// `.`, not starting with `.`.
     #[arg(short = 't', long, default_value = "node", value_name = "TAG")]
     pub tag: String,
     /// Directory to write config.yaml and the key files into.
@@ -81,7 +82,7 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
     if !args.no_interactive && std::io::stdin().is_terminal() {
         prompt(&mut opts)?;
     }
-    let report = wizard::run(&opts, &mut rand::rng()).context("the config wizard failed")?;
+    let report = wizard::run(&opts, &mut rand::rng()).map_err(categorize)?;
     println!("Wrote {}", report.config_path.display());
     for (address, key_path, names) in &report.services {
         println!(
@@ -105,6 +106,21 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
     Ok(())
 }
 
+/// The wizard's error with its exit category: bad options are usage errors (64), a key to
+/// import that cannot be used is a configuration error (78), anything else a failure (1).
+fn categorize(e: WizardError) -> anyhow::Error {
+    let usage = matches!(e, WizardError::BadOptions(_));
+    let config = matches!(e, WizardError::ImportKey(_));
+    let e = anyhow::Error::new(e).context("the config wizard failed");
+    if usage {
+        super::exit::usage(e)
+    } else if config {
+        super::exit::config(e)
+    } else {
+        e
+    }
+}
+
 /// Asks for each option on the terminal, with the flags' values as defaults.
 fn prompt(opts: &mut WizardOptions) -> Result<()> {
     let out = ask("Output directory", &opts.output.display().to_string())?;
@@ -122,7 +138,17 @@ fn prompt(opts: &mut WizardOptions) -> Result<()> {
         opts.services = ask_number("Number of frontend services", opts.services)?;
     }
     opts.instances = ask_number("Backend instances per service", opts.instances)?;
-    opts.tag = ask("Instance name prefix", &opts.tag)?;
+    loop {
+        let tag = ask("Instance name prefix", &opts.tag)?;
+        if wizard::is_valid_tag(&tag, opts.instances) {
+            opts.tag = tag;
+            break;
+        }
+        eprintln!(
+            "  {tag:?}: use letters, digits, `-`, `_` and `.` (not starting with `.`), at most {} characters",
+            63 - opts.instances.to_string().len()
+        );
+    }
     for s in 0..opts.services {
         let mut addrs = Vec::new();
         for i in 0..opts.instances {
