@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{is_valid_instance_name, PLACEHOLDER_PREFIX};
+use crate::config::{
+    is_valid_instance_name, is_valid_service_target, BackendPort, PLACEHOLDER_PREFIX,
+};
 use crate::keys::{write_secret_file, FrontendKey, KeyError, KeyFormat};
 use crate::onion::OnionAddress;
 use zeroize::Zeroizing;
@@ -32,6 +34,9 @@ pub struct WizardOptions {
     pub import_key: Option<PathBuf>,
     /// Backend addresses, per service, in order; missing ones become placeholders.
     pub addresses: Vec<Vec<OnionAddress>>,
+    /// The backends' port, written as every service's `backend-port:` (for
+    /// `onionbalance backend`); `None` writes nothing (the defaults, upstream's format).
+    pub backend_port: Option<BackendPort>,
 }
 
 impl Default for WizardOptions {
@@ -43,6 +48,7 @@ impl Default for WizardOptions {
             tag: "node".into(),
             import_key: None,
             addresses: Vec::new(),
+            backend_port: None,
         }
     }
 }
@@ -99,6 +105,14 @@ pub fn run<R: rand::Rng + rand::CryptoRng>(
         ));
     }
     check_tag(&opts.tag, opts.instances)?;
+    if let Some(port) = &opts.backend_port {
+        if port.virtual_port == 0 || !is_valid_service_target(&port.target) {
+            return Err(WizardError::BadOptions(format!(
+                "backend port {} {:?}: the port must be 1 to 65535 and the target ADDR:PORT, PORT or unix:PATH",
+                port.virtual_port, port.target
+            )));
+        }
+    }
     let config_path = opts.output.join("config.yaml");
     if config_path.exists() {
         return Err(WizardError::ConfigExists(config_path));
@@ -147,6 +161,10 @@ pub fn run<R: rand::Rng + rand::CryptoRng>(
         file.services.push(ConfigService {
             key: key_name,
             instances,
+            backend_port: opts.backend_port.as_ref().map(|p| ConfigBackendPort {
+                virtual_port: p.virtual_port,
+                target: p.target.clone(),
+            }),
         });
         services.push((address, key_path, names));
     }
@@ -188,6 +206,19 @@ struct ConfigService {
     key: String,
     /// `instances:`.
     instances: Vec<ConfigInstance>,
+    /// `backend-port:` (ours), when the ports are not the defaults.
+    #[serde(rename = "backend-port", skip_serializing_if = "Option::is_none")]
+    backend_port: Option<ConfigBackendPort>,
+}
+
+/// A service's `backend-port:`.
+#[derive(Debug, Serialize)]
+struct ConfigBackendPort {
+    /// `virtual:`.
+    #[serde(rename = "virtual")]
+    virtual_port: u16,
+    /// `target:`.
+    target: String,
 }
 
 /// One `instances:` entry.
@@ -400,6 +431,34 @@ mod tests {
             run(&opts, &mut rand::rngs::StdRng::seed_from_u64(9)),
             Err(WizardError::ConfigExists(_))
         ));
+    }
+
+    /// The ports given to the wizard are stored, read back by the loader without a warning.
+    #[test]
+    fn stores_the_backend_port() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = BackendPort {
+            virtual_port: 443,
+            target: "127.0.0.1:8080".into(),
+        };
+        let opts = WizardOptions {
+            output: dir.path().join("o"),
+            instances: 1,
+            backend_port: Some(port.clone()),
+            ..Default::default()
+        };
+        let report = run(&opts, &mut rand::rngs::StdRng::seed_from_u64(2)).expect("wizard");
+        let cfg = Config::load_allowing_placeholders(&report.config_path).expect("loads");
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        assert_eq!(cfg.services[0].backend_port, Some(port));
+        // Without one the file stays in upstream's format.
+        let opts = WizardOptions {
+            output: dir.path().join("p"),
+            ..Default::default()
+        };
+        let report = run(&opts, &mut rand::rngs::StdRng::seed_from_u64(2)).expect("wizard");
+        let text = fs::read_to_string(&report.config_path).expect("read");
+        assert!(!text.contains("backend-port"), "{text}");
     }
 
     #[test]

@@ -1298,3 +1298,86 @@ fn wizard_exit_codes() {
     let (out, text) = run(OB_CONFIG, &["--help"], tmp.path());
     assert!(out.status.success() && text.contains("78"), "{text}");
 }
+
+/// The ports given to the wizard are stored in the config (`backend-port:`, ours); `check`
+/// accepts them without a warning; `backend` prints them unless its own flags override.
+#[test]
+fn wizard_ports_reach_backend() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (out, text) = run(
+        OB,
+        &[
+            "config",
+            "--no-interactive",
+            "--output",
+            "cfg",
+            "--service-virtual-port",
+            "443",
+            "--service-target",
+            "127.0.0.1:8080",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.matches("HiddenServicePort 443 127.0.0.1:8080").count(),
+        2,
+        "{text}"
+    );
+    let (out, text) = run(OB, &["backend", "-c", "cfg/config.yaml"], tmp.path());
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.matches("HiddenServicePort 443 127.0.0.1:8080").count(),
+        2,
+        "{text}"
+    );
+    assert!(!text.contains("HiddenServicePort 80 "), "{text}");
+    // Each flag overrides its half.
+    let (out, text) = run(
+        OB,
+        &["backend", "-c", "cfg/config.yaml", "--port", "8443"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.matches("HiddenServicePort 8443 127.0.0.1:8080")
+            .count(),
+        2,
+        "{text}"
+    );
+    let (out, text) = run(
+        OB,
+        &[
+            "backend",
+            "-c",
+            "cfg/config.yaml",
+            "--target",
+            "unix:/run/web.sock",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.matches("HiddenServicePort 443 unix:/run/web.sock")
+            .count(),
+        2,
+        "{text}"
+    );
+    let (out, text) = run(
+        OB,
+        &["backend", "-c", "cfg/config.yaml", "--target", "a b"],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(64), "{text}");
+    fill_in(
+        &tmp.path().join("cfg/config.yaml"),
+        &[("node1", BACKEND_A), ("node2", BACKEND_B)],
+    );
+    let (out, text) = run(OB, &["check", "-c", "cfg/config.yaml"], tmp.path());
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("warning"), "{text}");
+    assert!(
+        text.contains("backend port: 443 -> 127.0.0.1:8080"),
+        "{text}"
+    );
+}

@@ -399,6 +399,7 @@ impl World {
                     .collect(),
                 pending: vec![],
                 client_auth: None,
+                backend_port: None,
             }],
             status_socket_location: None,
             warnings: vec![],

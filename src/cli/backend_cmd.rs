@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use onionbalance::config::Config;
+use onionbalance::config::{BackendPort, Config};
 use onionbalance::wizard::{backend_setup, BackendLayout};
 
 /// Options of `onionbalance backend`.
@@ -16,15 +16,34 @@ pub struct BackendArgs {
     /// Parent directory of the backends' HiddenServiceDir.
     #[arg(long, default_value = "/var/lib/tor", value_name = "DIR")]
     pub hs_dir_base: PathBuf,
-    /// The onion service's virtual port.
-    #[arg(long, default_value_t = 80)]
-    pub port: u16,
-    /// Where each backend's tor forwards connections (its web server).
-    #[arg(long, default_value = "127.0.0.1:80", value_name = "ADDR:PORT")]
-    pub target: String,
+    /// The onion service's virtual port (default: the service's `backend-port:` in the
+    /// config, else 80).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// Where each backend's tor forwards connections, its web server (default: the
+    /// service's `backend-port:` in the config, else 127.0.0.1:80).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = super::upstream::parse_service_target)]
+    pub target: Option<String>,
     /// Write `<DIR>/<instance>/torrc` and `<DIR>/<instance>/ob_config` instead of printing.
     #[arg(long, value_name = "DIR")]
     pub write: Option<PathBuf>,
+}
+
+/// A service's layout: the flags, else its `backend-port:`, else the defaults.
+fn layout(args: &BackendArgs, configured: Option<&BackendPort>) -> BackendLayout {
+    let default = BackendLayout::default();
+    BackendLayout {
+        hs_dir_base: args.hs_dir_base.clone(),
+        virtual_port: args
+            .port
+            .or(configured.map(|p| p.virtual_port))
+            .unwrap_or(default.virtual_port),
+        target: args
+            .target
+            .clone()
+            .or(configured.map(|p| p.target.clone()))
+            .unwrap_or(default.target),
+    }
 }
 
 /// Prints or writes every instance's files.
@@ -33,12 +52,8 @@ pub fn run(args: &BackendArgs) -> Result<bool> {
     let path =
         super::config_path::resolve(args.config.as_deref(), super::config_path::Announce::Stderr)?;
     let cfg = Config::load_allowing_placeholders(&path)?;
-    let layout = BackendLayout {
-        hs_dir_base: args.hs_dir_base.clone(),
-        virtual_port: args.port,
-        target: args.target.clone(),
-    };
     for svc in &cfg.services {
+        let layout = layout(args, svc.backend_port.as_ref());
         let names = svc
             .instances
             .iter()

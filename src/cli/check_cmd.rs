@@ -77,6 +77,12 @@ fn offline(path: &Path) -> Option<Config> {
                 for inst in &s.instances {
                     println!("  instance {:<12} {}", inst.name, inst.address);
                 }
+                if let Some(p) = &s.backend_port {
+                    println!(
+                        "  backend port: {} -> {} (for `onionbalance backend`)",
+                        p.virtual_port, p.target
+                    );
+                }
                 if let Some(auth) = &s.client_auth {
                     println!(
                         "  restricted discovery: {} authorized client(s)",

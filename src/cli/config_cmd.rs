@@ -4,6 +4,7 @@ use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 
 use anyhow::Result;
+use onionbalance::config::BackendPort;
 use onionbalance::wizard::{self, BackendLayout, WizardError, WizardOptions};
 use onionbalance::OnionAddress;
 
@@ -42,11 +43,13 @@ pub struct ConfigArgs {
     #[arg(long)]
     pub no_interactive: bool,
     /// The onion service port clients connect to, for the backends' HiddenServicePort
-    /// lines printed at the end (upstream's flag).
+    /// lines printed at the end (upstream's flag); stored in the config for
+    /// `onionbalance backend` when not 80.
     #[arg(long, default_value_t = 80, value_name = "PORT")]
     pub service_virtual_port: u16,
     /// Where each backend's tor forwards connections (ADDR:PORT, PORT or unix:PATH), for
-    /// the backends' HiddenServicePort lines (upstream's flag).
+    /// the backends' HiddenServicePort lines (upstream's flag); stored in the config for
+    /// `onionbalance backend` when not 127.0.0.1:80.
     #[arg(long, default_value = "127.0.0.1:80", value_name = "TARGET", value_parser = parse_service_target)]
     pub service_target: String,
     /// Log level: debug, info, warning, error or critical (upstream's -v).
@@ -78,6 +81,7 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
         tag: args.tag.clone(),
         import_key: args.key.clone(),
         addresses: Vec::new(),
+        backend_port: backend_port(args),
     };
     if !args.no_interactive && std::io::stdin().is_terminal() {
         prompt(&mut opts)?;
@@ -104,6 +108,17 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
         report.config_path.display()
     );
     Ok(())
+}
+
+/// The ports to store in the config: `None` for the defaults (the file then stays in
+/// upstream's format, and `onionbalance backend` prints the same defaults).
+fn backend_port(args: &ConfigArgs) -> Option<BackendPort> {
+    let default = BackendLayout::default();
+    (args.service_virtual_port != default.virtual_port || args.service_target != default.target)
+        .then(|| BackendPort {
+            virtual_port: args.service_virtual_port,
+            target: args.service_target.clone(),
+        })
 }
 
 /// The wizard's error with its exit category: bad options are usage errors (64), a key to

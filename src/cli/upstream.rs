@@ -16,14 +16,7 @@ pub fn parse_hs_version(s: &str) -> Result<String, String> {
 /// Accepts a backend's service target as tor's `HiddenServicePort` takes it: `ADDR:PORT`,
 /// a bare `PORT`, or `unix:PATH`.
 pub fn parse_service_target(s: &str) -> Result<String, String> {
-    let ok = if let Some(path) = s.strip_prefix("unix:") {
-        !path.is_empty()
-    } else if let Some((host, port)) = s.rsplit_once(':') {
-        !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
-    } else {
-        s.parse::<u16>().is_ok_and(|p| p != 0)
-    };
-    if ok {
+    if onionbalance::config::is_valid_service_target(s) {
         Ok(s.to_owned())
     } else {
         Err(format!(

@@ -11,7 +11,16 @@
 //!     authorized-clients:              # optional: the same, inline
 //!       - name: alice
 //!         key: descriptor:x25519:<52 base32 chars>
+//!     backend-port:                    # optional, ours: for `onionbalance backend`
+//!       virtual: 443                   # the port clients connect to
+//!       target: 127.0.0.1:8080         # where each backend's tor forwards them
 //! ```
+//!
+//! `backend-port:` is this implementation's (upstream's loader ignores it): the wizard
+//! writes the ports it was given there when they are not the defaults (80 and
+//! `127.0.0.1:80`), and `onionbalance backend` prints them in each backend's
+//! `HiddenServicePort` line unless its own `--port`/`--target` say otherwise. The daemon
+//! itself does not use it.
 //!
 //! Loading validates everything an operator can get wrong and reports *all* problems at once,
 //! each naming the file, the service and the instance, and what to do. Keys that this version
@@ -29,7 +38,7 @@ use std::sync::Arc;
 mod guard;
 mod raw;
 
-use raw::{RawClient, RawConfig, RawService};
+use raw::{RawBackendPort, RawClient, RawConfig, RawService};
 
 use tor_llcrypto::pk::curve25519;
 
@@ -46,6 +55,23 @@ pub const ENV_CONFIG: &str = "ONIONBALANCE_CONFIG";
 pub fn is_valid_instance_name(name: &str) -> bool {
     crate::files::is_safe_name(name)
 }
+/// True when `target` is a service target as tor's `HiddenServicePort` takes it: `ADDR:PORT`,
+/// a bare `PORT`, or `unix:PATH`, with no spaces or control characters (it ends up in a
+/// torrc line).
+pub fn is_valid_service_target(target: &str) -> bool {
+    if target.is_empty() || target.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let port_ok = |p: &str| p.parse::<u16>().is_ok_and(|p| p != 0);
+    if let Some(path) = target.strip_prefix("unix:") {
+        !path.is_empty()
+    } else if let Some((host, port)) = target.rsplit_once(':') {
+        !host.is_empty() && port_ok(port)
+    } else {
+        port_ok(target)
+    }
+}
+
 /// Environment variable that overrides `status-socket-location` (as upstream).
 pub const ENV_STATUS_SOCKET: &str = "ONIONBALANCE_STATUS_SOCKET_LOCATION";
 /// Instance addresses starting with this are placeholders written by `onionbalance config`.
@@ -79,6 +105,20 @@ pub struct ServiceConfig {
     /// Restricted discovery: `None` when anyone who knows the address may connect (the
     /// service has neither `authorized-clients:` nor `authorized-clients-dir:`).
     pub client_auth: Option<ClientAuthConfig>,
+    /// The backends' port (`backend-port:`, ours), if configured: what
+    /// `onionbalance backend` prints. The daemon does not use it.
+    pub backend_port: Option<BackendPort>,
+}
+
+/// A service's `backend-port:`: the port its clients connect to and where each backend's
+/// tor forwards them, as in a backend's `HiddenServicePort <virtual> <target>` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendPort {
+    /// The onion service's virtual port (`virtual:`), 1 to 65535.
+    pub virtual_port: u16,
+    /// Where the backends' tor forwards connections (`target:`): `ADDR:PORT`, `PORT` or
+    /// `unix:PATH` (see [`is_valid_service_target`]).
+    pub target: String,
 }
 
 /// The clients allowed to discover one frontend (see [`crate::client_auth`]).
@@ -449,6 +489,7 @@ impl Validator<'_> {
             instances.push(InstanceConfig { address, name });
         }
         let client_auth = self.client_auth(&loc, rs.authorized_clients, rs.authorized_clients_dir);
+        let backend_port = rs.backend_port.and_then(|p| self.backend_port(&loc, p));
         let (key_path, key) = key?;
         Some(ServiceConfig {
             key_path,
@@ -456,6 +497,37 @@ impl Validator<'_> {
             instances,
             pending,
             client_auth,
+            backend_port,
+        })
+    }
+
+    /// Validates a service's `backend-port:`; `None` if it is unusable (problems recorded).
+    fn backend_port(&mut self, loc: &str, raw: RawBackendPort) -> Option<BackendPort> {
+        let ploc = format!("{loc}, backend-port");
+        self.unknown(&ploc, &raw.unknown);
+        let virtual_port = match raw.virtual_port {
+            Some(p) if p != 0 => Some(p),
+            _ => {
+                self.problem(
+                    &ploc,
+                    "`virtual:` must be the port clients connect to, 1 to 65535 (e.g. `virtual: 80`)",
+                );
+                None
+            }
+        };
+        let target = match raw.target {
+            Some(t) if is_valid_service_target(&t) => Some(t),
+            _ => {
+                self.problem(
+                    &ploc,
+                    "`target:` must be where each backend's tor forwards connections: ADDR:PORT (e.g. 127.0.0.1:8080), PORT or unix:PATH",
+                );
+                None
+            }
+        };
+        Some(BackendPort {
+            virtual_port: virtual_port?,
+            target: target?,
         })
     }
 
@@ -991,5 +1063,64 @@ mod tests {
         let e = Config::load_with_env(Path::new("/nonexistent/ob.yaml"), |_| None)
             .expect_err("missing");
         assert!(e.to_string().contains("onionbalance config"), "{e}");
+    }
+
+    /// `backend-port:` (ours) is read without an unknown-key warning, and bad values are
+    /// problems with their place.
+    #[test]
+    fn backend_port_is_ours_and_checked() {
+        let (dir, _) = dir_with_key();
+        let cfg = parse_in(
+            dir.path(),
+            &format!("services:\n- key: frontend.key\n  instances:\n  - address: {BACKEND_A}\n  backend-port:\n    virtual: 443\n    target: 127.0.0.1:8080\n"),
+        )
+        .expect("valid");
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        assert_eq!(
+            cfg.services[0].backend_port,
+            Some(BackendPort {
+                virtual_port: 443,
+                target: "127.0.0.1:8080".into()
+            })
+        );
+        for (bad, says) in [
+            ("{virtual: 0, target: '8080'}", "`virtual:`"),
+            ("{target: '8080'}", "`virtual:`"),
+            ("{virtual: 80, target: 'a b:80'}", "`target:`"),
+            (
+                "{virtual: 80, target: \"x:80\\nHiddenServiceSingleHopMode 1\"}",
+                "`target:`",
+            ),
+            ("{virtual: 80}", "`target:`"),
+        ] {
+            let ps = problems(parse_in(
+                dir.path(),
+                &format!("services:\n- key: frontend.key\n  instances:\n  - address: {BACKEND_A}\n  backend-port: {bad}\n"),
+            ));
+            assert!(
+                ps.len() == 1
+                    && ps[0].message.contains(says)
+                    && ps[0].location.contains("backend-port"),
+                "{bad}: {ps:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn service_targets() {
+        for ok in [
+            "127.0.0.1:8080",
+            "8080",
+            "unix:/run/web.sock",
+            "[::1]:80",
+            "localhost:1",
+        ] {
+            assert!(is_valid_service_target(ok), "{ok}");
+        }
+        for bad in [
+            "", "0", "x:0", ":80", "unix:", "a b:80", "x:80\n", "65536", "host",
+        ] {
+            assert!(!is_valid_service_target(bad), "{bad:?}");
+        }
     }
 }

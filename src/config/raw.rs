@@ -90,6 +90,18 @@ raw_mapping! {
         authorized_clients: Vec<RawClient> = "authorized-clients",
         /// A directory of `<name>.auth` files, each a client allowed to discover the frontend.
         authorized_clients_dir: String = "authorized-clients-dir",
+        /// Ours: the backends' port, for `onionbalance backend`.
+        backend_port: RawBackendPort = "backend-port",
+    }
+}
+
+raw_mapping! {
+    /// A service's `backend-port:` (ours, not upstream's).
+    RawBackendPort, "a backend port: a mapping with `virtual:` and `target:`" {
+        /// The onion service port clients connect to.
+        virtual_port: u16 = "virtual",
+        /// Where each backend's tor forwards connections.
+        target: String = "target",
     }
 }
 
