@@ -310,31 +310,73 @@ impl Default for BackendLayout {
 pub struct BackendSetup {
     /// The instance's name.
     pub name: String,
-    /// Its `HiddenServiceDir`.
-    pub hs_dir: PathBuf,
-    /// Lines for its torrc.
+    /// A new `HiddenServiceDir` to create, for an instance whose address is not filled in
+    /// yet; `None` for an existing backend, whose `HiddenServiceDir` is wherever its key
+    /// already is (a new one would make a new address).
+    pub hs_dir: Option<PathBuf>,
+    /// Lines for its torrc: a whole new onion service for a new backend; only
+    /// `HiddenServiceOnionBalanceInstance 1`, for the existing service's block, otherwise.
     pub torrc: String,
     /// Contents of `<HiddenServiceDir>/ob_config`.
     pub ob_config: String,
 }
 
-/// What backend `name` of `frontend` needs, laid out as `layout` says.
-pub fn backend_setup(frontend: OnionAddress, name: &str, layout: &BackendLayout) -> BackendSetup {
-    let hs_dir = layout.hs_dir_base.join(format!("onionbalance-{name}"));
-    let torrc = format!(
-        "# Onionbalance backend \"{name}\" of {frontend}\n\
-         HiddenServiceDir {}\n\
-         HiddenServicePort {} {}\n\
-         HiddenServiceOnionBalanceInstance 1\n",
-        hs_dir.display(),
-        layout.virtual_port,
-        layout.target
-    );
-    BackendSetup {
-        name: name.to_owned(),
-        hs_dir,
-        torrc,
-        ob_config: format!("MasterOnionAddress {frontend}\n"),
+impl BackendSetup {
+    /// Where `ob_config` goes, in words: a path for a new backend; for an existing one,
+    /// "the HiddenServiceDir that holds <address>'s key".
+    pub fn ob_config_place(&self, address: Option<OnionAddress>) -> String {
+        match (&self.hs_dir, address) {
+            (Some(dir), _) => dir.join("ob_config").display().to_string(),
+            (None, Some(a)) => format!("ob_config in the HiddenServiceDir that holds {a}'s key"),
+            (None, None) => "ob_config in the backend's HiddenServiceDir".to_owned(),
+        }
+    }
+}
+
+/// What backend `name` of `frontend` needs, laid out as `layout` says. `address` is the
+/// backend's address when the config has it: its tor then runs that onion service already,
+/// and only needs instance mode and `ob_config` (no new `HiddenServiceDir` is suggested,
+/// since that would create a different address). Without it, a new onion service is laid
+/// out under `layout.hs_dir_base`.
+pub fn backend_setup(
+    frontend: OnionAddress,
+    name: &str,
+    address: Option<OnionAddress>,
+    layout: &BackendLayout,
+) -> BackendSetup {
+    let ob_config = format!("MasterOnionAddress {frontend}\n");
+    match address {
+        Some(address) => BackendSetup {
+            name: name.to_owned(),
+            hs_dir: None,
+            torrc: format!(
+                "# Onionbalance backend \"{name}\" ({address}) of {frontend}:\n\
+                 # add to the block of the HiddenServiceDir that holds {address}'s key\n\
+                 # (keep its HiddenServiceDir line; clients of the frontend connect to port {},\n\
+                 # so it needs a line like `HiddenServicePort {} {}`):\n\
+                 HiddenServiceOnionBalanceInstance 1\n",
+                layout.virtual_port, layout.virtual_port, layout.target
+            ),
+            ob_config,
+        },
+        None => {
+            let hs_dir = layout.hs_dir_base.join(format!("onionbalance-{name}"));
+            let torrc = format!(
+                "# Onionbalance backend \"{name}\" of {frontend} (a new onion service)\n\
+                 HiddenServiceDir {}\n\
+                 HiddenServicePort {} {}\n\
+                 HiddenServiceOnionBalanceInstance 1\n",
+                hs_dir.display(),
+                layout.virtual_port,
+                layout.target
+            );
+            BackendSetup {
+                name: name.to_owned(),
+                hs_dir: Some(hs_dir),
+                torrc,
+                ob_config,
+            }
+        }
     }
 }
 
@@ -466,14 +508,37 @@ mod tests {
         let front: OnionAddress = "az6zyp4pcmodrlstxctjtrfguoofriku52llgrzklo5llznqowspqxad.onion"
             .parse()
             .expect("addr");
-        let b = backend_setup(front, "node1", &BackendLayout::default());
-        assert_eq!(b.hs_dir, PathBuf::from("/var/lib/tor/onionbalance-node1"));
+        let b = backend_setup(front, "node1", None, &BackendLayout::default());
+        assert_eq!(
+            b.hs_dir,
+            Some(PathBuf::from("/var/lib/tor/onionbalance-node1"))
+        );
         assert!(b
             .torrc
             .contains("HiddenServiceDir /var/lib/tor/onionbalance-node1\n"));
         assert!(b.torrc.contains("HiddenServicePort 80 127.0.0.1:80\n"));
         assert!(b.torrc.contains("HiddenServiceOnionBalanceInstance 1\n"));
         assert_eq!(b.ob_config, format!("MasterOnionAddress {front}\n"));
+
+        // A backend whose address is known keeps its own HiddenServiceDir.
+        let own: OnionAddress = "nbvwr3rbofr42gr47qfcjohqxq75h7xbzi4oywh2rvigbmqmizqjodid.onion"
+            .parse()
+            .expect("addr");
+        let b = backend_setup(front, "node1", Some(own), &BackendLayout::default());
+        assert_eq!(b.hs_dir, None);
+        assert!(
+            !b.torrc.lines().any(|l| l.starts_with("HiddenServiceDir")),
+            "{}",
+            b.torrc
+        );
+        assert!(b
+            .torrc
+            .contains(&format!("HiddenServiceDir that holds {own}'s key")));
+        assert!(b.torrc.ends_with("\nHiddenServiceOnionBalanceInstance 1\n"));
+        assert_eq!(b.ob_config, format!("MasterOnionAddress {front}\n"));
+        assert!(b
+            .ob_config_place(Some(own))
+            .contains(&format!("HiddenServiceDir that holds {own}'s key")));
     }
 
     #[test]

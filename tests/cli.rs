@@ -1381,3 +1381,67 @@ fn wizard_ports_reach_backend() {
         "{text}"
     );
 }
+
+/// `backend` on an instance whose address is filled in never invents a HiddenServiceDir
+/// (that would make a new address): it says to add instance mode in the block of the
+/// HiddenServiceDir that holds that address's key, and the ob_config goes there. A
+/// placeholder still gets a new HiddenServiceDir. The same with `--write`.
+#[test]
+fn backend_keeps_an_existing_hidden_service_dir() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (out, text) = run(
+        OB,
+        &["config", "--no-interactive", "--output", "cfg"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    fill_in(&tmp.path().join("cfg/config.yaml"), &[("node1", BACKEND_A)]);
+    let (out, text) = run(OB, &["backend", "-c", "cfg/config.yaml"], tmp.path());
+    assert!(out.status.success(), "{text}");
+    let (node1, node2) = text
+        .split_once("==== backend node2")
+        .expect("node2 after node1");
+    assert!(node1.contains(BACKEND_A), "{node1}");
+    assert!(
+        !node1.lines().any(|l| l.starts_with("HiddenServiceDir")),
+        "{node1}"
+    );
+    assert!(
+        node1.contains(&format!("HiddenServiceDir that holds {BACKEND_A}'s key")),
+        "{node1}"
+    );
+    assert!(
+        node1.contains("\nHiddenServiceOnionBalanceInstance 1\n")
+            && node1.contains("MasterOnionAddress "),
+        "{node1}"
+    );
+    assert!(
+        node2.contains("\nHiddenServiceDir /var/lib/tor/onionbalance-node2\n")
+            && node2.contains("/var/lib/tor/onionbalance-node2/ob_config"),
+        "{node2}"
+    );
+    let (out, text) = run(
+        OB,
+        &["backend", "-c", "cfg/config.yaml", "--write", "be"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    let torrc = std::fs::read_to_string(tmp.path().join("be/node1/torrc")).expect("torrc");
+    assert!(
+        !torrc.lines().any(|l| l.starts_with("HiddenServiceDir")),
+        "{torrc}"
+    );
+    assert!(
+        torrc.contains("HiddenServiceOnionBalanceInstance 1"),
+        "{torrc}"
+    );
+    assert!(
+        text.contains(&format!(
+            "in the HiddenServiceDir that holds {BACKEND_A}'s key"
+        )),
+        "{text}"
+    );
+    assert!(std::fs::read_to_string(tmp.path().join("be/node2/torrc"))
+        .expect("torrc")
+        .contains("\nHiddenServiceDir /var/lib/tor/onionbalance-node2\n"));
+}

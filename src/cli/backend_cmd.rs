@@ -57,14 +57,11 @@ pub fn run(args: &BackendArgs) -> Result<bool> {
         let names = svc
             .instances
             .iter()
-            .map(|i| (i.name.clone(), i.address.to_string()))
-            .chain(
-                svc.pending
-                    .iter()
-                    .map(|n| (n.clone(), "address not filled in yet".to_owned())),
-            );
+            .map(|i| (i.name.clone(), Some(i.address)))
+            .chain(svc.pending.iter().map(|n| (n.clone(), None)));
         for (name, address) in names {
-            let setup = backend_setup(svc.address(), &name, &layout);
+            let setup = backend_setup(svc.address(), &name, address, &layout);
+            let place = setup.ob_config_place(address);
             match &args.write {
                 Some(dir) => {
                     // Names are checked by the config loader; never leave `dir` whatever.
@@ -79,19 +76,19 @@ pub fn run(args: &BackendArgs) -> Result<bool> {
                     std::fs::write(d.join("torrc"), &setup.torrc)?;
                     std::fs::write(d.join("ob_config"), &setup.ob_config)?;
                     println!(
-                        "{}: wrote {0}/torrc (add to the backend's torrc) and {0}/ob_config (copy to {})",
+                        "{}: wrote {0}/torrc (add to the backend's torrc) and {0}/ob_config (copy to {place})",
                         d.display(),
-                        setup.hs_dir.join("ob_config").display()
                     );
                 }
                 None => {
-                    println!("==== backend {name} ({address}) ====");
+                    match address {
+                        Some(a) => println!("==== backend {name} ({a}) ===="),
+                        None => println!(
+                            "==== backend {name} (address not filled in yet: a new onion service) ===="
+                        ),
+                    }
                     println!("-- add to its torrc:\n{}", setup.torrc);
-                    println!(
-                        "-- create {} containing:\n{}",
-                        setup.hs_dir.join("ob_config").display(),
-                        setup.ob_config
-                    );
+                    println!("-- create {place} containing:\n{}", setup.ob_config);
                 }
             }
         }

@@ -88,7 +88,7 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
     }
     let report = wizard::run(&opts, &mut rand::rng()).map_err(categorize)?;
     println!("Wrote {}", report.config_path.display());
-    for (address, key_path, names) in &report.services {
+    for (s, (address, key_path, names)) in report.services.iter().enumerate() {
         println!(
             "\nKey for {address}: {} (mode 0600; back it up, keep it secret)",
             key_path.display()
@@ -99,8 +99,10 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
             target: args.service_target.clone(),
             ..BackendLayout::default()
         };
-        for name in names {
-            print!("\n{}", wizard::backend_setup(*address, name, &layout).torrc);
+        let given = opts.addresses.get(s).map(Vec::as_slice).unwrap_or_default();
+        for (i, name) in names.iter().enumerate() {
+            let setup = wizard::backend_setup(*address, name, given.get(i).copied(), &layout);
+            print!("\n{}", setup.torrc);
         }
     }
     println!(
