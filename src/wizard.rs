@@ -60,6 +60,10 @@ pub struct WizardReport {
     pub config_path: PathBuf,
     /// Per service: frontend address, key file, instance names.
     pub services: Vec<(OnionAddress, PathBuf, Vec<String>)>,
+    /// The user and group ids the files were given: the output directory's, when it
+    /// existed already, belongs to someone else and the wizard ran as root (so that the
+    /// daemon's user, which owns the directory, can read its config and keys).
+    pub owner: Option<(u32, u32)>,
 }
 
 /// Why the wizard stopped.
@@ -133,6 +137,8 @@ pub fn run<R: rand::Rng + rand::CryptoRng>(
             None => keys.push((FrontendKey::generate(rng), None)),
         }
     }
+    // An existing directory's owner, before we create anything: see `WizardReport::owner`.
+    let dir_owner = existing_owner(&opts.output);
     create_private_dir(&opts.output)?;
     let mut file = ConfigFile {
         services: Vec::new(),
@@ -181,9 +187,13 @@ pub fn run<R: rand::Rng + rand::CryptoRng>(
         }
     }
     write_new_file(&config_path, yaml.as_bytes())?;
+    let mut written: Vec<&Path> = services.iter().map(|(_, k, _)| k.as_path()).collect();
+    written.push(&config_path);
+    let owner = give_to_directory_owner(dir_owner, &written)?;
     Ok(WizardReport {
         config_path,
         services,
+        owner,
     })
 }
 
@@ -380,6 +390,62 @@ pub fn backend_setup(
     }
 }
 
+/// The user and group of `dir` if it exists (as a directory).
+fn existing_owner(dir: &Path) -> Option<(u32, u32)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        fs::metadata(dir)
+            .ok()
+            .filter(fs::Metadata::is_dir)
+            .map(|m| (m.uid(), m.gid()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
+/// When we run as root (the files we wrote belong to uid 0) and the output directory
+/// existed with another owner or group, gives `files` that owner and group: the directory
+/// is the daemon's (the Debian package makes /etc/onionbalance onionbalance:onionbalance
+/// 0750), and its user must read the 0600 files. Returns the ids given, if any.
+fn give_to_directory_owner(
+    dir_owner: Option<(u32, u32)>,
+    files: &[&Path],
+) -> Result<Option<(u32, u32)>, WizardError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let Some((uid, gid)) = dir_owner else {
+            return Ok(None);
+        };
+        let Some(first) = files.first() else {
+            return Ok(None);
+        };
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| WizardError::Io { path, source }
+        };
+        let ours = fs::symlink_metadata(first).map_err(io(first))?;
+        if ours.uid() != 0 || (ours.uid(), ours.gid()) == (uid, gid) {
+            return Ok(None);
+        }
+        for f in files {
+            // lchown: never follow a link that the directory's owner might have put in place
+            // of a file we wrote.
+            std::os::unix::fs::lchown(f, Some(uid), Some(gid)).map_err(io(f))?;
+        }
+        Ok(Some((uid, gid)))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (dir_owner, files);
+        Ok(None)
+    }
+}
+
 /// Creates `dir` (and parents) with mode 0700 if missing.
 fn create_private_dir(dir: &Path) -> Result<(), WizardError> {
     let mut b = fs::DirBuilder::new();
@@ -539,6 +605,52 @@ mod tests {
         assert!(b
             .ob_config_place(Some(own))
             .contains(&format!("HiddenServiceDir that holds {own}'s key")));
+    }
+
+    /// As root, in an existing directory of another user (as the Debian package makes
+    /// /etc/onionbalance), the config and keys go to that user and group, still 0600; in a
+    /// directory the wizard creates, they stay ours.
+    #[cfg(unix)]
+    #[test]
+    fn files_go_to_the_owner_of_an_existing_directory() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let probe = dir.path().join("probe");
+        fs::write(&probe, "").expect("write");
+        if fs::metadata(&probe).expect("meta").uid() != 0 {
+            eprintln!("not root: skipping");
+            return;
+        }
+        let out = dir.path().join("etc-onionbalance");
+        fs::create_dir(&out).expect("mkdir");
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o750)).expect("chmod");
+        std::os::unix::fs::chown(&out, Some(65534), Some(65533)).expect("chown");
+        let opts = WizardOptions {
+            output: out.clone(),
+            services: 2,
+            ..Default::default()
+        };
+        let report = run(&opts, &mut rand::rngs::StdRng::seed_from_u64(4)).expect("wizard");
+        assert_eq!(report.owner, Some((65534, 65533)));
+        let mut files: Vec<&Path> = report.services.iter().map(|s| s.1.as_path()).collect();
+        files.push(&report.config_path);
+        assert_eq!(files.len(), 3);
+        for f in files {
+            let m = fs::metadata(f).expect("meta");
+            assert_eq!(
+                (m.uid(), m.gid(), m.mode() & 0o777),
+                (65534, 65533, 0o600),
+                "{f:?}"
+            );
+        }
+        // A directory the wizard makes itself is root's: nothing is given away.
+        let opts = WizardOptions {
+            output: dir.path().join("new"),
+            ..Default::default()
+        };
+        let report = run(&opts, &mut rand::rngs::StdRng::seed_from_u64(4)).expect("wizard");
+        assert_eq!(report.owner, None);
+        assert_eq!(fs::metadata(&report.config_path).expect("meta").uid(), 0);
     }
 
     #[test]

@@ -1445,3 +1445,42 @@ fn backend_keeps_an_existing_hidden_service_dir() {
         .expect("torrc")
         .contains("\nHiddenServiceDir /var/lib/tor/onionbalance-node2\n"));
 }
+
+/// As root, `config --output` into an existing directory of another user (the package's
+/// /etc/onionbalance, onionbalance:onionbalance 0750) gives the config and keys to that
+/// user and group (mode 0600 kept), and says so.
+#[test]
+fn wizard_as_root_gives_files_to_the_directory_owner() {
+    use std::os::unix::fs::MetadataExt as _;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    if std::fs::metadata(tmp.path()).expect("meta").uid() != 0 {
+        eprintln!("not root: skipping");
+        return;
+    }
+    let dir = tmp.path().join("etc-onionbalance");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).expect("chown");
+    let (out, text) = run(
+        OB,
+        &["config", "--no-interactive", "--output", "etc-onionbalance"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("to uid 65534, gid 65534, the owner of etc-onionbalance"),
+        "{text}"
+    );
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(files.len(), 2, "config.yaml and one key: {files:?}");
+    for f in files {
+        let m = std::fs::metadata(&f).expect("meta");
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o777),
+            (65534, 65534, 0o600),
+            "{f:?}"
+        );
+    }
+}

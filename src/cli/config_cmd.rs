@@ -88,6 +88,14 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
     }
     let report = wizard::run(&opts, &mut rand::rng()).map_err(categorize)?;
     println!("Wrote {}", report.config_path.display());
+    if let Some((uid, gid)) = report.owner {
+        println!(
+            "Gave {} and the key file(s) to uid {uid}, gid {gid}, the owner of {} (still mode \
+             0600), so that the daemon's user can read them",
+            report.config_path.display(),
+            opts.output.display()
+        );
+    }
     for (s, (address, key_path, names)) in report.services.iter().enumerate() {
         println!(
             "\nKey for {address}: {} (mode 0600; back it up, keep it secret)",
