@@ -78,13 +78,13 @@ pub const CONFIG_PAGE_NAME: &str = "onionbalance.yaml.5";
 const FILES: &str = r#".SH FILES
 .TP
 .I ./config.yaml
-The config file when neither \fB\-c\fR nor \fBONIONBALANCE_CONFIG\fR is given and this
-file exists (as upstream Onionbalance); its format is in \fBonionbalance.yaml\fR(5).
-.\" TODO(integration): the default becomes ./config.yaml, then /etc/onionbalance/config.yaml,
-.\" for every command that reads the config.
+The config file of every command when neither \fB\-c\fR nor \fBONIONBALANCE_CONFIG\fR is
+given and this file exists (as upstream Onionbalance); its format is in
+\fBonionbalance.yaml\fR(5).
 .TP
 .I /etc/onionbalance/config.yaml
-The config file of the packaged systemd unit, which passes it with \fB\-c\fR.
+The config file of the packaged systemd unit, which passes it with \fB\-c\fR, and of every
+command when there is no \fI./config.yaml\fR either.
 .TP
 .I /etc/onionbalance/*.key
 The frontend keys named by the config's \fBkey:\fR entries (PKCS#8 PEM or a C tor
@@ -104,9 +104,9 @@ default \fI$XDG_DATA_HOME/onionbalance\fR, else \fI~/.local/share/onionbalance\f
 is given, Arti's \fIstate/\fR (guards) and \fIcache/\fR (directory documents).
 .TP
 .I /run/onionbalance/status.sock
-The status socket of the packaged unit (set there through
-\fBONIONBALANCE_STATUS_SOCKET_LOCATION\fR); \fBonionbalance status\fR reads it.
-.\" TODO(integration): `onionbalance status` with no flags finds this socket by default.
+The status socket of the packaged unit when the config names none
+(\fB$RUNTIME_DIRECTORY\fR/status.sock); \fBonionbalance status\fR reads it when neither
+\fB\-\-socket\fR, \fBONIONBALANCE_STATUS_SOCKET_LOCATION\fR nor the config names another.
 "#;
 
 /// Writes the manual pages: onionbalance(1), a page per subcommand, onionbalance-config(1)

@@ -184,6 +184,7 @@ mod tests {
         (RawConfig::KEYS, "Keys of the top level"),
         (RawService::KEYS, "Keys of each services entry"),
         (RawInstance::KEYS, "Keys of each instances entry"),
+        (RawBackendPort::KEYS, "Keys of backend-port"),
         (RawClient::KEYS, "Keys of each authorized-clients entry"),
     ];
 
