@@ -302,10 +302,11 @@ fn all_published(services: &[ServiceStatus]) -> bool {
 /// One line for `systemctl status`: how far publication has got, e.g. "published 2/2
 /// services: 3/3 backends, 8/8 HSDirs", or what it waits for.
 fn systemd_status(services: &[ServiceStatus]) -> String {
-    if services.is_empty() {
+    let backends: usize = services.iter().map(|s| s.instances.len()).sum();
+    // A config always lists backends: none yet means the runners have not reported.
+    if backends == 0 {
         return "starting the services".to_owned();
     }
-    let backends: usize = services.iter().map(|s| s.instances.len()).sum();
     let fetched: usize = services
         .iter()
         .flat_map(|s| &s.instances)
