@@ -14,6 +14,7 @@ pub mod fixtures;
 pub mod frontend;
 pub mod http;
 pub mod socks;
+pub mod systemd;
 pub mod testnet;
 pub mod torrc;
 

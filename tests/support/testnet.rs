@@ -1105,6 +1105,28 @@ impl TestNet {
         self.wait_for_upload(i, ctl, deadline).await
     }
 
+    /// Points every instance backend at another frontend, as an operator does once the
+    /// frontend's key exists: rewrites each one's `ob_config` and restarts its tor (a
+    /// frontend added by SIGHUP is not usable until a restart: see design notes), waiting
+    /// until each has uploaded its descriptor again.
+    pub async fn set_frontend(&mut self, address: &str) -> Result<()> {
+        for i in 0..self.backends.len() {
+            if !self.backends[i].instance {
+                continue;
+            }
+            self.stop_backend(i).await?;
+            let hs_dir = self.backends[i].node.dir.join("hs");
+            fs::write(
+                hs_dir.join("ob_config"),
+                format!("MasterOnionAddress {address}\n"),
+            )
+            .context("rewrite ob_config")?;
+            self.start_backend(i).await?;
+        }
+        self.frontend_address = address.to_owned();
+        Ok(())
+    }
+
     /// The descriptor backend `i` currently publishes, exactly as its tor returns it
     /// (`GETINFO hs/service/desc/id/<address>`; lines end in `\n`).
     pub async fn backend_descriptor(&self, i: usize) -> Result<String> {
