@@ -333,7 +333,7 @@ pub struct BackendSetup {
 
 impl BackendSetup {
     /// Where `ob_config` goes, in words: a path for a new backend; for an existing one,
-    /// "the HiddenServiceDir that holds <address>'s key".
+    /// "the HiddenServiceDir that holds `<address>`'s key".
     pub fn ob_config_place(&self, address: Option<OnionAddress>) -> String {
         match (&self.hs_dir, address) {
             (Some(dir), _) => dir.join("ob_config").display().to_string(),
