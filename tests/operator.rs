@@ -105,7 +105,7 @@ fn check_online(d: &Daemon, config: &std::path::Path, attempts: &str) -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_features_on_a_private_network() -> Result<()> {
     // Backends 0 and 1 are instances of the frontend; backend 2 is a plain onion service.
-    let net = TestNet::builder()
+    let mut net = TestNet::builder()
         .backends(2)
         .plain_backends(1)
         .start()
@@ -318,6 +318,23 @@ async fn operator_features_on_a_private_network() -> Result<()> {
     assert!(
         out.contains("[FAIL] frontend") && out.contains("HiddenServiceOnionBalanceInstance 1"),
         "{out}"
+    );
+
+    // 8b. A backend that is really down (its tor stopped; its descriptor still sits on the
+    // HSDirs, as it would for hours): the check, run as an operator would after the outage,
+    // fails and names that backend's own address.
+    net.stop_backend(1).await?;
+    let down = dir.join("down");
+    Daemon::write_config(&net, &down, &[0, 1])?;
+    let (ok, out) = check_online(&d, &down.join("config.yaml"), "1")?;
+    eprintln!("{out}");
+    assert!(!ok, "check --online passed with a backend down:\n{out}");
+    let failed_own_address = out.lines().any(|l| {
+        l.starts_with("[FAIL]") && l.contains(net.backend_name(1)) && l.contains("own address")
+    });
+    assert!(
+        failed_own_address,
+        "no failure for the stopped backend's own address:\n{out}"
     );
 
     // 9. SIGTERM stops it promptly; no tor process of the network is left afterwards.
