@@ -3,6 +3,7 @@
 //! the way its installed unit starts it (its `ExecStart`, `User=`, `Environment=` and
 //! directories, read from the unit file), serving the frontend on a private Tor network to a
 //! C tor client, and `onionbalance status` answering as root with no flags and with `-c`.
+//! Then the container image made from the package runs against the same network.
 //!
 //! It installs system-wide (`/usr/local/bin`, `/etc/onionbalance`, a system user, the
 //! package), so it runs only when asked: `scripts/ci-deb` runs it as root on CI's throwaway
@@ -474,6 +475,150 @@ async fn walk(net: &mut TestNet, layout: &'static str, steps: &[String]) -> Resu
     Ok(())
 }
 
+/// podman as `scripts/container-test` runs it (runc, explicit ulimits: see that script).
+const PODMAN: &[&str] = &["podman", "--runtime", "runc"];
+const PODMAN_RUN: &[&str] = &[
+    "run",
+    "--network=host",
+    "--ulimit",
+    "nofile=4096:4096",
+    "--ulimit",
+    "nproc=4096:4096",
+];
+
+/// Runs podman with `args`; its stdout, or an error with its output.
+fn podman(args: &[&str]) -> Result<String> {
+    let out = Command::new(PODMAN[0])
+        .args(&PODMAN[1..])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run podman")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "podman {args:?}: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}
+
+/// The container image built from the package (`scripts/container-test`), run against the
+/// private network: its volumes are a config directory written by the image's own wizard
+/// and a state directory, as docs/packaging.md shows; a C tor client reaches the frontend
+/// and `onionbalance status` inside the container answers.
+async fn container(net: &mut TestNet, image: &str) -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let etc = work.path().join("etc");
+    let state = work.path().join("state");
+    std::fs::create_dir_all(&etc)?;
+    std::fs::create_dir_all(&state)?;
+    // The image's user owns both volumes (its uid comes from the package's sysusers.d).
+    let id = |flag: &'static str| {
+        let mut args = PODMAN_RUN.to_vec();
+        args.extend(["--rm", "--entrypoint", "id", image, flag]);
+        podman(&args)
+    };
+    let (uid, gid) = (id("-u")?, id("-g")?);
+    let owner = format!("{}:{}", uid.trim(), gid.trim());
+    for dir in [&etc, &state] {
+        run_ok("chown", &[owner.as_str(), &dir.display().to_string()])?;
+    }
+    let etc_volume = format!("{}:/etc/onionbalance", etc.display());
+    let state_volume = format!("{}:/var/lib/onionbalance", state.display());
+    let volumes = ["-v", etc_volume.as_str(), "-v", state_volume.as_str()];
+    let mut wizard = PODMAN_RUN.to_vec();
+    wizard.extend(["--rm"]);
+    wizard.extend(volumes);
+    wizard.extend([
+        image,
+        "config",
+        "--output",
+        "/etc/onionbalance",
+        "--no-interactive",
+    ]);
+    eprintln!("{}", podman(&wizard)?);
+    // As the README's steps: the backends' addresses in place of the placeholders, with a
+    // status socket in the state volume; the backends pointed at the new frontend.
+    let config = etc.join("config.yaml");
+    let text = std::fs::read_to_string(&config)?
+        .replace("TODO-node1-onion-address", net.backend_address(0))
+        .replace("TODO-node2-onion-address", net.backend_address(1));
+    std::fs::write(
+        &config,
+        format!("status-socket-location: /var/lib/onionbalance/status.sock\n{text}"),
+    )?;
+    let frontend = frontend_of(&config)?;
+    net.set_frontend(&frontend).await?;
+    let arti = etc.join("testnet-arti.toml");
+    std::fs::write(
+        &arti,
+        with_storage(net.arti_toml(), Path::new("/var/lib/onionbalance/testnet"))?,
+    )?;
+    for f in [&config, &arti] {
+        run_ok("chown", &[owner.as_str(), &f.display().to_string()])?;
+    }
+    let name = format!("onionbalance-test-{}", std::process::id());
+    let mut daemon = PODMAN_RUN.to_vec();
+    daemon.extend(["-d", "--name", name.as_str()]);
+    daemon.extend(volumes);
+    daemon.extend([
+        image,
+        "run",
+        "-c",
+        "/etc/onionbalance/config.yaml",
+        "--data-dir",
+        "/var/lib/onionbalance",
+        "--arti-config",
+        "/etc/onionbalance/testnet-arti.toml",
+    ]);
+    podman(&daemon)?;
+    /// Removes the container, pass or fail.
+    struct Remove<'a>(&'a str);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = podman(&["rm", "-f", "-t", "5", self.0]);
+        }
+    }
+    let _remove = Remove(&name);
+    // Published, as the status inside the container says; then a client's page loads.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status = podman(&["exec", &name, "onionbalance", "status", "--json"]);
+        let published = status.as_ref().is_ok_and(|s| {
+            serde_json::from_str::<serde_json::Value>(s)
+                .is_ok_and(|v| support::frontend::all_backends_published(&v))
+        });
+        if published {
+            break;
+        }
+        if Instant::now() > deadline {
+            let logs = podman(&["logs", &name]).unwrap_or_default();
+            bail!("the container did not publish within 90 s: {status:?}\n{logs}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    first_page_load(net, &frontend).await?;
+    let loads = page_loads(net, &frontend, 10, "container: page loads").await;
+    eprintln!("{}", loads.summary());
+    loads.check_failures(tolerated_failures(10), "through the container")?;
+    eprintln!(
+        "$ podman exec {name} onionbalance status\n{}",
+        podman(&["exec", &name, "onionbalance", "status"])?
+    );
+    // SIGTERM (the image's STOPSIGNAL) stops it within the grace time, exit status 0.
+    podman(&["stop", "-t", "10", &name])?;
+    let exit = podman(&["inspect", "--format", "{{.State.ExitCode}}", &name])?;
+    ensure!(
+        exit.trim() == "0",
+        "the container exited {} on SIGTERM:\n{}",
+        exit.trim(),
+        podman(&["logs", &name]).unwrap_or_default()
+    );
+    Ok(())
+}
+
 /// The unit file the layout installed: the operator's copy in /etc, else the package's.
 fn installed_unit() -> Result<PathBuf> {
     [
@@ -512,6 +657,13 @@ async fn readme_install_paths_work_as_written() -> Result<()> {
     walk(&mut net, "source", &source).await?;
     eprintln!("== from the Debian package, as the README says");
     walk(&mut net, "package", &package).await?;
+    // scripts/ci-deb builds the image from the package first and names it here.
+    let image = std::env::var("ONIONBALANCE_TEST_IMAGE").context(
+        "ONIONBALANCE_TEST_IMAGE is not set: scripts/ci-deb builds the container image \
+         (scripts/container-test) and gives its name",
+    )?;
+    eprintln!("== the container image {image}, as docs/packaging.md runs it");
+    container(&mut net, &image).await?;
     drop(net);
     support::frontend::assert_no_process_left(&tor_pids);
     Ok(())
