@@ -339,10 +339,16 @@ fn systemd_status(services: &[ServiceStatus]) -> String {
 /// names one: `status.sock` in the unit's `RuntimeDirectory=` (`$RUNTIME_DIRECTORY`), which
 /// for the packaged unit is where `onionbalance status` looks by default.
 fn systemd_runtime_socket() -> Option<PathBuf> {
-    let dirs = std::env::var_os("RUNTIME_DIRECTORY").filter(|d| !d.is_empty())?;
-    // systemd may pass several, colon-separated; the first is ours.
+    systemd_directory("RUNTIME_DIRECTORY").map(|d| d.join("status.sock"))
+}
+
+/// The directory systemd names in `var` (`STATE_DIRECTORY`, `RUNTIME_DIRECTORY`, ...), set
+/// from the unit's `StateDirectory=` and the like: it may list several, colon-separated, and
+/// the first is ours.
+fn systemd_directory(var: &str) -> Option<PathBuf> {
+    let dirs = std::env::var_os(var).filter(|d| !d.is_empty())?;
     let first = dirs.to_string_lossy().split(':').next()?.to_owned();
-    Some(PathBuf::from(first).join("status.sock"))
+    Some(PathBuf::from(first))
 }
 
 /// `CLOCK_MONOTONIC` in microseconds, as systemd wants it with `RELOADING=1`.
@@ -454,15 +460,8 @@ pub fn arti_client_config(arti: &ArtiArgs, data_dir: Option<&Path>) -> Result<To
 /// `$STATE_DIRECTORY` (systemd), else `$XDG_DATA_HOME/onionbalance`, else
 /// `~/.local/share/onionbalance`.
 fn default_data_dir() -> Result<PathBuf> {
-    if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
-        // systemd may pass several, colon-separated; the first is ours.
-        let first = d
-            .to_string_lossy()
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        return Ok(PathBuf::from(first));
+    if let Some(d) = systemd_directory("STATE_DIRECTORY") {
+        return Ok(d);
     }
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(d).join("onionbalance"));
