@@ -392,14 +392,12 @@ impl World {
                     .backends
                     .iter()
                     .enumerate()
-                    .map(|(i, b)| InstanceConfig {
-                        address: b.inner.address(),
-                        name: format!("node{}", i + 1),
-                    })
+                    .map(|(i, b)| InstanceConfig::new(b.inner.address(), format!("node{}", i + 1)))
                     .collect(),
                 pending: vec![],
                 client_auth: None,
                 backend_port: None,
+                health_check: None,
             }],
             status_socket_location: None,
             warnings: vec![],

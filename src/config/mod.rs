@@ -14,7 +14,13 @@
 //!     backend-port:                    # optional, ours: for `onionbalance backend`
 //!       virtual: 443                   # the port clients connect to
 //!       target: 127.0.0.1:8080         # where each backend's tor forwards them
+//!     health-check:                    # optional, ours: probe the backends (see `health`)
+//!       port: 80
+//!       http-path: /healthz
 //! ```
+//!
+//! An instance may also have `drain: true` (ours: out of every descriptor on purpose) and
+//! its own `health-check:` mapping, whose keys replace the service's for it.
 //!
 //! `backend-port:` is this implementation's (upstream's loader ignores it): the wizard
 //! writes the ports it was given there when they are not the defaults (80 and
@@ -36,8 +42,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod guard;
+mod health;
 mod raw;
 
+pub use health::HealthCheckConfig;
+use health::HealthCheckKeys;
 use raw::{RawBackendPort, RawClient, RawConfig, RawService};
 
 use tor_llcrypto::pk::curve25519;
@@ -108,6 +117,9 @@ pub struct ServiceConfig {
     /// The backends' port (`backend-port:`, ours), if configured: what
     /// `onionbalance backend` prints. The daemon does not use it.
     pub backend_port: Option<BackendPort>,
+    /// The service's `health-check:` (ours), as its instances inherit it; each instance's
+    /// own, after its overrides, is [`InstanceConfig::health_check`].
+    pub health_check: Option<HealthCheckConfig>,
 }
 
 /// A service's `backend-port:`: the port its clients connect to and where each backend's
@@ -154,6 +166,23 @@ pub struct InstanceConfig {
     pub address: OnionAddress,
     /// Its name (from the file, or `instance-N`).
     pub name: String,
+    /// How it is probed (the service's `health-check:` with this instance's overrides);
+    /// `None`: not probed.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Taken out of every descriptor on purpose (`drain: true`, ours).
+    pub drain: bool,
+}
+
+impl InstanceConfig {
+    /// An instance with no health check, not drained.
+    pub fn new(address: OnionAddress, name: impl Into<String>) -> Self {
+        InstanceConfig {
+            address,
+            name: name.into(),
+            health_check: None,
+            drain: false,
+        }
+    }
 }
 
 /// One thing wrong with a config file.
@@ -413,6 +442,23 @@ impl Validator<'_> {
             }
         };
         let frontend = key.as_ref().map(|(_, k)| k.address());
+        let hloc = format!("{loc}, health-check");
+        let service_checks = match rs.health_check {
+            Some(raw) => {
+                self.unknown(&hloc, &raw.unknown);
+                let mut found = Vec::new();
+                let keys = HealthCheckKeys::read(raw, |p| found.push(p));
+                for p in found {
+                    self.problem(&hloc, p);
+                }
+                keys
+            }
+            None => HealthCheckKeys::default(),
+        };
+        let health_check = service_checks.resolve().unwrap_or_else(|p| {
+            self.problem(&hloc, p);
+            None
+        });
         let raw_instances = rs.instances.unwrap_or_default();
         if raw_instances.is_empty() {
             self.problem(
@@ -486,7 +532,31 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            instances.push(InstanceConfig { address, name });
+            let checks = match ri.health_check {
+                Some(raw) => {
+                    let ihloc = format!("{iloc}, health-check");
+                    self.unknown(&ihloc, &raw.unknown);
+                    let mut found = Vec::new();
+                    let own = HealthCheckKeys::read(raw, |p| found.push(p));
+                    for p in found {
+                        self.problem(&ihloc, p);
+                    }
+                    service_checks
+                        .overridden_by(&own)
+                        .resolve()
+                        .unwrap_or_else(|p| {
+                            self.problem(&ihloc, p);
+                            None
+                        })
+                }
+                None => health_check.clone(),
+            };
+            instances.push(InstanceConfig {
+                address,
+                name,
+                health_check: checks,
+                drain: ri.drain.unwrap_or(false),
+            });
         }
         let client_auth = self.client_auth(&loc, rs.authorized_clients, rs.authorized_clients_dir);
         let backend_port = rs.backend_port.and_then(|p| self.backend_port(&loc, p));
@@ -498,6 +568,7 @@ impl Validator<'_> {
             pending,
             client_auth,
             backend_port,
+            health_check,
         })
     }
 
@@ -1063,6 +1134,126 @@ mod tests {
         let e = Config::load_with_env(Path::new("/nonexistent/ob.yaml"), |_| None)
             .expect_err("missing");
         assert!(e.to_string().contains("onionbalance config"), "{e}");
+    }
+
+    /// `health-check:` (ours): defaults, per-instance overrides, `drain:`, no warning.
+    #[test]
+    fn health_checks_and_drain_are_ours() {
+        let (dir, _) = dir_with_key();
+        let cfg = parse_in(
+            dir.path(),
+            &format!(
+                "services:\n- key: frontend.key\n  health-check:\n    port: 80\n    http-path: /healthz\n    interval: 1m\n  instances:\n  - address: {BACKEND_A}\n    name: a\n  - address: {BACKEND_B}\n    name: b\n    drain: true\n    health-check: {{http-path: /status, timeout: 5, down-after: 3}}\n"
+            ),
+        )
+        .expect("valid");
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        let svc = &cfg.services[0];
+        let a = svc.instances[0].health_check.clone().expect("a is checked");
+        assert_eq!(
+            a,
+            HealthCheckConfig {
+                port: 80,
+                http_path: Some("/healthz".into()),
+                interval: std::time::Duration::from_secs(60),
+                timeout: HealthCheckConfig::DEFAULT_TIMEOUT,
+                down_after: HealthCheckConfig::DEFAULT_DOWN_AFTER,
+                up_after: HealthCheckConfig::DEFAULT_UP_AFTER,
+            }
+        );
+        assert_eq!(svc.health_check.as_ref(), Some(&a));
+        assert!(!svc.instances[0].drain);
+        let b = svc.instances[1].health_check.clone().expect("b is checked");
+        assert_eq!(b.http_path.as_deref(), Some("/status"));
+        assert_eq!(b.timeout, std::time::Duration::from_secs(5));
+        assert_eq!(b.down_after, 3);
+        assert_eq!(b.interval, std::time::Duration::from_secs(60));
+        assert!(svc.instances[1].drain);
+
+        // Off for one instance; on for one instance only.
+        let cfg = parse_in(
+            dir.path(),
+            &format!(
+                "services:\n- key: frontend.key\n  health-check: {{port: 443}}\n  instances:\n  - address: {BACKEND_A}\n    health-check: {{enabled: false}}\n  - address: {BACKEND_B}\n"
+            ),
+        )
+        .expect("valid");
+        assert_eq!(cfg.services[0].instances[0].health_check, None);
+        assert_eq!(
+            cfg.services[0].instances[1]
+                .health_check
+                .as_ref()
+                .map(|h| (h.port, h.interval, h.timeout)),
+            Some((
+                443,
+                HealthCheckConfig::DEFAULT_INTERVAL,
+                HealthCheckConfig::DEFAULT_TIMEOUT
+            ))
+        );
+        let cfg = parse_in(
+            dir.path(),
+            &format!(
+                "services:\n- key: frontend.key\n  instances:\n  - address: {BACKEND_A}\n    health-check: {{port: 8080}}\n  - address: {BACKEND_B}\n"
+            ),
+        )
+        .expect("valid");
+        assert!(cfg.services[0].instances[0].health_check.is_some());
+        assert_eq!(cfg.services[0].instances[1].health_check, None);
+        assert_eq!(cfg.services[0].health_check, None);
+    }
+
+    /// Every bad `health-check:` value is a problem naming its place and key.
+    #[test]
+    fn health_check_problems_are_reported_with_their_place() {
+        let (dir, _) = dir_with_key();
+        for (bad, says) in [
+            ("{port: 0}", "`port:`"),
+            ("{http-path: /healthz}", "need `port:`"),
+            ("{port: 80, http-path: healthz}", "`http-path:`"),
+            ("{port: 80, http-path: \"/a b\"}", "`http-path:`"),
+            ("{port: 80, interval: 2s}", "`interval:`"),
+            ("{port: 80, interval: soon}", "`interval:`"),
+            (
+                "{port: 80, interval: 10s, timeout: 15s}",
+                "longer than `interval:`",
+            ),
+            ("{port: 80, timeout: 40s}", "longer than `interval:`"),
+            ("{port: 80, down-after: 0}", "`down-after:`"),
+            ("{port: 80, up-after: 11}", "`up-after:`"),
+        ] {
+            let ps = problems(parse_in(
+                dir.path(),
+                &format!("services:\n- key: frontend.key\n  health-check: {bad}\n  instances:\n  - address: {BACKEND_A}\n"),
+            ));
+            assert!(
+                ps.len() == 1
+                    && ps[0].message.contains(says)
+                    && ps[0].location.ends_with("health-check"),
+                "{bad}: {ps:?}"
+            );
+        }
+        // An instance's override is checked where it is written.
+        let ps = problems(parse_in(
+            dir.path(),
+            &format!("services:\n- key: frontend.key\n  health-check: {{port: 80}}\n  instances:\n  - address: {BACKEND_A}\n    name: web1\n    health-check: {{down-after: 99}}\n"),
+        ));
+        assert!(
+            ps.len() == 1 && ps[0].location.contains("\"web1\", health-check"),
+            "{ps:?}"
+        );
+        // Unknown keys inside are warnings with their place.
+        let cfg = parse_in(
+            dir.path(),
+            &format!("services:\n- key: frontend.key\n  health-check: {{port: 80, intervall: 10s}}\n  instances:\n  - address: {BACKEND_A}\n"),
+        )
+        .expect("valid");
+        assert!(
+            cfg.warnings
+                .iter()
+                .any(|w| w.contains("health-check: unknown key `intervall`")),
+            "{:?}",
+            cfg.warnings
+        );
     }
 
     /// `backend-port:` (ours) is read without an unknown-key warning, and bad values are

@@ -92,6 +92,28 @@ raw_mapping! {
         authorized_clients_dir: String = "authorized-clients-dir",
         /// Ours: the backends' port, for `onionbalance backend`.
         backend_port: RawBackendPort = "backend-port",
+        /// Ours: how to probe the backends.
+        health_check: RawHealthCheck = "health-check",
+    }
+}
+
+raw_mapping! {
+    /// A `health-check:` mapping (ours), of a service or, as an override, of an instance.
+    RawHealthCheck, "a health check: a mapping with `port:` and optionally `http-path:`, `interval:`, `timeout:`, `down-after:`, `up-after:`, `enabled:`" {
+        /// The backends' onion-service port to probe.
+        port: u16 = "port",
+        /// HTTP path to request instead of a bare connect.
+        http_path: String = "http-path",
+        /// Time between probes.
+        interval: RawDuration = "interval",
+        /// Limit for one probe.
+        timeout: RawDuration = "timeout",
+        /// Failed probes in a row before a backend is down.
+        down_after: u32 = "down-after",
+        /// Passed probes in a row before a down backend is up again.
+        up_after: u32 = "up-after",
+        /// `false` turns the checks off here (e.g. for one instance).
+        enabled: bool = "enabled",
     }
 }
 
@@ -122,6 +144,38 @@ raw_mapping! {
         address: String = "address",
         /// A name for logs and status.
         name: String = "name",
+        /// Ours: taken out of every descriptor on purpose.
+        drain: bool = "drain",
+        /// Ours: this instance's differences from the service's `health-check:`.
+        health_check: RawHealthCheck = "health-check",
+    }
+}
+
+/// A duration as written: humantime text (`30s`, `2m`) or a whole number of seconds. Kept
+/// as written, so that a bad one is reported with the key it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RawDuration(pub(super) String);
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// Reads a duration.
+        struct DurationVisitor;
+        impl Visitor<'_> for DurationVisitor {
+            type Value = RawDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as `30s` or `2m`, or a number of seconds")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawDuration, E> {
+                Ok(RawDuration(v.trim().to_owned()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawDuration, E> {
+                Ok(RawDuration(format!("{v}s")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawDuration, E> {
+                Ok(RawDuration(format!("{v}s")))
+            }
+        }
+        deserializer.deserialize_any(DurationVisitor)
     }
 }
 
@@ -185,6 +239,7 @@ mod tests {
         (RawService::KEYS, "Keys of each services entry"),
         (RawInstance::KEYS, "Keys of each instances entry"),
         (RawBackendPort::KEYS, "Keys of backend-port"),
+        (RawHealthCheck::KEYS, "Keys of health-check"),
         (RawClient::KEYS, "Keys of each authorized-clients entry"),
     ];
 
