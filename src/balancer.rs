@@ -32,10 +32,11 @@ use tor_rtcompat::{PreferredRuntime, Runtime, SpawnExt as _};
 use crate::config::{Config, ServiceConfig};
 use crate::error::{ErrorKind, HasKind};
 use crate::events::{EventSender, EventStream};
+use crate::health::{ArtiProber, HealthSignal, Prober};
 use crate::net::{ArtiTransport, DirTransport};
 use crate::onion::OnionAddress;
 pub use crate::service::Timing;
-use crate::service::{Outputs, ServiceCommand, ServiceRunner};
+use crate::service::{Network, Outputs, ServiceCommand, ServiceRunner};
 use crate::status::{ServiceStatus, StatusBoard};
 
 /// Why the balancer could not start.
@@ -151,7 +152,8 @@ impl Balancer {
         // Fail now, not on the first upload, if onion-service circuits are unavailable.
         client.hs_circ_pool().map_err(BalancerError::Client)?;
         let transport = Arc::new(ArtiTransport::new(client.clone()));
-        self.launch_with(client.runtime().clone(), netdirs, transport)
+        let prober: Arc<dyn Prober> = Arc::new(ArtiProber::new(client.clone()));
+        self.launch_with(client.runtime().clone(), netdirs, transport, prober)
     }
 
     /// Starts every service with an explicit runtime, consensus source and transport: the seam
@@ -162,6 +164,7 @@ impl Balancer {
         runtime: R,
         netdirs: Arc<dyn NetDirProvider>,
         transport: Arc<T>,
+        prober: Arc<dyn Prober>,
     ) -> Result<BalancerHandle, BalancerError> {
         let timing = self.timing.clone();
         let state_dir = self.state_dir.clone();
@@ -172,8 +175,11 @@ impl Balancer {
         let spawner: Spawner = Arc::new(move |svc: &ServiceConfig| {
             let runner = ServiceRunner::new(
                 runtime.clone(),
-                transport.clone(),
-                netdirs.clone(),
+                Network {
+                    transport: transport.clone(),
+                    prober: prober.clone(),
+                    netdirs: netdirs.clone(),
+                },
                 svc,
                 timing.clone(),
                 Outputs {
@@ -310,6 +316,24 @@ impl BalancerHandle {
         self.board.set_services(&addresses(&config.services));
         futures::future::join_all(stopping).await;
         Ok(summary)
+    }
+
+    /// Gives the application's own verdict on backend `instance` (`None` withdraws it), for
+    /// every service that lists it: a backend is listed only when neither its probes (if
+    /// configured) nor this signal say it is down. Applied at once (no hold-down: the
+    /// application decides). Returns whether any service has that backend. A reload keeps
+    /// the signal.
+    pub fn set_health_signal(&self, instance: OnionAddress, signal: Option<HealthSignal>) -> bool {
+        let mut found = false;
+        for r in &self.services {
+            if r.config.instances.iter().any(|i| i.address == instance) {
+                found = true;
+                let _ = r
+                    .commands
+                    .unbounded_send(ServiceCommand::HealthSignal(instance, signal.clone()));
+            }
+        }
+        found
     }
 
     /// Stops every service and waits until they have stopped.

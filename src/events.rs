@@ -43,9 +43,10 @@ pub enum Event {
         /// The backend's address.
         instance: OnionAddress,
     },
-    /// A backend no longer has a valid descriptor for any period we publish (it expired, went
-    /// stale, was not found, or the backend was removed from the config): new descriptors
-    /// leave it out.
+    /// A backend's intro points are no longer available to publish: it has no valid
+    /// descriptor for any period we publish (it expired, went stale, was not found, or the
+    /// backend was removed from the config), or health checks, a drain or the application's
+    /// signal took it out. New descriptors leave it out.
     BackendLeft {
         /// The frontend.
         service: OnionAddress,
@@ -70,6 +71,48 @@ pub enum Event {
         in_a_row: u32,
         /// What the HSDir said.
         error: Arc<TransferError>,
+    },
+    /// Health checks found a backend down (its probes failed `down-after` times in a row),
+    /// or the embedding application said so: it leaves every descriptor (unless every
+    /// backend is down: see [`Event::FailOpen`]).
+    BackendDown {
+        /// The frontend.
+        service: OnionAddress,
+        /// The backend's name in the config.
+        name: String,
+        /// The backend's address.
+        instance: OnionAddress,
+        /// Why: the last probe's failure, or the application's reason.
+        reason: String,
+    },
+    /// A backend found down is up again (its probes passed `up-after` times in a row, or
+    /// the application said so): it returns to the descriptors.
+    BackendUp {
+        /// The frontend.
+        service: OnionAddress,
+        /// The backend's name in the config.
+        name: String,
+        /// The backend's address.
+        instance: OnionAddress,
+    },
+    /// The operator drained a backend (`drain: true`, applied by a reload), or undrained it.
+    BackendDraining {
+        /// The frontend.
+        service: OnionAddress,
+        /// The backend's name in the config.
+        name: String,
+        /// The backend's address.
+        instance: OnionAddress,
+        /// True when drained, false when put back.
+        draining: bool,
+    },
+    /// Every backend with a descriptor is down or drained, so all stay listed rather than
+    /// none (`active: true`), or that ended (`active: false`).
+    FailOpen {
+        /// The frontend.
+        service: OnionAddress,
+        /// Whether the service now fails open.
+        active: bool,
     },
     /// This subscriber read too slowly and missed `count` events.
     Missed {

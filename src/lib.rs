@@ -115,6 +115,7 @@ pub mod config;
 pub mod descriptor;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod keys;
 pub mod metrics;
 pub mod onion;

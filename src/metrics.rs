@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
-use crate::status::ServiceStatus;
+use crate::status::{BackendHealth, ServiceStatus};
 use crate::status_socket::StatusSource;
 
 /// Renders the metrics for `services` at time `now`; `bootstrapped` is the Tor client's state.
@@ -40,6 +40,8 @@ pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -
     );
     let _ = writeln!(out, "onionbalance_bootstrapped {}", u8::from(bootstrapped));
     let mut lines: Vec<(String, String)> = Vec::new();
+    // Histogram lines, whole (their names have suffixes).
+    let mut histograms: Vec<(String, String)> = Vec::new();
     let mut push = |name: &str, labels: String, value: String| {
         lines.push((
             name.to_owned(),
@@ -94,6 +96,52 @@ pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -
                 push("descriptor_age_seconds", l, age.to_string());
             }
         }
+        push("fail_open", svc.clone(), u8::from(s.fail_open).to_string());
+        for i in &s.instances {
+            let b = format!("{svc},backend=\"{}\"", i.name);
+            push("backend_listed", b.clone(), u8::from(i.listed).to_string());
+            push(
+                "backend_draining",
+                b.clone(),
+                u8::from(i.health == BackendHealth::Draining).to_string(),
+            );
+            match i.health {
+                BackendHealth::Up => push("backend_up", b.clone(), "1".into()),
+                BackendHealth::Down | BackendHealth::Draining => {
+                    push("backend_up", b.clone(), "0".into());
+                }
+                BackendHealth::Unchecked | BackendHealth::Unknown => {}
+            }
+            for (result, n) in &i.probes {
+                push(
+                    "probes_total",
+                    format!("{b},result=\"{result}\""),
+                    n.to_string(),
+                );
+            }
+            if !i.probes.is_empty() {
+                let mut cumulative = 0;
+                for (le, n) in &i.probe_latency.buckets {
+                    cumulative += n;
+                    let le = if le.is_finite() {
+                        le.to_string()
+                    } else {
+                        "+Inf".to_owned()
+                    };
+                    histograms.push((
+                        "probe_duration_seconds".into(),
+                        format!("onionbalance_probe_duration_seconds_bucket{{{b},le=\"{le}\"}} {cumulative}"),
+                    ));
+                }
+                histograms.push((
+                    "probe_duration_seconds".into(),
+                    format!(
+                        "onionbalance_probe_duration_seconds_sum{{{b}}} {}\nonionbalance_probe_duration_seconds_count{{{b}}} {cumulative}",
+                        i.probe_latency.sum_seconds
+                    ),
+                ));
+            }
+        }
         let c = &s.counters;
         push(
             "fetches_total",
@@ -133,6 +181,7 @@ pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -
             );
         }
     }
+    lines.extend(histograms);
     let described = [
         (
             "backends_configured",
@@ -205,6 +254,36 @@ pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -
             "backend descriptors that brought other intro points",
         ),
         ("builds_total", "counter", "descriptors built"),
+        (
+            "fail_open",
+            "gauge",
+            "1 when every backend is down or drained and all are kept in the descriptors (failing open)",
+        ),
+        (
+            "backend_listed",
+            "gauge",
+            "1 when the backend's intro points are in what is built now",
+        ),
+        (
+            "backend_draining",
+            "gauge",
+            "1 when the operator drained the backend (drain: true)",
+        ),
+        (
+            "backend_up",
+            "gauge",
+            "health-checked backends: 1 when probes pass, 0 when down or drained (absent before the first verdict)",
+        ),
+        (
+            "probes_total",
+            "counter",
+            "health probes by result: ok, timeout, unreachable, refused, http-status, http-invalid, io",
+        ),
+        (
+            "probe_duration_seconds",
+            "histogram",
+            "time taken by health probes that passed",
+        ),
         ("uploads_total", "counter", "descriptor uploads by result"),
     ];
     for (name, kind, help) in described {
@@ -435,6 +514,73 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+    }
+
+    /// Health metrics: up/listed/draining per backend, probes by result, and a latency
+    /// histogram whose buckets are cumulative and end with `+Inf` = `_count`.
+    #[test]
+    fn renders_health_metrics() {
+        use crate::status::{BackendHealth, LatencyHistogram};
+        let latency = LatencyHistogram {
+            buckets: crate::health::LATENCY_BUCKETS
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .zip([0, 3, 1, 0, 0, 0, 0, 0, 0, 0, 1])
+                .collect(),
+            sum_seconds: 42.5,
+        };
+        let s = ServiceStatus {
+            onion_address: "f.onion".into(),
+            fail_open: true,
+            instances: vec![
+                InstanceStatus {
+                    name: "web1".into(),
+                    health: BackendHealth::Up,
+                    listed: true,
+                    probes: [("ok".to_owned(), 5), ("timeout".to_owned(), 2)]
+                        .into_iter()
+                        .collect(),
+                    probe_latency: latency,
+                    ..Default::default()
+                },
+                InstanceStatus {
+                    name: "web2".into(),
+                    health: BackendHealth::Draining,
+                    ..Default::default()
+                },
+                InstanceStatus {
+                    name: "web3".into(),
+                    health: BackendHealth::Unchecked,
+                    listed: true,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let text = render(&[s], true, SystemTime::now());
+        for needle in [
+            "onionbalance_fail_open{service=\"f.onion\"} 1",
+            "onionbalance_backend_up{service=\"f.onion\",backend=\"web1\"} 1",
+            "onionbalance_backend_up{service=\"f.onion\",backend=\"web2\"} 0",
+            "onionbalance_backend_draining{service=\"f.onion\",backend=\"web2\"} 1",
+            "onionbalance_backend_listed{service=\"f.onion\",backend=\"web2\"} 0",
+            "onionbalance_backend_listed{service=\"f.onion\",backend=\"web3\"} 1",
+            "onionbalance_probes_total{service=\"f.onion\",backend=\"web1\",result=\"timeout\"} 2",
+            "# TYPE onionbalance_probe_duration_seconds histogram",
+            "onionbalance_probe_duration_seconds_bucket{service=\"f.onion\",backend=\"web1\",le=\"0.25\"} 0",
+            "onionbalance_probe_duration_seconds_bucket{service=\"f.onion\",backend=\"web1\",le=\"0.5\"} 3",
+            "onionbalance_probe_duration_seconds_bucket{service=\"f.onion\",backend=\"web1\",le=\"1\"} 4",
+            "onionbalance_probe_duration_seconds_bucket{service=\"f.onion\",backend=\"web1\",le=\"+Inf\"} 5",
+            "onionbalance_probe_duration_seconds_sum{service=\"f.onion\",backend=\"web1\"} 42.5",
+            "onionbalance_probe_duration_seconds_count{service=\"f.onion\",backend=\"web1\"} 5",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("backend_up{service=\"f.onion\",backend=\"web3\"}"),
+            "an unchecked backend has no up/down:\n{text}"
+        );
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct ServiceStatus {
     pub authorized_clients: Option<usize>,
     /// Event counts since start.
     pub counters: Counters,
+    /// Health checks found every backend down (or drained), so all stay listed rather than
+    /// none ("fail open"): clients may be sent to failing backends.
+    pub fail_open: bool,
 }
 
 /// Event counts since the service started (for metrics).
@@ -177,6 +180,65 @@ pub struct InstanceStatus {
     pub valid_until: Option<SystemTime>,
     /// The last problem with it (fetch or intake), if the last attempt failed.
     pub last_error: Option<String>,
+    /// What health checks and the operator say about it.
+    pub health: BackendHealth,
+    /// Why it is down or out, when it is.
+    pub health_reason: Option<String>,
+    /// Whether its intro points are in what is built now (a backend without a usable
+    /// descriptor is not, whatever its health).
+    pub listed: bool,
+    /// The last probe, if any.
+    pub last_probe: Option<ProbeStatus>,
+    /// Probes since start by result: `ok`, or the kind of failure (`timeout`,
+    /// `unreachable`, `refused`, `http-status`, `http-invalid`, `io`).
+    pub probes: BTreeMap<String, u64>,
+    /// Latencies of passed probes (for metrics).
+    #[serde(skip)]
+    pub probe_latency: LatencyHistogram,
+}
+
+/// A backend's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendHealth {
+    /// No health check configured.
+    #[default]
+    Unchecked,
+    /// Checked, no verdict yet (listed meanwhile).
+    Unknown,
+    /// Probes pass.
+    Up,
+    /// Probes fail (or the embedding application says so): left out of the descriptors.
+    Down,
+    /// Taken out on purpose by the operator (`drain: true`).
+    Draining,
+}
+
+/// One probe's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeStatus {
+    /// When it ended.
+    #[serde(serialize_with = "time")]
+    pub at: SystemTime,
+    /// Whether it passed.
+    pub ok: bool,
+    /// How long it took, when it passed.
+    pub latency_ms: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// `ok`, or the kind of failure (as in [`InstanceStatus::probes`]).
+    pub kind: String,
+}
+
+/// A histogram of probe latencies, in the buckets of [`crate::health::LATENCY_BUCKETS`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LatencyHistogram {
+    /// Per bucket (upper bound in seconds; the last is +Inf), how many probes fell in it
+    /// (not cumulative).
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of all latencies, in seconds.
+    pub sum_seconds: f64,
 }
 
 /// The document the status socket serves: `{"services": [...]}`, upstream's shape with our
@@ -214,6 +276,11 @@ fn opt_time<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Err
         Some(t) => s.serialize_str(&rfc3339(*t)),
         None => s.serialize_none(),
     }
+}
+
+/// Serialises a time as RFC 3339 (UTC, seconds).
+fn time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
 }
 
 /// The status of every running service, in config order, as a watch channel: runners replace

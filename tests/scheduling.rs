@@ -15,15 +15,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
 use futures::{FutureExt as _, StreamExt as _};
-use onionbalance::config::{Config, InstanceConfig, ServiceConfig};
+use onionbalance::config::{Config, HealthCheckConfig, InstanceConfig, ServiceConfig};
 use onionbalance::descriptor::synthetic::SyntheticBackend;
 use onionbalance::descriptor::{
     claimed_revision, intake, BackendKeys, FrontendPeriodKeys, PublishPeriod,
     DEFAULT_MAX_DESCRIPTOR_LEN,
 };
+use onionbalance::health::{HealthSignal, ProbeError, Prober, HOLD_DOWN};
 use onionbalance::net::{DirTransport, TransferError};
 use onionbalance::service::Timing;
-use onionbalance::status::ServicePhase;
+use onionbalance::status::{BackendHealth, ServicePhase};
 use onionbalance::{Balancer, Event, FrontendKey, OnionAddress};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
@@ -92,6 +93,19 @@ struct Script {
     front_ids: HashMap<TimePeriod, HsBlindId>,
     /// Every fetch: when, for which blinded id, at which HSDir.
     fetches: Vec<(SystemTime, HsBlindId, RsaIdentity)>,
+    /// Backends whose probes fail, and how.
+    unhealthy: HashMap<OnionAddress, Unhealthy>,
+    /// Every probe: when (simulated), which backend.
+    probes: Vec<(Instant, OnionAddress)>,
+}
+
+/// How a scripted backend fails its health probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unhealthy {
+    /// Its application answers with an error status (a broken deploy).
+    Errors,
+    /// Nothing answers until the probe's timeout (its tor is gone).
+    Silent,
 }
 
 impl Script {
@@ -218,6 +232,23 @@ impl DirTransport for ScriptedTransport {
             return Box::pin(futures::future::pending());
         }
         Box::pin(async move { result })
+    }
+}
+
+impl Prober for ScriptedTransport {
+    fn probe(
+        &self,
+        backend: OnionAddress,
+        _check: &HealthCheckConfig,
+    ) -> BoxFuture<'static, Result<(), ProbeError>> {
+        let mut s = self.lock();
+        let now = s.clock.as_ref().map(|c| c.now()).expect("clock");
+        s.probes.push((now, backend));
+        match s.unhealthy.get(&backend) {
+            None => Box::pin(async { Ok(()) }),
+            Some(Unhealthy::Errors) => Box::pin(async { Err(ProbeError::HttpStatus(503)) }),
+            Some(Unhealthy::Silent) => Box::pin(futures::future::pending()),
+        }
     }
 }
 
@@ -414,8 +445,13 @@ impl World {
         if let Some(d) = &self.state_dir {
             b = b.with_state_dir(d.clone());
         }
-        b.launch_with(self.rt.clone(), provider, Arc::new(self.transport.clone()))
-            .expect("launch")
+        b.launch_with(
+            self.rt.clone(),
+            provider,
+            Arc::new(self.transport.clone()),
+            Arc::new(self.transport.clone()),
+        )
+        .expect("launch")
     }
 
     /// A new consensus, valid from now (the authorities vote every hour).
@@ -1652,6 +1688,394 @@ fn bad_copies_at_most_hsdirs_do_not_hide_a_backend() {
                 st.counters.intake_rejections.values().sum::<u64>() > 0,
                 "{st:?}"
             );
+            handle.shutdown().await;
+        })
+    });
+}
+
+/// The health check of the tests below: the defaults, with an HTTP path.
+fn http_check() -> HealthCheckConfig {
+    HealthCheckConfig {
+        port: 80,
+        http_path: Some("/healthz".into()),
+        interval: HealthCheckConfig::DEFAULT_INTERVAL,
+        timeout: HealthCheckConfig::DEFAULT_TIMEOUT,
+        down_after: HealthCheckConfig::DEFAULT_DOWN_AFTER,
+        up_after: HealthCheckConfig::DEFAULT_UP_AFTER,
+    }
+}
+
+impl World {
+    /// The config with every instance health-checked by [`http_check`].
+    fn checked_config(&self) -> Config {
+        let mut cfg = self.config();
+        for i in &mut cfg.services[0].instances {
+            i.health_check = Some(http_check());
+        }
+        cfg.services[0].health_check = Some(http_check());
+        cfg
+    }
+
+    /// Per period and responsible HSDir, the backends (by index) that the last descriptor
+    /// the HSDir accepted lists; `None` for an HSDir that accepted nothing.
+    fn listed_everywhere(&self) -> Vec<Option<Vec<usize>>> {
+        let ups = self.uploads();
+        let mut out = Vec::new();
+        for (tp, set) in self.expected_hsdirs() {
+            for h in set {
+                let last = ups
+                    .iter()
+                    .rev()
+                    .find(|u| u.hsdir == h && u.period == Some(tp) && u.accepted);
+                out.push(last.map(|u| {
+                    let (_, _, sids) = self.decode(&u.text, u.at);
+                    (0..self.backends.len())
+                        .filter(|&i| !self.sids_of(i, tp).is_disjoint(&sids))
+                        .collect()
+                }));
+            }
+        }
+        out
+    }
+
+    /// True when every responsible HSDir holds a descriptor listing exactly `backends`.
+    fn everywhere_lists(&self, backends: &[usize]) -> bool {
+        self.listed_everywhere()
+            .iter()
+            .all(|l| l.as_deref() == Some(backends))
+    }
+
+    /// Sets how backend `i` fails its probes (`None`: it passes them).
+    fn set_unhealthy(&self, i: usize, how: Option<Unhealthy>) {
+        let addr = self.backends[i].inner.address();
+        let mut s = self.transport.lock();
+        match how {
+            Some(h) => s.unhealthy.insert(addr, h),
+            None => s.unhealthy.remove(&addr),
+        };
+    }
+
+    /// Advances in 5-second steps until `done` holds, at most `limit`; returns the
+    /// simulated time it took (`None` if it never held).
+    async fn advance_until(
+        &self,
+        limit: Duration,
+        done: impl Fn(&World) -> bool,
+    ) -> Option<Duration> {
+        let start = self.rt.now();
+        while self.rt.now() - start < limit {
+            self.rt.advance_by(Duration::from_secs(5)).await;
+            if done(self) {
+                return Some(self.rt.now() - start);
+            }
+        }
+        None
+    }
+}
+
+/// The defaults, in simulated time: a backend whose application fails leaves every
+/// descriptor (both periods, every HSDir) within 90 s of its first failure; when it answers
+/// again it returns at once after the hold-down (5 minutes after it left), not before; two
+/// builds per period in all; and with health settled nothing is re-uploaded for 30 minutes
+/// although probes go on every 30 s (the steady-state rule holds with checks on).
+#[test]
+fn unhealthy_backend_leaves_at_once_and_returns_after_the_hold_down() {
+    sim(|rt| {
+        Box::pin(async move {
+            let w = World::new(rt.clone(), 3);
+            let handle = w.launch_config(w.checked_config());
+            let mut events = handle.events();
+            rt.advance_by(Duration::from_secs(5 * 60)).await;
+            assert!(
+                w.everywhere_lists(&[0, 1, 2]),
+                "{:?}",
+                w.listed_everywhere()
+            );
+            let st = &handle.status()[0];
+            assert!(st
+                .instances
+                .iter()
+                .all(|i| i.health == BackendHealth::Up && i.listed));
+            let before = w.uploads().len();
+
+            w.set_unhealthy(0, Some(Unhealthy::Errors));
+            let out = w
+                .advance_until(Duration::from_secs(120), |w| w.everywhere_lists(&[1, 2]))
+                .await
+                .expect("backend 0 never left");
+            assert!(out <= Duration::from_secs(90), "left after {out:?}");
+            let st = &handle.status()[0];
+            let i0 = &st.instances[0];
+            assert_eq!(i0.health, BackendHealth::Down);
+            assert!(!i0.listed);
+            assert!(
+                i0.health_reason
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("HTTP status 503"),
+                "{i0:?}"
+            );
+            assert_eq!(
+                i0.last_probe.as_ref().map(|p| p.kind.as_str()),
+                Some("http-status")
+            );
+            assert!(!st.fail_open);
+            let mut down_events = 0;
+            while let Some(Some(e)) = events.next().now_or_never() {
+                if let Event::BackendDown { name, reason, .. } = e {
+                    assert_eq!(name, "node1");
+                    assert!(reason.contains("503"), "{reason}");
+                    down_events += 1;
+                }
+            }
+            assert_eq!(down_events, 1);
+
+            // It answers again two minutes later: back at the end of the hold-down, which
+            // started when it left (within the last 5 s step).
+            rt.advance_by(Duration::from_secs(120)).await;
+            w.set_unhealthy(0, None);
+            let back = w
+                .advance_until(Duration::from_secs(10 * 60), |w| {
+                    w.everywhere_lists(&[0, 1, 2])
+                })
+                .await
+                .expect("backend 0 never came back");
+            let back_since_out = back + Duration::from_secs(120);
+            assert!(
+                back_since_out + Duration::from_secs(5) >= HOLD_DOWN,
+                "back {back_since_out:?} after leaving: the hold-down was not kept"
+            );
+            assert!(
+                back_since_out <= HOLD_DOWN + Duration::from_secs(60),
+                "back only {back_since_out:?} after leaving"
+            );
+            let changes: Vec<Upload> = w.uploads().into_iter().skip(before).collect();
+            for (tp, v) in builds(&changes) {
+                assert_eq!(
+                    v.len(),
+                    2,
+                    "{tp:?}: one build to leave, one to return: {v:?}"
+                );
+            }
+            assert!(handle.status()[0].instances[0].listed);
+
+            // Settled: probes go on, uploads do not.
+            let n = w.uploads().len();
+            let probes_before = w.transport.lock().probes.len();
+            rt.advance_by(Duration::from_secs(30 * 60)).await;
+            assert_eq!(
+                w.uploads().len(),
+                n,
+                "health checks caused uploads at steady state"
+            );
+            let probes = w.transport.lock().probes.len() - probes_before;
+            assert!(
+                (3 * 59..=3 * 61).contains(&probes),
+                "{probes} probes in 30 min"
+            );
+            handle.shutdown().await;
+        })
+    });
+}
+
+/// A backend that fails and recovers every 40 s for two hours changes what is listed at most
+/// once per hold-down: each period's builds are at least 5 minutes apart.
+#[test]
+fn a_flapping_backend_rebuilds_at_most_once_per_hold_down() {
+    sim(|rt| {
+        Box::pin(async move {
+            let w = World::new(rt.clone(), 3);
+            let handle = w.launch_config(w.checked_config());
+            rt.advance_by(Duration::from_secs(5 * 60)).await;
+            let before = w.uploads().len();
+            for k in 0..(2 * 3600 / 40) {
+                let how = (k % 2 == 0).then_some(Unhealthy::Errors);
+                w.set_unhealthy(0, how);
+                rt.advance_by(Duration::from_secs(40)).await;
+            }
+            let flapping: Vec<Upload> = w.uploads().into_iter().skip(before).collect();
+            let all = builds(&flapping);
+            assert!(!all.is_empty(), "flapping changed nothing at all");
+            for (tp, v) in all {
+                assert!(
+                    v.len() >= 2,
+                    "{tp:?}: the flapping backend never left: {v:?}"
+                );
+                for pair in v.windows(2) {
+                    let gap = pair[1].1 - pair[0].1;
+                    assert!(
+                        gap >= HOLD_DOWN,
+                        "{tp:?}: builds {gap:?} apart ({} builds)",
+                        v.len()
+                    );
+                }
+            }
+            handle.shutdown().await;
+        })
+    });
+}
+
+/// When every backend fails, all stay listed (fail open), and status and events say so;
+/// when one answers again, only it is listed.
+#[test]
+fn every_backend_down_fails_open() {
+    sim(|rt| {
+        Box::pin(async move {
+            let w = World::new(rt.clone(), 3);
+            let handle = w.launch_config(w.checked_config());
+            let mut events = handle.events();
+            rt.advance_by(Duration::from_secs(5 * 60)).await;
+            for i in 0..3 {
+                w.set_unhealthy(i, Some(Unhealthy::Silent));
+            }
+            w.advance_until(Duration::from_secs(3 * 60), |_| {
+                handle.status()[0]
+                    .instances
+                    .iter()
+                    .all(|i| i.health == BackendHealth::Down)
+            })
+            .await
+            .expect("the backends were never found down");
+            rt.advance_by(Duration::from_secs(30)).await;
+            let st = &handle.status()[0];
+            assert!(st.fail_open, "{st:?}");
+            assert!(st.instances.iter().all(|i| i.listed));
+            assert!(
+                w.everywhere_lists(&[0, 1, 2]),
+                "{:?}",
+                w.listed_everywhere()
+            );
+            let mut fail_open = Vec::new();
+            while let Some(Some(e)) = events.next().now_or_never() {
+                if let Event::FailOpen { active, .. } = e {
+                    fail_open.push(active);
+                }
+            }
+            assert_eq!(fail_open, vec![true]);
+
+            // Backend 2 answers again: it alone is listed, after its hold-down.
+            w.set_unhealthy(2, None);
+            w.advance_until(HOLD_DOWN + Duration::from_secs(60), |w| {
+                w.everywhere_lists(&[2])
+            })
+            .await
+            .expect("the backend that answers was never listed alone");
+            assert!(!handle.status()[0].fail_open);
+            handle.shutdown().await;
+        })
+    });
+}
+
+/// A drain by reload takes a backend out at once and an undrain puts it back at once (no
+/// hold-down: the operator decides); a reload that changes a down backend's check settings
+/// keeps its verdict (no `BackendUp`, still out).
+#[test]
+fn drain_applies_at_once_and_reloads_keep_health() {
+    sim(|rt| {
+        Box::pin(async move {
+            let w = World::new(rt.clone(), 3);
+            let mut handle = w.launch_config(w.checked_config());
+            let mut events = handle.events();
+            rt.advance_by(Duration::from_secs(5 * 60)).await;
+            w.set_unhealthy(0, Some(Unhealthy::Errors));
+            w.advance_until(Duration::from_secs(90), |w| w.everywhere_lists(&[1, 2]))
+                .await
+                .expect("backend 0 never left");
+
+            let mut cfg = w.checked_config();
+            cfg.services[0].instances[1].drain = true;
+            if let Some(c) = cfg.services[0].instances[0].health_check.as_mut() {
+                c.interval = Duration::from_secs(45);
+            }
+            handle.reload(cfg.clone()).await.expect("reload");
+            // Backend 1 drained: backend 2 alone (backend 0 is still down).
+            let took = w
+                .advance_until(Duration::from_secs(60), |w| w.everywhere_lists(&[2]))
+                .await
+                .expect("the drained backend never left");
+            assert!(took <= Duration::from_secs(15), "drain took {took:?}");
+            let st = &handle.status()[0];
+            assert_eq!(st.instances[1].health, BackendHealth::Draining);
+            assert_eq!(st.instances[0].health, BackendHealth::Down);
+
+            cfg.services[0].instances[1].drain = false;
+            handle.reload(cfg).await.expect("reload");
+            let took = w
+                .advance_until(Duration::from_secs(60), |w| w.everywhere_lists(&[1, 2]))
+                .await
+                .expect("the undrained backend never returned");
+            assert!(took <= Duration::from_secs(15), "undrain took {took:?}");
+            let mut seen = Vec::new();
+            while let Some(Some(e)) = events.next().now_or_never() {
+                match e {
+                    Event::BackendDraining { name, draining, .. } => {
+                        seen.push(format!("{name} {draining}"))
+                    }
+                    Event::BackendUp { name, .. } => seen.push(format!("{name} up")),
+                    Event::BackendDown { name, .. } => seen.push(format!("{name} down")),
+                    _ => {}
+                }
+            }
+            assert_eq!(seen, ["node1 down", "node2 true", "node2 false"]);
+            handle.shutdown().await;
+        })
+    });
+}
+
+/// An embedding application's signal takes a backend out and puts it back at once; a
+/// backend no service has is refused.
+#[test]
+fn an_application_signal_applies_at_once() {
+    sim(|rt| {
+        Box::pin(async move {
+            let w = World::new(rt.clone(), 3);
+            let handle = w.launch();
+            rt.advance_by(Duration::from_secs(5 * 60)).await;
+            let b1 = w.backends[1].inner.address();
+            assert!(handle.set_health_signal(
+                b1,
+                Some(HealthSignal::Down {
+                    reason: "deploying".into()
+                })
+            ));
+            w.advance_until(Duration::from_secs(15), |w| w.everywhere_lists(&[0, 2]))
+                .await
+                .expect("the signal did not take the backend out");
+            let i1 = &handle.status()[0].instances[1];
+            assert_eq!(i1.health, BackendHealth::Down);
+            assert!(i1
+                .health_reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("deploying"));
+            assert!(handle.set_health_signal(b1, None));
+            w.advance_until(Duration::from_secs(15), |w| w.everywhere_lists(&[0, 1, 2]))
+                .await
+                .expect("withdrawing the signal did not put the backend back");
+            let stranger = w.frontend.address();
+            assert!(!handle.set_health_signal(stranger, Some(HealthSignal::Up)));
+            handle.shutdown().await;
+        })
+    });
+}
+
+/// Without `health-check:` nothing is probed (and everything else is as before: the other
+/// tests of this file run without checks).
+#[test]
+fn no_probes_without_health_checks() {
+    sim(|rt| {
+        Box::pin(async move {
+            let w = World::new(rt.clone(), 3);
+            let handle = w.launch();
+            rt.advance_by(Duration::from_secs(30 * 60)).await;
+            assert!(w.transport.lock().probes.is_empty());
+            let st = &handle.status()[0];
+            assert!(st
+                .instances
+                .iter()
+                .all(|i| i.health == BackendHealth::Unchecked
+                    && i.last_probe.is_none()
+                    && i.listed));
             handle.shutdown().await;
         })
     });

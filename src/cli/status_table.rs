@@ -115,25 +115,59 @@ pub fn table(doc: &Value) -> String {
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "  {:<12} {:<63} {:>5} {:<20} {:<20} problem",
-            "instance", "address", "ipts", "received", "valid until"
-        );
-        for i in svc["instances"].as_array().into_iter().flatten() {
+        if svc["failOpen"].as_bool() == Some(true) {
             let _ = writeln!(
                 out,
-                "  {:<12} {:<63} {:>5} {:<20} {:<20} {}",
+                "  FAILING OPEN: every backend is down or drained, so all stay listed; clients may reach failing backends"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<63} {:>5} {:<20} {:<20} {:<16} problem",
+            "instance", "address", "ipts", "received", "valid until", "health"
+        );
+        for i in svc["instances"].as_array().into_iter().flatten() {
+            let problem = [&i["healthReason"], &i["lastError"]]
+                .into_iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; ");
+            let _ = writeln!(
+                out,
+                "  {:<12} {:<63} {:>5} {:<20} {:<20} {:<16} {}",
                 s(&i["name"]),
                 s(&i["onionAddress"]),
                 n(&i["introPointsNum"]),
                 s(&i["descriptorReceived"]),
                 s(&i["validUntil"]),
-                i["lastError"].as_str().unwrap_or(""),
+                health(i),
+                problem,
             );
         }
     }
     out
+}
+
+/// An instance's health cell: its state, the last probe's latency or failure kind, and
+/// whether it is listed when that differs from what the state suggests.
+fn health(i: &Value) -> String {
+    let state = i["health"].as_str().unwrap_or("-");
+    if state == "unchecked" {
+        return "-".to_owned();
+    }
+    let probe = &i["lastProbe"];
+    let last = match (probe["latencyMs"].as_u64(), probe["kind"].as_str()) {
+        (Some(ms), _) => format!(" {ms}ms"),
+        (None, Some(kind)) => format!(" ({kind})"),
+        _ => String::new(),
+    };
+    let listed = i["listed"].as_bool().unwrap_or(false);
+    let note = match (state, listed) {
+        ("up" | "unknown", false) => ", unlisted",
+        ("down" | "draining", true) => ", listed",
+        _ => "",
+    };
+    format!("{state}{last}{note}")
 }
 
 #[cfg(test)]
@@ -186,6 +220,39 @@ mod tests {
         assert!(out.contains("in no descriptor"), "{out}");
         assert_eq!(out.matches("variant ").count(), 2, "{out}");
         assert_eq!(out.matches("shares of new clients").count(), 1, "{out}");
+    }
+
+    /// Each instance shows its health and last probe, the reason it is out, and a service
+    /// that fails open says so.
+    #[test]
+    fn table_shows_health() {
+        let doc = serde_json::json!({
+            "services": [{
+                "onionAddress": "f.onion", "phase": "publishing", "periods": [], "failOpen": true,
+                "instances": [
+                    {"name": "web1", "health": "up", "listed": true,
+                     "lastProbe": {"ok": true, "latencyMs": 412, "kind": "ok"}},
+                    {"name": "web2", "health": "down", "listed": true,
+                     "healthReason": "2 probe(s) in a row failed, the last: HTTP status 503",
+                     "lastProbe": {"ok": false, "kind": "http-status"}},
+                    {"name": "web3", "health": "draining", "listed": false},
+                    {"name": "web4", "health": "unchecked", "listed": true}
+                ]
+            }]
+        });
+        let out = table(&doc);
+        assert!(out.contains("FAILING OPEN"), "{out}");
+        let line = |name: &str| {
+            out.lines()
+                .find(|l| l.trim_start().starts_with(name))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(line("web1").contains("up 412ms"), "{out}");
+        assert!(line("web2").contains("down (http-status), listed"), "{out}");
+        assert!(line("web2").contains("HTTP status 503"), "{out}");
+        assert!(line("web3").contains("draining"), "{out}");
+        assert!(line("web4").contains(" - "), "{out}");
     }
 
     /// A service with restricted discovery shows its client count (never keys); an open one

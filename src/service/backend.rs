@@ -42,6 +42,7 @@ use tor_hscrypto::RevisionCounter;
 
 use super::Timing;
 use crate::descriptor::{BackendKeys, BackendSnapshot, IntakeError};
+use crate::health::Monitor;
 use crate::onion::OnionAddress;
 
 /// What a fetched snapshot meant.
@@ -122,6 +123,8 @@ pub(crate) struct Backend {
     pub missing_rounds: u32,
     /// When a content change was last seen (upstream's `introSetModified`).
     pub changed_at: Option<SystemTime>,
+    /// Its health: probes, drain, the application's signal.
+    pub health: Monitor,
 }
 
 impl Backend {
@@ -135,6 +138,7 @@ impl Backend {
             fetching: false,
             missing_rounds: 0,
             changed_at: None,
+            health: Monitor::new(None, false),
         }
     }
 

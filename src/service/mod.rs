@@ -47,6 +47,7 @@
 
 pub(crate) mod backend;
 pub(crate) mod backoff;
+mod probing;
 pub(crate) mod publish;
 pub(crate) mod revision_store;
 
@@ -72,6 +73,7 @@ use crate::descriptor::{BackendSnapshot, BuildError, BuiltVariants, Engine, Ring
 use crate::error::{HasKind as _, ErrorKind};
 use crate::events::{Event, EventSender};
 use crate::fetch::{self, FetchOutcome, FetchReport, FetchRequest};
+use crate::health::{HealthSignal, ProbeError, Prober};
 use crate::net::{DirTransport, TransferError};
 use crate::onion::OnionAddress;
 use crate::ring;
@@ -123,6 +125,8 @@ pub struct Timing {
     pub max_concurrent_fetches: usize,
     /// Uploads in flight at the same time (default 16).
     pub max_concurrent_uploads: usize,
+    /// Health probes in flight at the same time (default 16).
+    pub max_concurrent_probes: usize,
 }
 
 impl Default for Timing {
@@ -140,6 +144,7 @@ impl Default for Timing {
             first_publication_wait: Duration::from_secs(30),
             max_concurrent_fetches: 8,
             max_concurrent_uploads: 16,
+            max_concurrent_probes: 16,
         }
     }
 }
@@ -153,6 +158,8 @@ pub(crate) enum ServiceCommand {
     /// (`None`: discovery is not restricted). Every descriptor is rebuilt at once if they
     /// changed.
     SetAuthorizedClients(Option<ClientAuthConfig>),
+    /// The embedding application's verdict on a backend (`None` withdraws it).
+    HealthSignal(OnionAddress, Option<HealthSignal>),
 }
 
 /// A fetch or upload that finished.
@@ -171,6 +178,13 @@ enum Done {
         /// `Ok`, or why not.
         result: Result<(), UploadFailure>,
     },
+    /// A health probe.
+    Probe {
+        /// The backend.
+        address: OnionAddress,
+        /// How long it took, or why it failed.
+        result: Result<Duration, ProbeError>,
+    },
 }
 
 /// Where a runner reports: its status, and events.
@@ -182,7 +196,17 @@ pub(crate) struct Outputs {
     pub(crate) events: EventSender,
 }
 
-/// Fetches and uploads in flight.
+/// What a runner talks to: the HSDirs, the backends, the consensus.
+pub(crate) struct Network<T> {
+    /// Fetches and uploads descriptors.
+    pub(crate) transport: Arc<T>,
+    /// Probes backends.
+    pub(crate) prober: Arc<dyn Prober>,
+    /// Consensus documents.
+    pub(crate) netdirs: Arc<dyn NetDirProvider>,
+}
+
+/// Fetches, uploads and probes in flight.
 type InFlight = FuturesUnordered<BoxFuture<'static, Done>>;
 
 /// Runs one frontend service until told to stop.
@@ -191,6 +215,8 @@ pub(crate) struct ServiceRunner<R: Runtime, T: DirTransport> {
     runtime: R,
     /// The network.
     transport: Arc<T>,
+    /// Probes backends.
+    prober: Arc<dyn Prober>,
     /// Consensus documents.
     netdirs: Arc<dyn NetDirProvider>,
     /// Timing knobs.
@@ -235,6 +261,13 @@ pub(crate) struct ServiceRunner<R: Runtime, T: DirTransport> {
     fetches_in_flight: usize,
     /// Uploads in flight.
     uploads_in_flight: usize,
+    /// Probes in flight.
+    probes_in_flight: usize,
+    /// Whether some period's selection fails open (every backend down or drained).
+    fail_open: bool,
+    /// What health last let be listed (per backend, in order, and fail-open), to notice
+    /// changes.
+    listing: Option<(Vec<bool>, bool)>,
 }
 
 impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
@@ -242,8 +275,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
     /// kept under it (see [`revision_store`]).
     pub(crate) fn new(
         runtime: R,
-        transport: Arc<T>,
-        netdirs: Arc<dyn NetDirProvider>,
+        network: Network<T>,
         service: &ServiceConfig,
         timing: Timing,
         outputs: Outputs,
@@ -267,9 +299,15 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         if service.client_auth.is_some() {
             log_client_auth(&frontend, service.client_auth.as_ref(), "starting");
         }
+        let Network {
+            transport,
+            prober,
+            netdirs,
+        } = network;
         ServiceRunner {
             runtime,
             transport,
+            prober,
             netdirs,
             timing,
             rng: StdRng::from_rng(&mut rand::rng()),
@@ -283,7 +321,11 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             backends: service
                 .instances
                 .iter()
-                .map(|i| Backend::new(i.name.clone(), i.address))
+                .map(|i| {
+                    let mut b = Backend::new(i.name.clone(), i.address);
+                    b.health = probing::monitor_for(i);
+                    b
+                })
                 .collect(),
             publish: PublishState::default(),
             store,
@@ -296,6 +338,9 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             counters: Counters::default(),
             fetches_in_flight: 0,
             uploads_in_flight: 0,
+            probes_in_flight: 0,
+            fail_open: false,
+            listing: None,
         }
     }
 
@@ -344,6 +389,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                     match cmd {
                         Some(ServiceCommand::SetInstances(instances)) => self.set_instances(instances),
                         Some(ServiceCommand::SetAuthorizedClients(clients)) => self.set_authorized_clients(clients),
+                        Some(ServiceCommand::HealthSignal(instance, signal)) => self.set_health_signal(instance, signal),
                         None => commands = futures::channel::mpsc::unbounded().1.fuse(),
                     }
                     None
@@ -354,6 +400,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             match done {
                 Some(Done::Fetch { address, report }) => self.on_fetched(address, report),
                 Some(Done::Upload { job, result }) => self.on_uploaded(job, result),
+                Some(Done::Probe { address, result }) => self.on_probed(address, result),
                 None => {}
             }
         }
@@ -410,10 +457,18 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         let mut old = std::mem::take(&mut self.backends);
         for inst in instances {
             let mut b = match old.iter().position(|b| b.address == inst.address) {
-                Some(i) => old.swap_remove(i),
-                None => Backend::new(inst.name.clone(), inst.address),
+                Some(i) => {
+                    let mut b = old.swap_remove(i);
+                    b.name = inst.name.clone();
+                    self.reconfigure_health(&mut b, &inst);
+                    b
+                }
+                None => {
+                    let mut b = Backend::new(inst.name.clone(), inst.address);
+                    b.health = probing::monitor_for(&inst);
+                    b
+                }
             };
-            b.name = inst.name;
             b.set_periods(&periods);
             self.backends.push(b);
         }
@@ -466,6 +521,8 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         self.follow_consensus(&netdir);
         self.expire(wall);
         self.launch_fetches(&netdir, now, in_flight);
+        self.launch_probes(now, in_flight);
+        self.settle_health(now, wall);
         self.build_due(now, wall);
         self.launch_uploads(&netdir, now, in_flight);
     }
@@ -497,6 +554,9 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             if let Some(at) = self.publish.next_upload(now) {
                 t = t.min(at);
             }
+        }
+        if let Some(at) = self.health_wakeup(now) {
+            t = t.min(at);
         }
         for b in &self.backends {
             if let Some(at) = b.next_expiry(self.timing.stale_after) {
@@ -733,13 +793,10 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             .collect()
     }
 
-    /// What a build for `tp` would use now: per backend with a usable snapshot, the snapshot
-    /// (its own for `tp`, else its nearest).
+    /// What a build for `tp` would use now: per listed backend, the snapshot (its own for
+    /// `tp`, else its nearest); see [`ServiceRunner::selection`].
     fn inputs_for(&self, tp: TimePeriod, wall: SystemTime) -> Vec<(&Backend, &BackendSnapshot)> {
-        self.backends
-            .iter()
-            .filter_map(|b| Some((b, b.snapshot_for(tp, wall)?)))
-            .collect()
+        self.selection(tp, wall).chosen
     }
 
     /// Whether period `tp` needs a build, why and when.
@@ -769,6 +826,21 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
 
     /// Builds every period whose build is due.
     fn build_due(&mut self, now: Instant, wall: SystemTime) {
+        // Health changed, but not what a period lists (say, a backend without a descriptor
+        // went down): nothing to rebuild there.
+        let settled: Vec<TimePeriod> = self
+            .publish
+            .periods()
+            .filter(|p| {
+                p.listing_changed.is_some()
+                    && p.built_inputs.as_ref()
+                        == Some(&build_inputs(&self.inputs_for(p.period.time_period, wall)))
+            })
+            .map(|p| p.period.time_period)
+            .collect();
+        for tp in settled {
+            self.publish.listing_settled(tp);
+        }
         let mut any_inputs = false;
         for period in self.publish.publish_periods() {
             let tp = period.time_period;
@@ -780,6 +852,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             if at > now {
                 continue;
             }
+            let inputs = build_inputs(&chosen);
             if reason == BuildReason::First {
                 let untried = self.untried(tp);
                 if !untried.is_empty() {
@@ -791,7 +864,6 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                     );
                 }
             }
-            let inputs = build_inputs(&chosen);
             let names: Vec<String> = chosen.iter().map(|(b, _)| b.name.clone()).collect();
             let snapshots: Vec<BackendSnapshot> =
                 chosen.iter().map(|(_, s)| (*s).clone()).collect();
@@ -1074,10 +1146,21 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             })
             .collect();
         periods.sort_by_key(|p| p.time_period);
+        let listed: Vec<OnionAddress> = self
+            .current_period
+            .map(|tp| {
+                self.inputs_for(tp, wall)
+                    .iter()
+                    .map(|(b, _)| b.address)
+                    .collect()
+            })
+            .unwrap_or_default();
         let instances = self
             .backends
             .iter()
             .map(|b| {
+                let (health, health_reason) = b.health.status();
+                let (probes, probe_latency) = b.health.counts();
                 let snap = self.current_period.and_then(|tp| b.snapshot_for(tp, wall));
                 InstanceStatus {
                     name: b.name.clone(),
@@ -1088,6 +1171,12 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                     intro_set_modified: b.changed_at,
                     valid_until: snap.and_then(|s| s.valid_until),
                     last_error: b.periods.iter().find_map(|p| p.last_error.clone()),
+                    health,
+                    health_reason,
+                    listed: listed.contains(&b.address),
+                    last_probe: b.health.last_probe(),
+                    probes,
+                    probe_latency,
                 }
             })
             .collect();
@@ -1103,6 +1192,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             instances,
             authorized_clients: self.engine.authorized_clients().map(<[_]>::len),
             counters: self.counters.clone(),
+            fail_open: self.fail_open,
         };
         self.board.update(st);
     }

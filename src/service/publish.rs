@@ -166,6 +166,9 @@ pub(crate) enum BuildReason {
     Refused,
     /// The authorized clients changed (a reload): what was published lists the old ones.
     ClientsChanged,
+    /// Health checks, a drain or the application's signal changed which backends may be
+    /// listed.
+    Health,
 }
 
 impl BuildReason {
@@ -177,6 +180,7 @@ impl BuildReason {
             BuildReason::Refresh => "periodic refresh",
             BuildReason::Refused => "an HSDir refused the last one",
             BuildReason::ClientsChanged => "authorized clients changed",
+            BuildReason::Health => "backend health changed",
         }
     }
 }
@@ -206,6 +210,9 @@ pub(crate) struct PeriodState {
     pub last_refusal: Option<String>,
     /// The authorized clients changed since the last full build.
     pub clients_changed: bool,
+    /// Health (probes, drain, an application's signal, fail-open) changed which backends
+    /// may be listed since the last full build: when it first did.
+    pub listing_changed: Option<Instant>,
     /// When we last tried to upload a descriptor for this period.
     pub last_attempt: Option<SystemTime>,
     /// The responsible HSDirs, keyed by identity.
@@ -227,6 +234,7 @@ impl PeriodState {
             refusal_pending: false,
             last_refusal: None,
             clients_changed: false,
+            listing_changed: None,
             last_attempt: None,
             hsdirs: HashMap::new(),
         }
@@ -286,6 +294,16 @@ impl PeriodState {
             // removed client must lose access as soon as the HSDirs hold the new descriptor.
             return Some((now, BuildReason::ClientsChanged));
         }
+        if let Some(changed) = self
+            .listing_changed
+            .filter(|_| self.built_inputs.as_ref() != Some(inputs))
+        {
+            // Not held back by `min_gap`: a backend found down must leave at once, and
+            // health cannot loop (one backend's listing changes at most once per hold-down,
+            // see `health::state`; a drain is the operator's act). Verdicts that come
+            // together (backends behind one failed dependency) make one build.
+            return Some(((changed + HEALTH_COALESCE).max(now), BuildReason::Health));
+        }
         if self.built_inputs.as_ref() != Some(inputs) || ring_moved {
             return Some((gap_over.max(now), BuildReason::Changed));
         }
@@ -301,6 +319,9 @@ impl PeriodState {
         }
     }
 }
+
+/// How long a build for a health change waits for other verdicts to come with it.
+pub(crate) const HEALTH_COALESCE: Duration = Duration::from_secs(5);
 
 /// One upload to do.
 #[derive(Debug, Clone)]
@@ -439,9 +460,26 @@ impl PublishState {
         }
         st.published = Some(publication);
         st.clients_changed = false;
+        st.listing_changed = None;
         st.built_inputs = Some(inputs);
         st.built_at = Some(wall);
         st.refresh_at = Some(now + refresh_delay);
+    }
+
+    /// Marks every period that has a descriptor: health changed which backends may be
+    /// listed, so a build whose inputs differ is due at once.
+    pub(crate) fn listing_changed(&mut self, now: Instant) {
+        for st in self.periods.values_mut().filter(|st| st.published.is_some()) {
+            st.listing_changed.get_or_insert(now);
+        }
+    }
+
+    /// Clears the mark of [`PublishState::listing_changed`] on period `tp` (a build would
+    /// list the same: nothing to do).
+    pub(crate) fn listing_settled(&mut self, tp: TimePeriod) {
+        if let Some(st) = self.periods.get_mut(&tp) {
+            st.listing_changed = None;
+        }
     }
 
     /// Makes every period that has a descriptor rebuild it at once: the authorized clients
