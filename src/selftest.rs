@@ -1,7 +1,8 @@
 //! `onionbalance check --online`: walk the path a client takes and say where it breaks.
 //!
 //! For each service, in order: every backend's descriptor is on its HSDirs and verifies;
-//! every backend answers at its own address; the frontend's descriptor is on its HSDirs and
+//! every backend answers at its own address (and passes its health check, when one is
+//! configured); the frontend's descriptor is on its HSDirs and
 //! lists the backends' intro points; the frontend answers. Each step gives a verdict, and a
 //! failing step names the classic cause and its fix. The most confusing case is a frontend
 //! whose descriptor is published while connections through it fail even though every
@@ -22,8 +23,9 @@ use tor_netdir::NetDir;
 use tor_rtcompat::Runtime;
 
 use crate::client_auth::ClientSecret;
-use crate::config::{Config, ServiceConfig};
+use crate::config::{Config, HealthCheckConfig, ServiceConfig};
 use crate::descriptor::{BackendKeys, BackendSnapshot, IntakeError};
+use crate::health::{ArtiProber, ProbeError, Prober as _};
 use crate::net::ArtiTransport;
 use crate::onion::OnionAddress;
 
@@ -185,6 +187,9 @@ async fn check_service<R: Runtime>(
                 detail: format!("port {} unreachable: {e}", opts.port),
                 fix: Some("check the backend's HiddenServicePort line and that the server behind it runs (or give --port)".into()),
             }),
+        }
+        if let Some(check) = &inst.health_check {
+            out.push(health_probe(client, inst.address, check, &step).await);
         }
     }
 
@@ -426,6 +431,39 @@ async fn connect<R: Runtime>(
         Ok(Ok(())) => Ok(started.elapsed()),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(format!("no answer within {:?}", opts.connect_timeout)),
+    }
+}
+
+/// Probes `address` once as the daemon's health check `check` does, for its verdict.
+async fn health_probe<R: Runtime>(
+    client: &Arc<TorClient<R>>,
+    address: OnionAddress,
+    check: &HealthCheckConfig,
+    step: &str,
+) -> Verdict {
+    let what = match &check.http_path {
+        Some(path) => format!("GET {path} on port {}", check.port),
+        None => format!("connection to port {}", check.port),
+    };
+    let prober = ArtiProber::new(client.clone());
+    let started = Instant::now();
+    let result = match tokio::time::timeout(check.timeout, prober.probe(address, check)).await {
+        Ok(r) => r,
+        Err(_) => Err(ProbeError::Timeout(check.timeout)),
+    };
+    match result {
+        Ok(()) => Verdict {
+            step: format!("{step}: health check"),
+            outcome: Outcome::Pass,
+            detail: format!("{what} passed in {:.1}s", started.elapsed().as_secs_f64()),
+            fix: None,
+        },
+        Err(e) => Verdict {
+            step: format!("{step}: health check"),
+            outcome: Outcome::Fail,
+            detail: format!("{what} failed: {e}"),
+            fix: Some("the daemon will leave this backend out of the descriptors: check the application behind its HiddenServicePort, and the health-check port and http-path in the config".into()),
+        },
     }
 }
 

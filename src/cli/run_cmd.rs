@@ -8,6 +8,7 @@ use arti_client::TorClientConfig;
 use futures::StreamExt as _;
 use onionbalance::arti_toml::{ArtiSources, Storage};
 use onionbalance::balancer::create_client;
+use onionbalance::status::BackendHealth;
 use onionbalance::status_socket::{StatusSocket, StatusSource};
 use onionbalance::{Balancer, BalancerHandle, Config, ServiceStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -329,10 +330,29 @@ fn systemd_status(services: &[ServiceStatus]) -> String {
             "publishing: {fetched}/{backends} backends fetched, {accepted}/{hsdirs} HSDirs hold our descriptor"
         );
     }
-    format!(
+    let mut line = format!(
         "published {published}/{} services: {fetched}/{backends} backends, {accepted}/{hsdirs} HSDirs",
         services.len()
-    )
+    );
+    let count = |h: BackendHealth| {
+        services
+            .iter()
+            .flat_map(|s| &s.instances)
+            .filter(|i| i.health == h)
+            .count()
+    };
+    for (n, what) in [
+        (count(BackendHealth::Down), "down"),
+        (count(BackendHealth::Draining), "draining"),
+    ] {
+        if n > 0 {
+            line.push_str(&format!(", {n} {what}"));
+        }
+    }
+    if services.iter().any(|s| s.fail_open) {
+        line.push_str(" (failing open: every backend down or drained)");
+    }
+    line
 }
 
 /// Where the status socket goes under systemd when neither the config nor the environment
@@ -503,8 +523,15 @@ mod tests {
         svc.first_published = Some(std::time::SystemTime::now());
         svc.periods[0].hsdirs_accepted = 8;
         assert_eq!(
-            systemd_status(&[svc]),
+            systemd_status(std::slice::from_ref(&svc)),
             "published 1/1 services: 1/2 backends, 8/8 HSDirs"
+        );
+        svc.instances[0].health = BackendHealth::Down;
+        svc.instances[1].health = BackendHealth::Draining;
+        svc.fail_open = true;
+        assert_eq!(
+            systemd_status(&[svc]),
+            "published 1/1 services: 1/2 backends, 8/8 HSDirs, 1 down, 1 draining (failing open: every backend down or drained)"
         );
     }
 
