@@ -96,18 +96,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
-/// Declares a module that is public with the `testing` feature and crate-private without.
-macro_rules! testing_module {
-    ($(#[$meta:meta])* mod $name:ident;) => {
-        #[cfg(feature = "testing")]
-        $(#[$meta])*
-        pub mod $name;
-        #[cfg(not(feature = "testing"))]
-        $(#[$meta])*
-        mod $name;
-    };
-}
-
 pub mod arti_toml;
 pub mod balancer;
 pub mod client_auth;
@@ -126,19 +114,25 @@ pub mod wizard;
 
 mod fetch;
 mod files;
+/// Moving descriptors over Tor (the transport seam).
+#[cfg(feature = "testing")]
+pub mod net;
+/// Moving descriptors over Tor (the transport seam).
+#[cfg(not(feature = "testing"))]
+mod net;
 mod redact;
-testing_module! {
-    /// Moving descriptors over Tor (the transport seam).
-    mod net;
-}
-testing_module! {
-    /// The HSDir hash ring.
-    mod ring;
-}
-testing_module! {
-    /// One frontend kept published: the runner and its timers.
-    mod service;
-}
+/// The HSDir hash ring.
+#[cfg(feature = "testing")]
+pub mod ring;
+/// The HSDir hash ring.
+#[cfg(not(feature = "testing"))]
+mod ring;
+/// One frontend kept published: the runner and its timers.
+#[cfg(feature = "testing")]
+pub mod service;
+/// One frontend kept published: the runner and its timers.
+#[cfg(not(feature = "testing"))]
+mod service;
 
 pub use balancer::{Balancer, BalancerError, BalancerHandle, ReloadSummary};
 pub use config::Config;

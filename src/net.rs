@@ -71,9 +71,8 @@ impl TransferError {
     /// every onion-service circuit fails at once. That says nothing about the HSDir.
     pub fn is_tor_not_ready(&self) -> bool {
         use tor_error::HasKind as _;
-        let not_ready = |e: &tor_circmgr::Error| {
-            e.kind() == tor_error::ErrorKind::BootstrapRequired
-        };
+        let not_ready =
+            |e: &tor_circmgr::Error| e.kind() == tor_error::ErrorKind::BootstrapRequired;
         match self {
             TransferError::Circuit(e) | TransferError::Stream(e) => not_ready(e),
             _ => false,
@@ -156,8 +155,8 @@ macro_rules! open_dir_stream {
         let tunnel = $launch
             .await
             .map_err(|e| TransferError::Circuit(Box::new(e)))?;
-        let source = tor_dirclient::SourceInfo::from_tunnel(&tunnel)
-            .map_err(TransferError::CircuitInfo)?;
+        let source =
+            tor_dirclient::SourceInfo::from_tunnel(&tunnel).map_err(TransferError::CircuitInfo)?;
         let stream = tunnel
             .begin_dir_stream()
             .await

@@ -57,9 +57,7 @@ pub(crate) fn upload_hsdirs(
     blind_id: HsBlindId,
     period: TimePeriod,
 ) -> Result<Vec<HsDir>, RingError> {
-    let relays = netdir
-        .hs_dirs_upload(blind_id, period)
-        .map_err(RingError)?;
+    let relays = netdir.hs_dirs_upload(blind_id, period).map_err(RingError)?;
     Ok(relays.filter_map(|r| to_hsdir(&r)).collect())
 }
 

@@ -22,18 +22,22 @@
 //! With the `testing` feature, `synthetic` (made-up backends) and `layers` (the encryption
 //! layers written out) serve tests, benchmarks and fuzzing.
 
-testing_module! {
-    /// Building, signing and encrypting our descriptors.
-    mod build;
-}
+/// Building, signing and encrypting our descriptors.
+#[cfg(feature = "testing")]
+pub mod build;
+/// Building, signing and encrypting our descriptors.
+#[cfg(not(feature = "testing"))]
+mod build;
 mod engine;
 mod intake;
 #[cfg(any(test, feature = "testing"))]
 pub mod layers;
-testing_module! {
-    /// Choosing intro points.
-    mod select;
-}
+/// Choosing intro points.
+#[cfg(feature = "testing")]
+pub mod select;
+/// Choosing intro points.
+#[cfg(not(feature = "testing"))]
+mod select;
 #[cfg(any(test, feature = "testing"))]
 pub mod synthetic;
 mod variants;

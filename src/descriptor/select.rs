@@ -216,7 +216,10 @@ pub fn select_intro_points<R: rand::Rng + ?Sized>(
 
 /// Resolves a selection to the intro points themselves.
 #[cfg_attr(feature = "testing", visibility::make(pub))]
-pub(super) fn resolve<'a>(backends: &[&'a BackendSnapshot], chosen: &[Chosen]) -> Vec<&'a IntroPointDesc> {
+pub(super) fn resolve<'a>(
+    backends: &[&'a BackendSnapshot],
+    chosen: &[Chosen],
+) -> Vec<&'a IntroPointDesc> {
     chosen
         .iter()
         .filter_map(|c| backends.get(c.backend)?.intro_points.get(c.intro_point))

@@ -172,7 +172,11 @@ impl Backend {
     /// own descriptor for that period, else its descriptor for the nearest period (its intro
     /// points are live too; the backend accepts introductions for the frontend's previous,
     /// current and next periods on any of them).
-    pub(crate) fn snapshot_for(&self, period: TimePeriod, wall: SystemTime) -> Option<&BackendSnapshot> {
+    pub(crate) fn snapshot_for(
+        &self,
+        period: TimePeriod,
+        wall: SystemTime,
+    ) -> Option<&BackendSnapshot> {
         if let Some(s) = self.period(period).and_then(|p| p.usable(wall)) {
             return Some(s);
         }
@@ -185,7 +189,11 @@ impl Backend {
 
     /// When this backend should be fetched next, and for which period; `None` while a fetch
     /// is in flight or there is no period. `now` is returned for a fetch due at once.
-    pub(crate) fn next_fetch(&self, now: Instant, timing: &Timing) -> Option<(Instant, TimePeriod)> {
+    pub(crate) fn next_fetch(
+        &self,
+        now: Instant,
+        timing: &Timing,
+    ) -> Option<(Instant, TimePeriod)> {
         if self.fetching {
             return None;
         }

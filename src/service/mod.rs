@@ -51,8 +51,8 @@ mod probing;
 pub(crate) mod publish;
 pub(crate) mod revision_store;
 
-use std::path::PathBuf;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -70,7 +70,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{ClientAuthConfig, InstanceConfig, ServiceConfig};
 use crate::descriptor::{BackendSnapshot, BuildError, BuiltVariants, Engine, RingFacts};
-use crate::error::{HasKind as _, ErrorKind};
+use crate::error::{ErrorKind, HasKind as _};
 use crate::events::{Event, EventSender};
 use crate::fetch::{self, FetchOutcome, FetchReport, FetchRequest};
 use crate::health::{HealthSignal, ProbeError, Prober};
@@ -78,8 +78,8 @@ use crate::net::{DirTransport, TransferError};
 use crate::onion::OnionAddress;
 use crate::ring;
 use crate::status::{
-    BackendShare, Counters, InstanceStatus, PeriodStatus, ServicePhase, ServiceStatus,
-    StatusBoard, VariantStatus,
+    BackendShare, Counters, InstanceStatus, PeriodStatus, ServicePhase, ServiceStatus, StatusBoard,
+    VariantStatus,
 };
 use backend::{Backend, Intake};
 use publish::{
@@ -705,11 +705,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         let wall = self.runtime.wallclock();
         let front = &self.frontend;
         for (_, e) in &report.intake_errors {
-            *self
-                .counters
-                .intake_rejections
-                .entry(e.kind())
-                .or_default() += 1;
+            *self.counters.intake_rejections.entry(e.kind()).or_default() += 1;
         }
         let Some(b) = self.backends.iter_mut().find(|b| b.address == address) else {
             return; // removed by a reload while we fetched
@@ -1049,11 +1045,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 }
             }
             Err(f) => {
-                *self
-                    .counters
-                    .upload_failures
-                    .entry(f.kind)
-                    .or_default() += 1;
+                *self.counters.upload_failures.entry(f.kind).or_default() += 1;
                 if let Recorded::Refused(n) = recorded {
                     self.events.send(Event::UploadRejected {
                         service: self.address,

@@ -107,7 +107,11 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
     }
 
     /// Takes in a finished probe.
-    pub(super) fn on_probed(&mut self, address: OnionAddress, result: Result<Duration, ProbeError>) {
+    pub(super) fn on_probed(
+        &mut self,
+        address: OnionAddress,
+        result: Result<Duration, ProbeError>,
+    ) {
         self.probes_in_flight = self.probes_in_flight.saturating_sub(1);
         let wall = self.runtime.wallclock();
         let Some(b) = self.backends.iter_mut().find(|b| b.address == address) else {
@@ -117,7 +121,10 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         let name = b.name.clone();
         let outcome = match &result {
             Ok(latency) => {
-                debug!("{front}: backend {name}: probe passed in {} ms", latency.as_millis());
+                debug!(
+                    "{front}: backend {name}: probe passed in {} ms",
+                    latency.as_millis()
+                );
                 ProbeResult::Passed
             }
             Err(e) => {
@@ -243,7 +250,11 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
     }
 
     /// Takes the embedding application's verdict on `instance` (`None` withdraws it).
-    pub(super) fn set_health_signal(&mut self, instance: OnionAddress, signal: Option<HealthSignal>) {
+    pub(super) fn set_health_signal(
+        &mut self,
+        instance: OnionAddress,
+        signal: Option<HealthSignal>,
+    ) {
         let Some(b) = self.backends.iter_mut().find(|b| b.address == instance) else {
             return;
         };

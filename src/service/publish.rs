@@ -469,7 +469,11 @@ impl PublishState {
     /// Marks every period that has a descriptor: health changed which backends may be
     /// listed, so a build whose inputs differ is due at once.
     pub(crate) fn listing_changed(&mut self, now: Instant) {
-        for st in self.periods.values_mut().filter(|st| st.published.is_some()) {
+        for st in self
+            .periods
+            .values_mut()
+            .filter(|st| st.published.is_some())
+        {
             st.listing_changed.get_or_insert(now);
         }
     }
