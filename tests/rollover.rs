@@ -174,9 +174,17 @@ async fn frontend_survives_a_time_period_rollover() -> Result<()> {
     let arti = arti_client(&with_storage(net.arti_toml(), &arti_dir)?).await?;
     let body = arti_fetch(&arti, &front).await?;
     assert!(body.trim().starts_with("hello from backend"), "{body:?}");
+    // Counted where refusals happen: an HSDir logs each upload it refuses for its revision
+    // counter, and across a rollover nothing (the daemon's nor the backends') is refused.
+    let refused: Vec<(String, usize)> = net
+        .hsdir_uploads_stored()?
+        .into_iter()
+        .filter(|h| !h.refused_revision.is_empty())
+        .map(|h| (h.name, h.refused_revision.len()))
+        .collect();
     assert!(
-        !d.log_text().contains("rejected our descriptor"),
-        "{}",
+        refused.is_empty(),
+        "HSDirs refused uploads for their revision counter: {refused:?}\n{}",
         d.log_text()
     );
     Ok(())
