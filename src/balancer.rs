@@ -236,7 +236,7 @@ impl BalancerHandle {
 
     /// True once every service has had a descriptor accepted by at least one HSDir.
     pub fn all_published(&self) -> bool {
-        self.status().iter().all(|s| s.first_published.is_some())
+        crate::status::all_published(&self.status())
     }
 
     /// Applies a new configuration: services added start, services removed stop, services

@@ -249,6 +249,12 @@ pub struct StatusDocument {
     pub services: Vec<ServiceStatus>,
 }
 
+/// True once every service of `services` has had a descriptor accepted by at least one
+/// HSDir; false for no services (nothing has reported yet).
+pub fn all_published(services: &[ServiceStatus]) -> bool {
+    !services.is_empty() && services.iter().all(|s| s.first_published.is_some())
+}
+
 /// The latest time [`rfc3339`] writes: 9999-12-31T23:59:59Z (RFC 3339 has four-digit years).
 pub const LATEST_FORMATTABLE: Duration = Duration::from_secs(253_402_300_799);
 
@@ -348,6 +354,20 @@ impl StatusBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An empty list (a daemon's channel before the balancer's first status arrives) is not
+    /// "all published": a config always has a service.
+    #[test]
+    fn nothing_is_published_before_the_first_status() {
+        assert!(!all_published(&[]));
+        let unpublished = ServiceStatus::default();
+        assert!(!all_published(std::slice::from_ref(&unpublished)));
+        let published = ServiceStatus {
+            first_published: Some(SystemTime::now()),
+            ..Default::default()
+        };
+        assert!(all_published(&[published]));
+    }
 
     fn named(address: &str, phase: ServicePhase) -> ServiceStatus {
         ServiceStatus {

@@ -276,7 +276,7 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
                     notify(&format!("STATUS={line}"));
                     last_status = line;
                 }
-                if !all_published_logged && all_published(&services) {
+                if !all_published_logged && onionbalance::status::all_published(&services) {
                     all_published_logged = true;
                     info!("every service is published ({:.1}s after start)", started.elapsed().as_secs_f64());
                 }
@@ -292,14 +292,6 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
     }
     Ok(())
 }
-
-/// True once every service has had a descriptor accepted by at least one HSDir. An empty
-/// list (the daemon's channel before the balancer's first status is copied into it) is not
-/// published: a config always has a service.
-fn all_published(services: &[ServiceStatus]) -> bool {
-    !services.is_empty() && services.iter().all(|s| s.first_published.is_some())
-}
-
 /// One line for `systemctl status`: how far publication has got, e.g. "published 2/2
 /// services: 3/3 backends, 8/8 HSDirs", or what it waits for.
 fn systemd_status(services: &[ServiceStatus]) -> String {
@@ -540,17 +532,5 @@ mod tests {
         let a = monotonic_usec();
         let b = monotonic_usec();
         assert!(a > 0 && b >= a);
-    }
-
-    #[test]
-    fn nothing_is_published_before_the_first_status() {
-        assert!(!all_published(&[]));
-        let unpublished = ServiceStatus::default();
-        assert!(!all_published(std::slice::from_ref(&unpublished)));
-        let published = ServiceStatus {
-            first_published: Some(std::time::SystemTime::now()),
-            ..Default::default()
-        };
-        assert!(all_published(&[published]));
     }
 }
