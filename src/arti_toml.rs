@@ -691,28 +691,12 @@ fn resolve(
             SourceText::Option(o) => cfg.push_option(o.clone()),
         }
     }
-    let tree = cfg.load().map_err(|e| with_causes(&e))?;
+    let tree = cfg.load().map_err(|e| crate::error::report(&e))?;
     tor_config::load::resolve_return_results(
         &tree,
         &tor_config::load::ConfigResolveOptions::default(),
     )
-    .map_err(|e| with_causes(&e))
-}
-
-/// `e` and its causes, colon-separated (Arti's errors keep the detail in their causes).
-fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        // Some errors repeat their cause in their own message.
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
+    .map_err(|e| crate::error::report(&e))
 }
 
 /// The sources, named for an error message.

@@ -145,8 +145,9 @@ pub(crate) fn report(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = error.source();
     while let Some(c) = cause {
         let text = c.to_string();
-        // Some wrappers (Arti's included) print their source themselves: skip repeats.
-        if !out.ends_with(&text) {
+        // Some wrappers (Arti's included) print their source themselves, at the end of their
+        // message or within it: skip repeats.
+        if !out.contains(&text) {
             let _ = write!(out, ": {text}");
         }
         cause = c.source();
@@ -196,5 +197,11 @@ mod tests {
         struct Outer(#[source] std::io::Error);
         let e = Outer(std::io::Error::other("inner"));
         assert_eq!(report(&e), "outer: inner");
+        // A wrapper that quotes its cause within its message (as Arti's config errors do).
+        #[derive(Debug, thiserror::Error)]
+        #[error("loading failed (inner) in file x")]
+        struct Quoting(#[source] std::io::Error);
+        let e = Quoting(std::io::Error::other("inner"));
+        assert_eq!(report(&e), "loading failed (inner) in file x");
     }
 }
