@@ -76,12 +76,15 @@ fn workload(k: usize, rng: &mut StdRng) -> Workload {
     }
 }
 
-/// Verifies and decrypts every descriptor of `set`: the intake half of a round.
+/// Verifies and decrypts every descriptor of `set`: the intake half of a round. Every one
+/// must verify: a failure panics rather than shrink the timed work.
 fn take_in_all(w: &Workload, set: usize) -> Vec<BackendSnapshot> {
     w.keys
         .iter()
         .zip(&w.encodings[set])
-        .filter_map(|(k, text)| intake(k, text, w.now, DEFAULT_MAX_DESCRIPTOR_LEN).ok())
+        .map(|(k, text)| {
+            intake(k, text, w.now, DEFAULT_MAX_DESCRIPTOR_LEN).expect("every descriptor verifies")
+        })
         .collect()
 }
 
@@ -134,6 +137,15 @@ fn round(c: &mut Criterion) {
         // descriptor up to 20 backends, in 6 variants (one per fetch HSDir) beyond.
         let snaps = take_in_all(&w, 0);
         assert_eq!(snaps.len(), k, "every descriptor verified");
+        // The timed loop alternates between the two encodings: both must give the same.
+        let other = take_in_all(&w, 1);
+        assert!(
+            other
+                .iter()
+                .zip(&snaps)
+                .all(|(a, b)| a.content_key() == b.content_key()),
+            "k={k}: the second encoding lists the same"
+        );
         let built = build_all(&mut engine, &w, &ring, &snaps, &mut rng);
         for b in &built {
             assert!(b.plan.left_out.is_empty(), "k={k}: every backend listed");
