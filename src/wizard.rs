@@ -5,6 +5,10 @@
 //! never overwrites: an existing `config.yaml` or key file stops it before anything is written.
 //! Instance addresses not given are written as `TODO-…` placeholders that
 //! `onionbalance check` lists as still to be filled in.
+//!
+//! Health checks (ours) are off unless asked for; when on, the service gets a
+//! `health-check:` mapping with the port (and the HTTP path, if any) and nothing else: the
+//! other keys keep their defaults, which the loader supplies.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -37,6 +41,22 @@ pub struct WizardOptions {
     /// The backends' port, written as every service's `backend-port:` (for
     /// `onionbalance backend`); `None` writes nothing (the defaults, upstream's format).
     pub backend_port: Option<BackendPort>,
+    /// Health checks, written as every service's `health-check:`; `None` writes nothing
+    /// (no checks, upstream's format).
+    pub health_check: Option<WizardHealthCheck>,
+}
+
+/// The health checks the wizard turns on: what it asks for. The other keys of
+/// `health-check:` (interval, timeout, thresholds) are left out of the file, so they keep
+/// the defaults of [`crate::config::HealthCheckConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WizardHealthCheck {
+    /// The backends' onion-service port to probe (`port:`), 1 to 65535: usually the port
+    /// clients connect to.
+    pub port: u16,
+    /// An HTTP path to `GET` (`http-path:`; a status below 400 passes); `None`: a probe
+    /// passes when the connection opens.
+    pub http_path: Option<String>,
 }
 
 impl Default for WizardOptions {
@@ -49,6 +69,7 @@ impl Default for WizardOptions {
             import_key: None,
             addresses: Vec::new(),
             backend_port: None,
+            health_check: None,
         }
     }
 }
@@ -117,6 +138,9 @@ pub fn run<R: rand::Rng + rand::CryptoRng>(
             )));
         }
     }
+    if let Some(check) = &opts.health_check {
+        check_health_check(check)?;
+    }
     let config_path = opts.output.join("config.yaml");
     if config_path.exists() {
         return Err(WizardError::ConfigExists(config_path));
@@ -171,6 +195,10 @@ pub fn run<R: rand::Rng + rand::CryptoRng>(
                 virtual_port: p.virtual_port,
                 target: p.target.clone(),
             }),
+            health_check: opts.health_check.as_ref().map(|h| ConfigHealthCheck {
+                port: h.port,
+                http_path: h.http_path.clone(),
+            }),
         });
         services.push((address, key_path, names));
     }
@@ -219,6 +247,19 @@ struct ConfigService {
     /// `backend-port:` (ours), when the ports are not the defaults.
     #[serde(rename = "backend-port", skip_serializing_if = "Option::is_none")]
     backend_port: Option<ConfigBackendPort>,
+    /// `health-check:` (ours), when health checks are on.
+    #[serde(rename = "health-check", skip_serializing_if = "Option::is_none")]
+    health_check: Option<ConfigHealthCheck>,
+}
+
+/// A service's `health-check:`, with only the keys the wizard asks for.
+#[derive(Debug, Serialize)]
+struct ConfigHealthCheck {
+    /// `port:`.
+    port: u16,
+    /// `http-path:`, when probes are HTTP requests.
+    #[serde(rename = "http-path", skip_serializing_if = "Option::is_none")]
+    http_path: Option<String>,
 }
 
 /// A service's `backend-port:`.
@@ -258,6 +299,34 @@ fn check_tag(tag: &str, instances: usize) -> Result<(), WizardError> {
 /// True when `tag` makes valid instance names for `instances` instances (for prompts).
 pub fn is_valid_tag(tag: &str, instances: usize) -> bool {
     check_tag(tag, instances).is_ok()
+}
+
+/// Longest `http-path:` the config loader accepts.
+const MAX_HTTP_PATH_LEN: usize = 1024;
+
+/// True when `path` is an `http-path:` the config loader accepts: it starts with `/`, has
+/// no spaces or control characters (it goes into an HTTP request line as is) and is at most
+/// 1024 bytes. (The loader's rule; a test holds the two together.)
+pub fn is_valid_http_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() <= MAX_HTTP_PATH_LEN
+        && !path.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Refuses health checks the config loader would refuse, before anything is read or
+/// written.
+fn check_health_check(check: &WizardHealthCheck) -> Result<(), WizardError> {
+    if check.port == 0 {
+        return Err(WizardError::BadOptions(
+            "--health-check-port 0: the port to probe must be 1 to 65535".into(),
+        ));
+    }
+    match &check.http_path {
+        Some(path) if !is_valid_http_path(path) => Err(WizardError::BadOptions(format!(
+            "--health-check-path {path:?}: an HTTP path must start with `/` and have no spaces or control characters, at most {MAX_HTTP_PATH_LEN} bytes (e.g. /healthz)"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The instructions an operator needs for each backend of `frontend`.
@@ -567,6 +636,148 @@ mod tests {
         let report = run(&opts, &mut rand::rngs::StdRng::seed_from_u64(2)).expect("wizard");
         let text = fs::read_to_string(&report.config_path).expect("read");
         assert!(!text.contains("backend-port"), "{text}");
+    }
+
+    /// Health checks asked for are written with the port and path only; the loader reads
+    /// them back with its defaults for the rest, without a warning. Without them the file
+    /// has no `health-check:`.
+    #[test]
+    fn stores_health_checks_with_defaults_left_out() {
+        use crate::config::HealthCheckConfig;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = WizardOptions {
+            output: dir.path().join("o"),
+            health_check: Some(WizardHealthCheck {
+                port: 8080,
+                http_path: Some("/healthz".into()),
+            }),
+            ..Default::default()
+        };
+        let report = run(&opts, &mut rand::rngs::StdRng::seed_from_u64(3)).expect("wizard");
+        let text = fs::read_to_string(&report.config_path).expect("read");
+        assert!(
+            text.contains("  health-check:\n    port: 8080\n    http-path: /healthz\n"),
+            "{text}"
+        );
+        for default in ["interval", "timeout", "down-after", "up-after", "enabled"] {
+            assert!(!text.contains(default), "{default}: {text}");
+        }
+        let cfg = Config::load_allowing_placeholders(&report.config_path).expect("loads");
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        assert_eq!(
+            cfg.services[0].health_check,
+            Some(HealthCheckConfig {
+                port: 8080,
+                http_path: Some("/healthz".into()),
+                interval: HealthCheckConfig::DEFAULT_INTERVAL,
+                timeout: HealthCheckConfig::DEFAULT_TIMEOUT,
+                down_after: HealthCheckConfig::DEFAULT_DOWN_AFTER,
+                up_after: HealthCheckConfig::DEFAULT_UP_AFTER,
+            })
+        );
+
+        // A bare connect: no path written.
+        let opts = WizardOptions {
+            output: dir.path().join("tcp"),
+            health_check: Some(WizardHealthCheck {
+                port: 80,
+                http_path: None,
+            }),
+            ..Default::default()
+        };
+        let report = run(&opts, &mut rand::rngs::StdRng::seed_from_u64(3)).expect("wizard");
+        let cfg = Config::load_allowing_placeholders(&report.config_path).expect("loads");
+        let check = cfg.services[0].health_check.clone().expect("checks on");
+        assert_eq!((check.port, check.http_path), (80, None));
+
+        // Off: nothing written.
+        let opts = WizardOptions {
+            output: dir.path().join("off"),
+            ..Default::default()
+        };
+        let report = run(&opts, &mut rand::rngs::StdRng::seed_from_u64(3)).expect("wizard");
+        let text = fs::read_to_string(&report.config_path).expect("read");
+        assert!(!text.contains("health-check"), "{text}");
+
+        // Refused before anything is written.
+        for bad in [
+            WizardHealthCheck {
+                port: 0,
+                http_path: None,
+            },
+            WizardHealthCheck {
+                port: 80,
+                http_path: Some("healthz".into()),
+            },
+        ] {
+            let out = dir.path().join("bad");
+            let opts = WizardOptions {
+                output: out.clone(),
+                health_check: Some(bad.clone()),
+                ..Default::default()
+            };
+            assert!(
+                matches!(
+                    run(&opts, &mut rand::rngs::StdRng::seed_from_u64(3)),
+                    Err(WizardError::BadOptions(_))
+                ),
+                "{bad:?}"
+            );
+            assert!(!out.exists(), "{bad:?}");
+        }
+    }
+
+    /// The wizard's `http-path` rule is the loader's: each path the one accepts, the other
+    /// does, and the same for refusals.
+    #[test]
+    fn http_path_rule_matches_the_loader() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = WizardOptions {
+            output: dir.path().join("o"),
+            health_check: Some(WizardHealthCheck {
+                port: 80,
+                http_path: Some("/x".into()),
+            }),
+            ..Default::default()
+        };
+        let report = run(&opts, &mut rand::rngs::StdRng::seed_from_u64(5)).expect("wizard");
+        let written = fs::read_to_string(&report.config_path).expect("read");
+        let long = format!("/{}", "a".repeat(MAX_HTTP_PATH_LEN - 1));
+        let too_long = format!("/{}", "a".repeat(MAX_HTTP_PATH_LEN));
+        for path in [
+            "/",
+            "/healthz",
+            "/status?full=1",
+            "/%20x",
+            long.as_str(),
+            too_long.as_str(),
+            "healthz",
+            "",
+            "/a b",
+            "/a\tb",
+            "/a\u{7f}",
+            "/caf\u{e9}",
+            "/a\u{a0}b",
+        ] {
+            let quoted = serde_yaml::to_string(path).expect("yaml");
+            let text = written.replace(
+                "http-path: /x",
+                &format!("http-path: {}", quoted.trim_end()),
+            );
+            fs::write(&report.config_path, &text).expect("write");
+            let loader_accepts = match Config::load_allowing_placeholders(&report.config_path) {
+                Ok(_) => true,
+                Err(ConfigError::Invalid { problems, .. }) => {
+                    assert!(
+                        problems.iter().all(|p| p.message.contains("http-path")),
+                        "{path:?}: {problems:?}"
+                    );
+                    false
+                }
+                Err(e) => panic!("{path:?}: {e}"),
+            };
+            assert_eq!(is_valid_http_path(path), loader_accepts, "{path:?}");
+        }
     }
 
     #[test]

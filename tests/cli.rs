@@ -1276,6 +1276,12 @@ fn wizard_exit_codes() {
         (&["-s", "0"], 64, "at least 1"),
         (&["-t", "a/b"], 64, "--tag"),
         (&["--key", "junk.key", "-s", "2"], 64, "--services 1"),
+        (
+            &["--health-check-path", "healthz"],
+            64,
+            "--health-check-path \"healthz\": an HTTP path must start with `/`",
+        ),
+        (&["--health-check-port", "0"], 64, "1 to 65535"),
     ];
     for (cmd, prefix) in [(OB, &["config"][..]), (OB_CONFIG, &[][..])] {
         for (i, (args, code, says)) in cases.iter().enumerate() {
@@ -1380,6 +1386,93 @@ fn wizard_ports_reach_backend() {
         text.contains("backend port: 443 -> 127.0.0.1:8080"),
         "{text}"
     );
+}
+
+/// Health checks asked for with the wizard's flags are written as the service's
+/// `health-check:` (port defaulting to the virtual port, the HTTP path if given, nothing
+/// else); `check` reads them back without a warning. Both binaries take the flags.
+#[test]
+fn wizard_turns_on_health_checks() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config_text = |dir: &str| {
+        std::fs::read_to_string(tmp.path().join(dir).join("config.yaml")).expect("config")
+    };
+    let (out, text) = run(
+        OB,
+        &[
+            "config",
+            "--no-interactive",
+            "--output",
+            "http",
+            "--service-virtual-port",
+            "8080",
+            "--health-check-path",
+            "/healthz",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("Health checks are on")
+            && text.contains("an HTTP GET of /healthz at port 8080")
+            && !text.contains("must serve port"),
+        "{text}"
+    );
+    let yaml = config_text("http");
+    assert!(
+        yaml.contains("  health-check:\n    port: 8080\n    http-path: /healthz\n"),
+        "{yaml}"
+    );
+    assert!(!yaml.contains("interval"), "defaults are left out: {yaml}");
+    let config = tmp.path().join("http/config.yaml");
+    fill_in(&config, &[("node1", BACKEND_A), ("node2", BACKEND_B)]);
+    let (out, text) = run(OB, &["check", "-c", "http/config.yaml"], tmp.path());
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("warning"), "{text}");
+
+    // On with the defaults: the virtual port, a bare connect.
+    let (out, text) = run(
+        OB_CONFIG,
+        &["--no-interactive", "--output", "tcp", "--health-check"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    let yaml = config_text("tcp");
+    assert!(yaml.contains("  health-check:\n    port: 80\n"), "{yaml}");
+    assert!(!yaml.contains("http-path"), "{yaml}");
+
+    // A port of its own: the backends must serve it too.
+    let (out, text) = run(
+        OB,
+        &[
+            "config",
+            "--no-interactive",
+            "--output",
+            "port",
+            "--service-virtual-port",
+            "443",
+            "--health-check-port",
+            "8443",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("must serve port 8443 too"), "{text}");
+    assert!(
+        config_text("port").contains("  health-check:\n    port: 8443\n"),
+        "{}",
+        config_text("port")
+    );
+
+    // Off unless asked for.
+    let (out, text) = run(
+        OB,
+        &["config", "--no-interactive", "--output", "off"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("Health checks"), "{text}");
+    assert!(!config_text("off").contains("health-check"));
 }
 
 /// `backend` on an instance whose address is filled in never invents a HiddenServiceDir

@@ -4,8 +4,8 @@ use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 
 use anyhow::Result;
-use onionbalance::config::BackendPort;
-use onionbalance::wizard::{self, BackendLayout, WizardError, WizardOptions};
+use onionbalance::config::{BackendPort, HealthCheckConfig};
+use onionbalance::wizard::{self, BackendLayout, WizardError, WizardHealthCheck, WizardOptions};
 use onionbalance::OnionAddress;
 
 use super::logging::Level;
@@ -52,6 +52,19 @@ pub struct ConfigArgs {
     /// `onionbalance backend` when not 127.0.0.1:80.
     #[arg(long, default_value = "127.0.0.1:80", value_name = "TARGET", value_parser = parse_service_target)]
     pub service_target: String,
+    /// Turn on health checks (ours): the daemon probes each backend through Tor, at its own
+    /// onion address, and leaves the ones that fail out of the descriptor. A probe opens a
+    /// connection to --health-check-port (default: --service-virtual-port), or requests
+    /// --health-check-path.
+    #[arg(long)]
+    pub health_check: bool,
+    /// The backends' port to probe (implies --health-check); default: --service-virtual-port.
+    #[arg(long, value_name = "PORT")]
+    pub health_check_port: Option<u16>,
+    /// Probe with an HTTP GET of this path, e.g. /healthz, which passes on a status below
+    /// 400 (implies --health-check); default: a probe passes when the connection opens.
+    #[arg(long, value_name = "PATH")]
+    pub health_check_path: Option<String>,
     /// Log level: debug, info, warning, error or critical (upstream's -v).
     #[arg(short = 'v', long = "verbosity", value_name = "LEVEL", default_value = "info", value_parser = Level::parse)]
     pub verbosity: Level,
@@ -82,9 +95,10 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
         import_key: args.key.clone(),
         addresses: Vec::new(),
         backend_port: backend_port(args),
+        health_check: health_check(args),
     };
     if !args.no_interactive && std::io::stdin().is_terminal() {
-        prompt(&mut opts)?;
+        prompt(&mut opts, args.service_virtual_port)?;
     }
     let report = wizard::run(&opts, &mut rand::rng()).map_err(categorize)?;
     println!("Wrote {}", report.config_path.display());
@@ -113,11 +127,56 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
             print!("\n{}", setup.torrc);
         }
     }
+    if let Some(check) = &opts.health_check {
+        print!(
+            "\n{}",
+            health_check_summary(check, args.service_virtual_port)
+        );
+    }
     println!(
         "\nThen check the config with:  onionbalance check -c {}",
         report.config_path.display()
     );
     Ok(())
+}
+
+/// The health checks the flags ask for: any of the three turns them on.
+fn health_check(args: &ConfigArgs) -> Option<WizardHealthCheck> {
+    (args.health_check || args.health_check_port.is_some() || args.health_check_path.is_some())
+        .then(|| WizardHealthCheck {
+            port: args.health_check_port.unwrap_or(args.service_virtual_port),
+            http_path: args.health_check_path.clone(),
+        })
+}
+
+/// What the health checks written mean for the backends.
+fn health_check_summary(check: &WizardHealthCheck, virtual_port: u16) -> String {
+    let probe = match &check.http_path {
+        Some(path) => format!(
+            "an HTTP GET of {path} at port {} (a status below 400 passes)",
+            check.port
+        ),
+        None => format!(
+            "a connection to port {} (it passes when it opens)",
+            check.port
+        ),
+    };
+    let mut text = format!(
+        "Health checks are on: every {} the daemon probes each backend through Tor, at the \
+         backend's own onion address, with {probe}; a backend that fails {} probes in a row \
+         leaves the descriptor until it passes again (`onionbalance status` shows each \
+         backend's health).\n",
+        humantime::format_duration(HealthCheckConfig::DEFAULT_INTERVAL),
+        HealthCheckConfig::DEFAULT_DOWN_AFTER,
+    );
+    if check.port != virtual_port {
+        text.push_str(&format!(
+            "The backends must serve port {} too: add a `HiddenServicePort {} <target>` line \
+             to each backend's onion service.\n",
+            check.port, check.port
+        ));
+    }
+    text
 }
 
 /// The ports to store in the config: `None` for the defaults (the file then stays in
@@ -146,8 +205,9 @@ fn categorize(e: WizardError) -> anyhow::Error {
     }
 }
 
-/// Asks for each option on the terminal, with the flags' values as defaults.
-fn prompt(opts: &mut WizardOptions) -> Result<()> {
+/// Asks for each option on the terminal, with the flags' values as defaults;
+/// `virtual_port` is the port clients connect to, the default port to probe.
+fn prompt(opts: &mut WizardOptions, virtual_port: u16) -> Result<()> {
     let out = ask("Output directory", &opts.output.display().to_string())?;
     opts.output = PathBuf::from(out);
     if opts.import_key.is_none() {
@@ -204,7 +264,59 @@ fn prompt(opts: &mut WizardOptions) -> Result<()> {
         }
         opts.addresses.push(addrs);
     }
+    opts.health_check = prompt_health_check(opts.health_check.take(), virtual_port)?;
     Ok(())
+}
+
+/// Asks whether to turn on health checks and, if so, the port and the HTTP path, with
+/// `given` (from the flags) as the defaults.
+fn prompt_health_check(
+    given: Option<WizardHealthCheck>,
+    virtual_port: u16,
+) -> Result<Option<WizardHealthCheck>> {
+    let on = ask_yes_no(
+        "Turn on health checks (probe each backend through Tor; leave out the ones that fail)?",
+        given.is_some(),
+    )?;
+    if !on {
+        return Ok(None);
+    }
+    let default_port = given.as_ref().map_or(virtual_port, |g| g.port);
+    let port = loop {
+        match ask("Port to probe on each backend", &default_port.to_string())?.parse::<u16>() {
+            Ok(p) if p > 0 => break p,
+            _ => eprintln!("  please enter a port, 1 to 65535"),
+        }
+    };
+    let default_path = given.and_then(|g| g.http_path).unwrap_or_default();
+    let http_path = loop {
+        let path = ask(
+            "HTTP path to request, e.g. /healthz (empty: only open a connection)",
+            &default_path,
+        )?;
+        if path.is_empty() {
+            break None;
+        }
+        if wizard::is_valid_http_path(&path) {
+            break Some(path);
+        }
+        eprintln!("  {path:?}: a path starts with `/` and has no spaces");
+    };
+    Ok(Some(WizardHealthCheck { port, http_path }))
+}
+
+/// Asks a yes/no question; an empty answer is `default`.
+fn ask_yes_no(question: &str, default: bool) -> Result<bool> {
+    let hint = if default { "Y/n" } else { "y/N" };
+    loop {
+        let answer = ask(&format!("{question} [{hint}]"), "")?;
+        match answer.to_ascii_lowercase().as_str() {
+            "" => return Ok(default),
+            "y" | "yes" => return Ok(true),
+            "n" | "no" => return Ok(false),
+            _ => eprintln!("  please answer y or n"),
+        }
+    }
 }
 
 /// Prints `question [default]: ` and reads a line.
