@@ -101,23 +101,7 @@ fn load(target: &Target) -> Result<(Config, usize)> {
             cfg.services.len(),
             cfg.services.len()
         ),
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=cfg.services.len()).contains(&n) => n - 1,
-            Ok(n) => bail!(
-                "--service {n}: {} has services 1 to {}",
-                cfg.path.display(),
-                cfg.services.len()
-            ),
-            Err(_) => {
-                let wanted = s.trim().trim_end_matches(".onion");
-                cfg.services
-                    .iter()
-                    .position(|svc| svc.address().to_string().trim_end_matches(".onion") == wanted)
-                    .with_context(|| {
-                        format!("--service {s}: no service of {} has this frontend address", cfg.path.display())
-                    })?
-            }
-        },
+        Some(s) => super::service_arg::index(&cfg, s)?,
     };
     Ok((cfg, index))
 }

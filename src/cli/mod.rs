@@ -13,6 +13,7 @@ pub mod gen_cmd;
 pub mod logging;
 pub mod run_cmd;
 mod sd_notify;
+pub mod service_arg;
 pub mod status_cmd;
 mod status_table;
 pub mod upstream;
