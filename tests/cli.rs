@@ -585,6 +585,222 @@ fn valid_config(dir: &Path) -> std::path::PathBuf {
     config
 }
 
+/// The drain flag of each instance of each service, as the daemon reads the config.
+fn drain_flags(config: &Path) -> Vec<Vec<(String, bool)>> {
+    onionbalance::config::Config::load(config)
+        .expect("the config loads")
+        .services
+        .iter()
+        .map(|s| {
+            s.instances
+                .iter()
+                .map(|i| (i.name.clone(), i.drain))
+                .collect()
+        })
+        .collect()
+}
+
+/// The names of the files in `dir`, sorted.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `drain` and `undrain` edit the config's text: by name or address, comments and layout
+/// kept, mode and owner kept, nothing left behind; the daemon's loader sees exactly that
+/// instance's flag change, and undraining gives back the file byte for byte. What they
+/// cannot do is refused with the file untouched: an unknown instance, a name that means two
+/// backends, an entry they cannot edit safely.
+#[test]
+fn drain_and_undrain_edit_the_config() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = valid_config(tmp.path());
+    let dir = config.parent().expect("dir").to_owned();
+    let c = config.to_str().expect("utf-8").to_owned();
+    // The operator's own comments and mode; as root, another owner (the daemon's user).
+    let original = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("  instances:\n", "  instances:   # the web servers\n")
+        .replace(
+            "  - address: nbvw",
+            "  # node2 is in the other building\n  - address: nbvw",
+        );
+    std::fs::write(&config, &original).expect("write");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let as_root = std::fs::metadata(&config).expect("meta").uid() == 0;
+    if as_root {
+        std::os::unix::fs::chown(&config, Some(65534), Some(65533)).expect("chown");
+    }
+    let owner = |path: &Path| {
+        let m = std::fs::metadata(path).expect("meta");
+        (m.uid(), m.gid(), m.mode() & 0o777)
+    };
+    let before = owner(&config);
+    let files = file_names(&dir);
+
+    let (out, text) = run(OB, &["drain", "-c", &c, "node2"], tmp.path());
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("drained node2 (nbvw")
+            && text.contains("`systemctl reload onionbalance`")
+            && text.contains("`onionbalance status`")
+            && text.contains("\"Health checks\""),
+        "{text}"
+    );
+    let drained = std::fs::read_to_string(&config).expect("config");
+    assert_eq!(
+        drained,
+        original.replace("    name: node2\n", "    name: node2\n    drain: true\n")
+    );
+    assert_eq!(
+        drain_flags(&config),
+        vec![vec![
+            ("node1".to_owned(), false),
+            ("node2".to_owned(), true)
+        ]]
+    );
+    assert_eq!(owner(&config), before, "mode and owner kept");
+    assert_eq!(file_names(&dir), files, "nothing left behind");
+    let (out, text) = run(OB, &["check", "-c", &c], tmp.path());
+    assert!(out.status.success() && !text.contains("warning"), "{text}");
+
+    // Again: nothing to do.
+    let (out, text) = run(OB, &["drain", "-c", &c, "node2"], tmp.path());
+    assert!(
+        out.status.success() && text.contains("drained already"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).expect("config"), drained);
+
+    // By address, in capitals and without `.onion`: the last backend, with a warning.
+    let upper = BACKEND_A.trim_end_matches(".onion").to_uppercase();
+    let (out, text) = run(OB, &["drain", "-c", &c, &upper], tmp.path());
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("every backend of service 1"), "{text}");
+    assert_eq!(
+        drain_flags(&config),
+        vec![vec![("node1".to_owned(), true), ("node2".to_owned(), true)]]
+    );
+
+    // Undrain both: the file as it was, byte for byte, mode and owner too.
+    for name in ["node1", "node2"] {
+        let (out, text) = run(OB, &["undrain", "-c", &c, name], tmp.path());
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains(&format!("undrained {name} (")), "{text}");
+    }
+    assert_eq!(std::fs::read_to_string(&config).expect("config"), original);
+    assert_eq!(owner(&config), before);
+    let (out, text) = run(OB, &["undrain", "-c", &c, "node1"], tmp.path());
+    assert!(
+        out.status.success() && text.contains("undrained already"),
+        "{text}"
+    );
+
+    // An unknown instance is a usage error that lists the known ones.
+    let (out, text) = run(OB, &["drain", "-c", &c, "node3"], tmp.path());
+    assert_eq!(out.status.code(), Some(64), "{text}");
+    assert!(
+        text.contains("no instance named \"node3\"") && text.contains("node1 (az6z"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).expect("config"), original);
+}
+
+/// With two services, `node1` is two backends: `drain node1` asks which, `--service` says
+/// it. An entry shared by two services through a YAML anchor cannot be drained in one
+/// without the other: refused, with what to do by hand, and the file untouched.
+#[test]
+fn drain_asks_which_backend_and_refuses_what_it_cannot_edit() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (out, text) = run(
+        OB,
+        &[
+            "config",
+            "--no-interactive",
+            "--output",
+            "cfg",
+            "-s",
+            "2",
+            "-n",
+            "1",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    let config = tmp.path().join("cfg/config.yaml");
+    let yaml = std::fs::read_to_string(&config).expect("config");
+    let at = yaml.find("TODO-node1").expect("first");
+    let yaml = format!(
+        "{}{}",
+        &yaml[..at],
+        yaml[at..]
+            .replacen("TODO-node1-onion-address", BACKEND_A, 1)
+            .replacen("TODO-node1-onion-address", BACKEND_B, 1)
+    );
+    std::fs::write(&config, &yaml).expect("write");
+    let c = config.to_str().expect("utf-8");
+
+    let (out, text) = run(OB, &["drain", "-c", c, "node1"], tmp.path());
+    assert_eq!(out.status.code(), Some(64), "{text}");
+    assert!(
+        text.contains("names 2 different backends") && text.contains("--service"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).expect("config"), yaml);
+    let (out, text) = run(
+        OB,
+        &["drain", "-c", c, "--service", "2", "node1"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        drain_flags(&config),
+        vec![
+            vec![("node1".to_owned(), false)],
+            vec![("node1".to_owned(), true)]
+        ]
+    );
+    let (out, text) = run(OB, &["undrain", "-c", c, BACKEND_B], tmp.path());
+    assert!(out.status.success(), "{text}");
+    assert_eq!(std::fs::read_to_string(&config).expect("config"), yaml);
+
+    // One entry in both services (an anchor and its alias).
+    let shared = yaml
+        .replacen(
+            &format!("  - address: {BACKEND_A}\n    name: node1\n"),
+            &format!("  - &web {{address: {BACKEND_A}, name: node1}}\n"),
+            1,
+        )
+        .replacen(
+            &format!("  - address: {BACKEND_B}\n    name: node1\n"),
+            "  - *web\n",
+            1,
+        );
+    assert_ne!(shared, yaml);
+    std::fs::write(&config, &shared).expect("write");
+    let (out, text) = run(OB, &["check", "-c", c], tmp.path());
+    assert!(out.status.success(), "{text}");
+    let (out, text) = run(
+        OB,
+        &["drain", "-c", c, "--service", "1", "node1"],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("cannot edit the instance's entry safely")
+            && text.contains("Nothing was written")
+            && text.contains("Edit it by hand")
+            && text.contains("`drain: true`"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).expect("config"), shared);
+}
+
 /// Exit codes by category: usage 64, configuration 78, run time 1, help and version 0; for
 /// both binaries.
 #[test]
@@ -982,6 +1198,8 @@ fn man_pages_and_completions() {
         "backend",
         "client-auth",
         "client-auth-add",
+        "drain",
+        "undrain",
     ] {
         let text = page(&format!("onionbalance-{sub}.1"));
         assert!(

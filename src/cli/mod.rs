@@ -8,6 +8,8 @@ pub mod check_cmd;
 pub mod client_auth_cmd;
 pub mod config_cmd;
 pub mod config_path;
+pub mod drain_cmd;
+mod drain_edit;
 pub mod exit;
 pub mod gen_cmd;
 pub mod logging;
@@ -107,6 +109,13 @@ enum Command {
     Check(check_cmd::CheckArgs),
     /// Manage the clients allowed to discover a frontend (restricted discovery).
     ClientAuth(client_auth_cmd::ClientAuthArgs),
+    /// Take a backend out of every descriptor on purpose (maintenance): gives its entry in
+    /// the config `drain: true`, keeping the file's comments and layout; the daemon applies
+    /// it on reload.
+    Drain(drain_cmd::DrainArgs),
+    /// Put a drained backend back: takes `drain: true` away from its entry in the config;
+    /// the daemon applies it on reload.
+    Undrain(drain_cmd::DrainArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions(gen_cmd::CompletionsArgs),
     /// Write the manual pages (for packagers).
@@ -152,6 +161,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         Some(Command::ClientAuth(args)) => {
             quiet_logging("warn");
             client_auth_cmd::run(&args)
+        }
+        Some(Command::Drain(args)) => {
+            quiet_logging("warn");
+            drain_cmd::run(&args, true)
+        }
+        Some(Command::Undrain(args)) => {
+            quiet_logging("warn");
+            drain_cmd::run(&args, false)
         }
         Some(Command::Check(args)) => {
             quiet_logging("warn,tor_netdir=error");
