@@ -301,16 +301,10 @@ pub fn is_valid_tag(tag: &str, instances: usize) -> bool {
     check_tag(tag, instances).is_ok()
 }
 
-/// Longest `http-path:` the config loader accepts.
-const MAX_HTTP_PATH_LEN: usize = 1024;
-
-/// True when `path` is an `http-path:` the config loader accepts: it starts with `/`, has
-/// no spaces or control characters (it goes into an HTTP request line as is) and is at most
-/// 1024 bytes. (The loader's rule; a test holds the two together.)
+/// True when `path` is an `http-path:` the config loader accepts (see
+/// [`crate::config::is_valid_http_path`]).
 pub fn is_valid_http_path(path: &str) -> bool {
-    path.starts_with('/')
-        && path.len() <= MAX_HTTP_PATH_LEN
-        && !path.chars().any(|c| c.is_whitespace() || c.is_control())
+    crate::config::is_valid_http_path(path)
 }
 
 /// Refuses health checks the config loader would refuse, before anything is read or
@@ -323,7 +317,7 @@ fn check_health_check(check: &WizardHealthCheck) -> Result<(), WizardError> {
     }
     match &check.http_path {
         Some(path) if !is_valid_http_path(path) => Err(WizardError::BadOptions(format!(
-            "--health-check-path {path:?}: an HTTP path must start with `/` and have no spaces or control characters, at most {MAX_HTTP_PATH_LEN} bytes (e.g. /healthz)"
+            "--health-check-path {path:?}: an HTTP path must start with `/` and have no spaces or control characters, at most 1024 bytes (e.g. /healthz)"
         ))),
         _ => Ok(()),
     }
@@ -742,8 +736,8 @@ mod tests {
         };
         let report = run(&opts, &mut rand::rngs::StdRng::seed_from_u64(5)).expect("wizard");
         let written = fs::read_to_string(&report.config_path).expect("read");
-        let long = format!("/{}", "a".repeat(MAX_HTTP_PATH_LEN - 1));
-        let too_long = format!("/{}", "a".repeat(MAX_HTTP_PATH_LEN));
+        let long = format!("/{}", "a".repeat(1023));
+        let too_long = format!("/{}", "a".repeat(1024));
         for path in [
             "/",
             "/healthz",

@@ -82,7 +82,7 @@ impl HealthCheckKeys {
             p => p,
         };
         let http_path = match raw.http_path {
-            Some(p) if !valid_http_path(&p) => {
+            Some(p) if !is_valid_http_path(&p) => {
                 problem(format!(
                     "`http-path:` must start with `/` and have no spaces or control characters, at most {MAX_PATH_LEN} bytes (e.g. `/healthz`)"
                 ));
@@ -182,8 +182,9 @@ impl HealthCheckKeys {
     }
 }
 
-/// True when `path` can be sent in an HTTP request line as is.
-fn valid_http_path(path: &str) -> bool {
+/// True when `path` is a usable `http-path:`: it starts with `/`, has no spaces or control
+/// characters (it goes into an HTTP request line as is) and is at most 1024 bytes.
+pub fn is_valid_http_path(path: &str) -> bool {
     path.starts_with('/')
         && path.len() <= MAX_PATH_LEN
         && !path.chars().any(|c| c.is_whitespace() || c.is_control())

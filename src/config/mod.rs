@@ -45,8 +45,8 @@ mod guard;
 mod health;
 mod raw;
 
-pub use health::HealthCheckConfig;
 use health::HealthCheckKeys;
+pub use health::{is_valid_http_path, HealthCheckConfig};
 use raw::{RawBackendPort, RawClient, RawConfig, RawService};
 
 use tor_llcrypto::pk::curve25519;

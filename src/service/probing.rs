@@ -231,7 +231,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             b.health.drain = inst.drain;
             if inst.drain {
                 info!(
-                    "{}: backend {} drained: leaving the descriptors (clients holding an older descriptor may still arrive until it expires)",
+                    "{}: backend {} drained: leaving the descriptors (clients that fetched an older descriptor may still arrive: C tor clients until the time period ends, Arti clients longer; watch the backend's own traffic before stopping it)",
                     self.frontend, b.name
                 );
             } else {
