@@ -310,3 +310,177 @@ fn report_counts(loads: &PageLoads, names: &[&str]) {
     let line: Vec<String> = counts.iter().map(|(n, c)| format!("{n}:{c}")).collect();
     eprintln!("{}: {}", loads.summary(), line.join(" "));
 }
+
+/// What health checks cost, for the README (not in CI: 76 tors, about 30 minutes): 60
+/// backends, the daemon without checks for [`COST_BASELINE`], then with HTTP checks at the
+/// defaults for [`COST_WINDOW`] after a warm-up. Counted from outside the daemon: the
+/// rendezvous circuits each backend's tor built for the probes and the bytes on them (its
+/// control port's `CIRC`/`CIRC_BW` events, purpose `HS_SERVICE_REND`: no client connects
+/// during the run, so every such circuit is a probe's); from the daemon's own status, the
+/// probes it made; and its CPU time and peak RSS with and without checks.
+/// `cargo test --release --test many_backends -- --ignored --nocapture sixty_backends_probe_cost`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "30 minutes, 76 tors: run by hand for the README's figures"]
+async fn sixty_backends_probe_cost() -> Result<()> {
+    const N: usize = 60;
+    let net = TestNet::builder()
+        .relays(RELAYS)
+        .backends(N)
+        .start()
+        .await?;
+    let tor_pids = net.tor_pids();
+    let all: Vec<usize> = (0..N).collect();
+
+    let off_dir = net.run_dir().join("frontend-unchecked");
+    let mut off = Daemon::start(&net, &off_dir, &all)?;
+    off.wait_all_backends_published().await?;
+    let cpu0 = daemon_cpu_seconds(off.pid()).context("daemon CPU time")?;
+    tokio::time::sleep(COST_BASELINE).await;
+    let cpu1 = daemon_cpu_seconds(off.pid()).context("daemon CPU time")?;
+    let off_rss = off.peak_rss_kb().unwrap_or(0);
+    off.stop()?;
+    let per_hour = |x: f64, over: Duration| x * 3600.0 / over.as_secs_f64();
+    let off_cpu_hour = per_hour(cpu1 - cpu0, COST_BASELINE);
+
+    let on_dir = net.run_dir().join("frontend-checked");
+    Daemon::write_config(&net, &on_dir, &all)?;
+    let config = on_dir.join("config.yaml");
+    let yaml = std::fs::read_to_string(&config)?.replacen(
+        "- key: frontend.key\n",
+        "- key: frontend.key\n  health-check:\n    port: 80\n    http-path: /\n",
+        1,
+    );
+    std::fs::write(&config, yaml)?;
+    let mut on = Daemon::launch(&net, &on_dir, &[], &[])?;
+    on.wait_all_backends_published().await?;
+    tokio::time::sleep(COST_WARM_UP).await;
+    let before = on.status().await?;
+    let down: Vec<&str> = before["services"][0]["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["health"] != "up")
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    if !down.is_empty() {
+        bail!("after the warm-up, backends not up: {down:?}\n{before:#}");
+    }
+    let mut watchers = Vec::new();
+    for i in 0..N {
+        let ctl = net.backend_control(i).await?;
+        watchers.push(tokio::spawn(count_rend_circuits(ctl, COST_WINDOW)));
+    }
+    let cpu0 = daemon_cpu_seconds(on.pid()).context("daemon CPU time")?;
+    let mut counts = Vec::new();
+    for w in watchers {
+        counts.push(w.await.context("watcher task")??);
+    }
+    let cpu1 = daemon_cpu_seconds(on.pid()).context("daemon CPU time")?;
+    let after = on.status().await?;
+    let probes = |doc: &serde_json::Value| -> u64 {
+        doc["services"][0]["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|i| i["probes"].as_object().into_iter().flatten())
+            .filter_map(|(_, n)| n.as_u64())
+            .sum()
+    };
+    let probes = probes(&after) - probes(&before);
+    let new_circuits: usize = counts.iter().map(|c| c.built).sum();
+    let bytes: u64 = counts.iter().map(|c| c.bytes).sum();
+    let backends_hours = N as f64 * COST_WINDOW.as_secs_f64() / 3600.0;
+    eprintln!(
+        "probe cost over {:.0} min with {N} backends (HTTP GET every 30 s):\n  \
+         {:.0} probes per backend per hour (daemon's count)\n  \
+         {:.2} new rendezvous circuits per backend per hour (backends' tors; {} in all, open \
+         at the start: {})\n  \
+         {:.0} kB per backend per hour on those circuits ({:.0} cells of 509 bytes)\n  \
+         daemon CPU: {:.1} s per hour with checks, {:.1} s per hour without\n  \
+         daemon peak RSS: {} kB with checks, {} kB without",
+        COST_WINDOW.as_secs_f64() / 60.0,
+        probes as f64 / backends_hours,
+        new_circuits as f64 / backends_hours,
+        new_circuits,
+        counts.iter().map(|c| c.open_at_start).sum::<usize>(),
+        bytes as f64 / 1000.0 / backends_hours,
+        bytes as f64 / 509.0 / backends_hours,
+        per_hour(cpu1 - cpu0, COST_WINDOW),
+        off_cpu_hour,
+        on.peak_rss_kb().unwrap_or(0),
+        off_rss
+    );
+    on.stop()?;
+    drop(net);
+    assert_no_process_left(&tor_pids);
+    Ok(())
+}
+
+/// How long the daemon runs without checks, for the baseline.
+const COST_BASELINE: Duration = Duration::from_secs(5 * 60);
+/// Time for every backend's first probes (circuits built) before counting.
+const COST_WARM_UP: Duration = Duration::from_secs(2 * 60);
+/// How long circuits and bytes are counted with checks on: longer than Arti's 10-minute
+/// retention of an unused rendezvous circuit, so a circuit rebuilt by design would show.
+const COST_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// What one backend's tor saw of rendezvous circuits during a window.
+struct RendCircuits {
+    /// Service-side rendezvous circuits open when the window began.
+    open_at_start: usize,
+    /// Service-side rendezvous circuits built during the window.
+    built: usize,
+    /// Bytes read and written on service-side rendezvous circuits during the window.
+    bytes: u64,
+}
+
+/// Counts a backend's service-side rendezvous circuits (`PURPOSE=HS_SERVICE_REND`) and
+/// their traffic for `window`, from its control port.
+async fn count_rend_circuits(
+    mut ctl: support::control::ControlConnection,
+    window: Duration,
+) -> Result<RendCircuits> {
+    ctl.command_ok("SETEVENTS CIRC CIRC_BW").await?;
+    let status = ctl.getinfo("circuit-status").await?;
+    let mut rend: std::collections::HashSet<String> = status
+        .lines()
+        .filter(|l| l.contains("PURPOSE=HS_SERVICE_REND"))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    let open_at_start = rend.len();
+    let (mut built, mut bytes) = (0, 0);
+    let deadline = Instant::now() + window;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(event) = tokio::time::timeout(left, ctl.next_event()).await else {
+            break;
+        };
+        for line in event?.lines {
+            let words: Vec<&str> = line.text.split_whitespace().collect();
+            match words.as_slice() {
+                ["CIRC", id, "BUILT", rest @ ..] if rest.contains(&"PURPOSE=HS_SERVICE_REND") => {
+                    built += 1;
+                    rend.insert((*id).to_owned());
+                }
+                ["CIRC_BW", rest @ ..] => {
+                    let field = |k: &str| {
+                        rest.iter()
+                            .find_map(|w| w.strip_prefix(k))
+                            .map(str::to_owned)
+                    };
+                    if field("ID=").is_some_and(|id| rend.contains(&id)) {
+                        for k in ["READ=", "WRITTEN="] {
+                            bytes += field(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(RendCircuits {
+        open_at_start,
+        built,
+        bytes,
+    })
+}
