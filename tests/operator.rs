@@ -279,6 +279,50 @@ async fn operator_features_on_a_private_network() -> Result<()> {
     );
     std::fs::write(dir.join("config.yaml"), &good)?;
 
+    // 6b. `drain` edits the config and reloads the daemon itself (found by its status socket,
+    // signalled only because it is an onionbalance process); `undrain` puts the file back as
+    // it was, byte for byte, and reloads again.
+    let name = net.backend_name(1).to_owned();
+    for (command, health) in [("drain", "draining"), ("undrain", "unchecked")] {
+        let mark = d.log_text().len();
+        let out = Command::new(BIN)
+            .args([command, name.as_str(), "-c"])
+            .arg(dir.join("config.yaml"))
+            .env_remove("ONIONBALANCE_STATUS_SOCKET_LOCATION")
+            .output()?;
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{command}: {said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            said.contains(&format!("reloaded the daemon (process {}, ", d.pid())),
+            "{command}: {said}"
+        );
+        let line = d
+            .wait_log(mark, "removed,", Duration::from_secs(10))
+            .await?;
+        assert!(line.contains("1 changed"), "{command}: {line}");
+        // The runner takes the new instances just after the reload's summary is logged.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let instances = d.instances().await?;
+            let shown = instances
+                .iter()
+                .find(|i| i["name"] == name.as_str())
+                .map(|i| i["health"].clone());
+            if shown == Some(serde_json::json!(health)) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{command}: {name} is not {health} 10 s after the reload: {instances:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(std::fs::read_to_string(dir.join("config.yaml"))?, good);
+
     // 7. check --online passes for the instance backends.
     std::fs::write(
         dir.join("check-arti.toml"),

@@ -8,6 +8,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use super::reload;
 use anyhow::{bail, Context as _, Result};
 use onionbalance::client_auth::{self, ClientSecret};
 use onionbalance::config::{Config, ServiceConfig};
@@ -70,6 +71,10 @@ pub struct Target {
     /// when the config has several.
     #[arg(long, value_name = "N|ADDRESS")]
     pub service: Option<String>,
+    /// Only change the files: do not reload the running daemon (to reload once after
+    /// several changes).
+    #[arg(long)]
+    pub no_reload: bool,
 }
 
 /// Runs the subcommand.
@@ -163,7 +168,7 @@ fn add(target: &Target, name: &str, key: Option<&str>, output: Option<&Path>) ->
         index + 1,
         file.display()
     );
-    println!("reload the daemon to publish it: `systemctl reload onionbalance`, or send SIGHUP to its process");
+    reload_unless(target, &cfg, "the new client");
     if let Some(secret) = secret {
         print_client_instructions(svc, name, &secret, output);
     }
@@ -274,7 +279,7 @@ fn remove(target: &Target, name: &str) -> Result<bool> {
     }
     std::fs::remove_file(&file).with_context(|| format!("cannot remove {}", file.display()))?;
     println!("removed client {name:?} ({})", file.display());
-    println!("reload the daemon to publish descriptors without it: `systemctl reload onionbalance`, or send SIGHUP to its process");
+    reload_unless(target, &cfg, "the removal");
     println!(
         "(a client keeps a descriptor it already fetched until it fails or its time period ends)"
     );
@@ -285,6 +290,18 @@ fn remove(target: &Target, name: &str) -> Result<bool> {
         );
     }
     Ok(true)
+}
+
+/// Reloads the daemon serving `cfg` unless `target` says not to, and says what happened.
+fn reload_unless(target: &Target, cfg: &Config, what: &str) {
+    if target.no_reload {
+        println!(
+            "not reloaded (--no-reload): reload the daemon to apply {what}: {}",
+            reload::BY_HAND
+        );
+    } else {
+        reload::report(&reload::reload_daemon(cfg), what);
+    }
 }
 
 /// Creates `dir` (mode 0700) if missing.

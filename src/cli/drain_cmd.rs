@@ -20,6 +20,7 @@ use onionbalance::config::Config;
 use super::config_path::{self, Announce};
 use super::drain_edit::{self, Outcome, Place};
 use super::exit;
+use super::reload;
 
 /// Options of `onionbalance drain` and `onionbalance undrain`.
 #[derive(Debug, Clone, clap::Args)]
@@ -35,6 +36,10 @@ pub struct DrainArgs {
     /// Default: every service that lists the backend.
     #[arg(long, value_name = "N|ADDRESS")]
     pub service: Option<String>,
+    /// Only edit the config: do not reload the running daemon (to reload once after
+    /// several changes).
+    #[arg(long)]
+    pub no_reload: bool,
 }
 
 /// Drains (`drained`) or undrains the instance `args` names.
@@ -88,7 +93,14 @@ pub fn run(args: &DrainArgs, drained: bool) -> Result<bool> {
             cfg.path.display()
         );
     }
-    println!("reload the daemon to apply it: `systemctl reload onionbalance`, or send SIGHUP to its process");
+    if args.no_reload {
+        println!(
+            "not reloaded (--no-reload): reload the daemon to apply it: {}",
+            reload::BY_HAND
+        );
+    } else {
+        reload::report(&reload::reload_daemon(&cfg), "the change");
+    }
     let names: BTreeSet<&str> = changed
         .iter()
         .map(|p| cfg.services[p.service].instances[p.instance].name.as_str())

@@ -13,6 +13,7 @@ mod drain_edit;
 pub mod exit;
 pub mod gen_cmd;
 pub mod logging;
+mod reload;
 pub mod run_cmd;
 mod sd_notify;
 pub mod service_arg;
