@@ -516,17 +516,33 @@ fn restricted_descriptor_is_read_only_by_authorized_clients() {
     let middle = |d: &onionbalance::descriptor::BuiltDescriptor| {
         auth_client_lines(&d.text, &d.blind_id, &fk.subcredential(), d.revision)
     };
+    // Whole lines would differ even if everything but the random IV were reused: compare the
+    // client ids (derived from the build's ephemeral key for real clients, random for the
+    // padding) and the ephemeral key itself.
     let first = middle(&built);
-    assert_eq!(first.len(), AUTH_CLIENT_MULTIPLE);
+    assert_eq!(first.client_ids.len(), AUTH_CLIENT_MULTIPLE);
     let again = engine
         .build(&p, &[&snapshot], t, &mut r)
         .expect("rebuild")
         .descriptor;
     let second = middle(&again);
-    assert_eq!(second.len(), AUTH_CLIENT_MULTIPLE);
+    assert_eq!(second.client_ids.len(), AUTH_CLIENT_MULTIPLE);
+    assert_ne!(
+        first.ephemeral_key, second.ephemeral_key,
+        "a fresh ephemeral key in each build"
+    );
     assert!(
-        first.iter().all(|l| !second.contains(l)),
-        "every entry is fresh in each build"
+        first
+            .client_ids
+            .iter()
+            .all(|id| !second.client_ids.contains(id)),
+        "every client id (real and padding) is fresh in each build"
+    );
+    let distinct: HashSet<&String> = first.client_ids.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        AUTH_CLIENT_MULTIPLE,
+        "no client id repeats within a build"
     );
 
     // A client removed from the list cannot read the next build; the others still can.
@@ -562,7 +578,7 @@ fn restricted_descriptor_is_read_only_by_authorized_clients() {
 /// variant is encrypted to the authorized clients, readable by each and by nobody else.
 #[test]
 fn every_variant_is_restricted_to_the_authorized_clients() {
-    use onionbalance::client_auth::ClientSecret;
+    use onionbalance::client_auth::{ClientSecret, AUTH_CLIENT_MULTIPLE};
     use onionbalance::descriptor::RingFacts;
     use tor_hscrypto::pk::{HsClientDescEncKeypair, HsClientDescEncSecretKey};
     use tor_llcrypto::pk::rsa::RsaIdentity;
@@ -600,29 +616,71 @@ fn every_variant_is_restricted_to_the_authorized_clients() {
             client.public(),
             HsClientDescEncSecretKey::from(client.secret.as_ref().clone()),
         )));
+    let fk = FrontendPeriodKeys::derive(&frontend, p.time_period).expect("derive");
+    let mut ephemeral_keys = HashSet::new();
+    let mut client_ids = HashSet::new();
     for v in &built.variants {
         let snap = intake(&with_key, &v.descriptor.text, t, DEFAULT_MAX_DESCRIPTOR_LEN)
             .expect("the authorized client reads every variant");
         assert_eq!(snap.intro_points.len(), v.descriptor.intro_points);
         assert!(intake(&plain, &v.descriptor.text, t, DEFAULT_MAX_DESCRIPTOR_LEN).is_err());
+        // Each variant is padded on its own, with its own ephemeral key and client ids: the
+        // variants of one period cannot be linked through their auth-client entries.
+        let m = auth_client_lines(
+            &v.descriptor.text,
+            &v.descriptor.blind_id,
+            &fk.subcredential(),
+            v.descriptor.revision,
+        );
+        assert_eq!(
+            m.client_ids.len(),
+            AUTH_CLIENT_MULTIPLE,
+            "padded per variant"
+        );
+        assert!(
+            ephemeral_keys.insert(m.ephemeral_key),
+            "an ephemeral key reused"
+        );
+        for id in m.client_ids {
+            assert!(client_ids.insert(id), "a client id reused across variants");
+        }
     }
 }
 
-/// The `auth-client` lines of a descriptor's middle layer, decrypted with what any client of
-/// the service knows (rend-spec-v3 §2.5.3), by the layer code written out independently of
+/// What a descriptor's middle layer says about its clients, as anyone who knows the address
+/// reads it.
+struct MiddleLayer {
+    /// The `desc-auth-ephemeral-key` value.
+    ephemeral_key: String,
+    /// The client-id field of each `auth-client` line, in order.
+    client_ids: Vec<String>,
+}
+
+/// The client entries of a descriptor's middle layer, decrypted with what any client of the
+/// service knows (rend-spec-v3 §2.5.3), by the layer code written out independently of
 /// Arti's parser.
 fn auth_client_lines(
     text: &str,
     blind_id: &HsBlindId,
     subcredential: &Subcredential,
     revision: RevisionCounter,
-) -> Vec<String> {
-    onionbalance::descriptor::layers::middle_plaintext(text, blind_id, subcredential, revision)
-        .expect("middle layer decrypts with the address alone")
-        .lines()
-        .filter(|l| l.starts_with("auth-client "))
-        .map(str::to_owned)
-        .collect()
+) -> MiddleLayer {
+    let plain =
+        onionbalance::descriptor::layers::middle_plaintext(text, blind_id, subcredential, revision)
+            .expect("middle layer decrypts with the address alone");
+    let field = |line: &str| line.split_whitespace().nth(1).map(str::to_owned);
+    MiddleLayer {
+        ephemeral_key: plain
+            .lines()
+            .find(|l| l.starts_with("desc-auth-ephemeral-key "))
+            .and_then(field)
+            .expect("a desc-auth-ephemeral-key line"),
+        client_ids: plain
+            .lines()
+            .filter(|l| l.starts_with("auth-client "))
+            .map(|l| field(l).expect("auth-client has a client id"))
+            .collect(),
+    }
 }
 
 /// A backend can sign certificates with any date, such as the year 20000: intake keeps the
