@@ -13,9 +13,10 @@
 //! * refuses, rather than truncates, a descriptor larger than the network's maximum.
 //!
 //! The revision counter is the order-preserving encryption (OPE) of the number of seconds
-//! since the start of the shared-random period, keyed by the blinded secret key, exactly as C
-//! tor and Arti compute it: it grows with time without any stored state and does not mark our
-//! descriptors as Onionbalance's. Two builds in the same second would get the same counter, and
+//! since the start of the shared-random period, keyed by the blinded secret key, as Arti's
+//! `tor-hsservice` computes it (C tor derives its OPE key differently, from a hash over a
+//! prefix and the whole blinded secret key, so the values differ but behave alike): it grows
+//! with time without any stored state and does not mark our descriptors as Onionbalance's. Two builds in the same second would get the same counter, and
 //! HSDirs reject a counter equal to the one they hold, so callers pass the last counter they
 //! used and get a strictly larger one.
 
@@ -62,8 +63,8 @@ impl FrontendPeriodKeys {
             .keypair()
             .compute_blinded_key(period)
             .map_err(|e| BuildError::Blinding(Arc::new(e)))?;
-        // As C tor and tor-hsservice: the OPE key is the first 32 bytes of the blinded
-        // expanded secret key.
+        // As tor-hsservice: the OPE key is the first 32 bytes of the blinded expanded secret
+        // key (C tor hashes a prefix and the whole key instead).
         let ope = {
             // The blinded keypair is not `Clone`; derive it a second time to consume it.
             let (_, for_ope, _) = frontend
