@@ -647,6 +647,73 @@ fn every_variant_is_restricted_to_the_authorized_clients() {
     }
 }
 
+/// Many authorized clients: each adds an entry to every descriptor, and past about a hundred
+/// a descriptor with 20 intro points exceeds the network's 50,000 bytes. The engine then
+/// lists fewer intro points per descriptor instead of failing (which would stop publication
+/// and let what is on the HSDirs expire): every variant fits and every client reads it.
+#[test]
+fn many_authorized_clients_get_fewer_intro_points_not_no_descriptor() {
+    use onionbalance::client_auth::ClientSecret;
+    use onionbalance::descriptor::{RingFacts, MAX_INTRO_POINTS};
+    use tor_hscrypto::pk::{HsClientDescEncKeypair, HsClientDescEncSecretKey};
+    use tor_llcrypto::pk::rsa::RsaIdentity;
+
+    let mut r = rng(14);
+    let t = now();
+    let p = current(t);
+    let snapshots: Vec<_> = (0..10)
+        .map(|_| {
+            let b = SyntheticBackend::generate(&mut r, 3);
+            let text = b.descriptor(&p, t, &mut r).expect("backend descriptor");
+            let keys = BackendKeys::derive(b.address(), p.time_period).expect("keys");
+            intake(&keys, &text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect("intake")
+        })
+        .collect();
+    let refs: Vec<_> = snapshots.iter().collect();
+    let hsdirs: Vec<RsaIdentity> = (1..=8u8).map(|i| RsaIdentity::from([i; 20])).collect();
+    let ring = RingFacts {
+        upload: &hsdirs,
+        fetch: &hsdirs[..6],
+    };
+    let frontend = Arc::new(FrontendKey::generate(&mut r));
+    let clients: Vec<ClientSecret> = (0..200)
+        .map(|_| ClientSecret::generate(frontend.address(), &mut r))
+        .collect();
+    let mut engine = Engine::new(frontend.clone());
+    engine.set_authorized_clients(Some(clients.iter().map(|c| *c.public()).collect()));
+    let built = engine
+        .build_variants(&p, &refs, &ring, t, &mut r)
+        .expect("a descriptor despite 200 clients");
+    assert!(
+        built.intro_point_limit < MAX_INTRO_POINTS,
+        "200 clients should not fit beside 20 intro points"
+    );
+    let plain = BackendKeys::derive(frontend.address(), p.time_period).expect("keys");
+    for v in &built.variants {
+        assert!(v.descriptor.text.len() <= DEFAULT_MAX_DESCRIPTOR_LEN);
+        assert!(v.descriptor.intro_points <= built.intro_point_limit);
+        assert!(v.descriptor.intro_points > 0);
+    }
+    for c in [&clients[0], &clients[199]] {
+        let keys = plain
+            .clone()
+            .with_client_key(Arc::new(HsClientDescEncKeypair::new(
+                c.public(),
+                HsClientDescEncSecretKey::from(c.secret.as_ref().clone()),
+            )));
+        for v in &built.variants {
+            intake(&keys, &v.descriptor.text, t, DEFAULT_MAX_DESCRIPTOR_LEN)
+                .expect("every client reads every variant");
+        }
+    }
+    // Without clients the same backends fill descriptors of up to 20.
+    engine.set_authorized_clients(None);
+    let open = engine
+        .build_variants(&p, &refs, &ring, t, &mut r)
+        .expect("open build");
+    assert_eq!(open.intro_point_limit, MAX_INTRO_POINTS);
+}
+
 /// What a descriptor's middle layer says about its clients, as anyone who knows the address
 /// reads it.
 struct MiddleLayer {

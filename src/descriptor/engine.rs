@@ -48,6 +48,10 @@ pub struct BuiltVariants {
     /// The plan, with backend indices into the snapshots given to
     /// [`Engine::build_variants`] (its `left_out` includes the unusable ones).
     pub plan: VariantPlan,
+    /// The most intro points one descriptor could hold: [`MAX_INTRO_POINTS`], or fewer when
+    /// a descriptor with that many would exceed the network's maximum size (many
+    /// authorized clients, each with its own entry).
+    pub intro_point_limit: usize,
 }
 
 /// The frontend's descriptor state for one service.
@@ -171,17 +175,30 @@ impl Engine {
     ) -> Result<BuiltVariants, BuildError> {
         let usable_idx = usable(snapshots, now);
         let usable: Vec<&BackendSnapshot> = usable_idx.iter().map(|&i| snapshots[i]).collect();
-        let mut plan = plan_variants(&usable, ring, MAX_INTRO_POINTS, rng);
-        if plan.variants.is_empty() {
-            return Err(BuildError::NoIntroPoints);
-        }
         let keys = self.period_keys(period.time_period)?;
         let revision = self.next_revision(&keys, period, now)?;
-        let variants = plan
-            .variants
-            .iter()
-            .map(|chosen| self.build_one(&keys, &usable, &usable_idx, chosen, revision, now, rng))
-            .collect::<Result<Vec<Built>, BuildError>>()?;
+        // Each authorized client adds an entry to every descriptor: with many, 20 intro
+        // points no longer fit in the network's maximum size. Fewer intro points per
+        // descriptor, rather than no descriptor at all (what is published would expire).
+        let mut limit = MAX_INTRO_POINTS;
+        let (mut plan, variants) = loop {
+            let plan = plan_variants(&usable, ring, limit, rng);
+            if plan.variants.is_empty() {
+                return Err(BuildError::NoIntroPoints);
+            }
+            let built = plan
+                .variants
+                .iter()
+                .map(|chosen| {
+                    self.build_one(&keys, &usable, &usable_idx, chosen, revision, now, rng)
+                })
+                .collect::<Result<Vec<Built>, BuildError>>();
+            match built {
+                Ok(variants) => break (plan, variants),
+                Err(BuildError::TooLarge(_)) if limit > 1 => limit -= 1,
+                Err(e) => return Err(e),
+            }
+        };
         self.raise_revision_floor(period.time_period, revision);
         // Indices in the plan are into `usable`; callers know `snapshots`.
         for list in &mut plan.variants {
@@ -195,7 +212,11 @@ impl Engine {
         let left_out_unusable = (0..snapshots.len()).filter(|i| !usable_idx.contains(i));
         plan.left_out.extend(left_out_unusable);
         plan.left_out.sort_unstable();
-        Ok(BuiltVariants { variants, plan })
+        Ok(BuiltVariants {
+            variants,
+            plan,
+            intro_point_limit: limit,
+        })
     }
 
     /// The revision counter for a build of `period` at `now`: above every one used before.

@@ -843,6 +843,16 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 .build_variants(&period, &refs, &ring, wall, &mut self.rng)
             {
                 Ok(built) => {
+                    if built.intro_point_limit < crate::descriptor::MAX_INTRO_POINTS {
+                        warn!(
+                            "{}: time period {}: with {} authorized clients a descriptor holds at most {} intro points (the network's size limit is {} bytes): fewer backends per descriptor",
+                            self.frontend,
+                            tp.interval_num(),
+                            self.engine.authorized_clients().map_or(0, <[_]>::len),
+                            built.intro_point_limit,
+                            self.engine.max_len()
+                        );
+                    }
                     let publication = publication(built, &names, &fetch);
                     if let Some(rev) = publication.revision() {
                         if let Err(e) = self.store.record(tp, rev) {
