@@ -1647,6 +1647,13 @@ fn wizard_turns_on_health_checks() {
     let (out, text) = run(OB, &["check", "-c", "http/config.yaml"], tmp.path());
     assert!(out.status.success(), "{text}");
     assert!(!text.contains("warning"), "{text}");
+    // `check` shows each instance's resolved check (the defaults filled in).
+    assert!(
+        text.contains(
+            "(probed: GET /healthz on port 8080 every 30s, timeout 20s, down after 2, up after 1)"
+        ),
+        "{text}"
+    );
 
     // On with the defaults: the virtual port, a bare connect.
     let (out, text) = run(

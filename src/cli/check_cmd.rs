@@ -75,7 +75,19 @@ fn offline(path: &Path) -> Option<Config> {
                     s.key_path.display()
                 );
                 for inst in &s.instances {
-                    println!("  instance {:<12} {}", inst.name, inst.address);
+                    let mut notes = Vec::new();
+                    if let Some(h) = &inst.health_check {
+                        notes.push(describe_health_check(h));
+                    }
+                    if inst.drain {
+                        notes.push("drained".to_owned());
+                    }
+                    let notes = if notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  ({})", notes.join("; "))
+                    };
+                    println!("  instance {:<12} {}{notes}", inst.name, inst.address);
                 }
                 if let Some(p) = &s.backend_port {
                     println!(
@@ -181,4 +193,20 @@ async fn online(args: &CheckArgs, cfg: &Config) -> Result<bool> {
         verdicts.len()
     );
     Ok(failed == 0)
+}
+
+/// A health check as `check` shows it, e.g. "probed: GET /healthz on port 80 every 30s,
+/// timeout 20s, down after 2, up after 1".
+fn describe_health_check(h: &onionbalance::config::HealthCheckConfig) -> String {
+    let what = match &h.http_path {
+        Some(path) => format!("GET {path} on port {}", h.port),
+        None => format!("connect to port {}", h.port),
+    };
+    format!(
+        "probed: {what} every {}, timeout {}, down after {}, up after {}",
+        humantime::format_duration(h.interval),
+        humantime::format_duration(h.timeout),
+        h.down_after,
+        h.up_after
+    )
 }
