@@ -103,6 +103,10 @@ pub struct PeriodStatus {
     pub built_at: Option<SystemTime>,
     /// Intro points in it (with several variants: in all of them together).
     pub intro_points: usize,
+    /// When a descriptor could not hold 20 intro points within the network's size limit
+    /// (many authorized clients), the most it could hold; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intro_point_limit: Option<usize>,
     /// The backends it lists (with several variants: listed by any of them).
     pub backends: Vec<String>,
     /// The descriptors of this period: one, or one per HSDir clients fetch from when one

@@ -50,6 +50,12 @@ pub fn table(doc: &Value) -> String {
                 .map(s)
                 .collect();
             let _ = writeln!(out, "    lists: {}", listed.join(", "));
+            if let Some(limit) = p["introPointLimit"].as_u64() {
+                let _ = writeln!(
+                    out,
+                    "    at most {limit} intro points per descriptor: with this many authorized clients 20 exceed the network's size limit"
+                );
+            }
             let variants = p["variants"].as_array().map_or(&[][..], |v| &v[..]);
             if variants.len() > 1 {
                 for (i, v) in variants.iter().enumerate() {
@@ -228,7 +234,8 @@ mod tests {
     fn table_shows_health() {
         let doc = serde_json::json!({
             "services": [{
-                "onionAddress": "f.onion", "phase": "publishing", "periods": [], "failOpen": true,
+                "onionAddress": "f.onion", "phase": "publishing", "failOpen": true,
+                "periods": [{"timePeriod": 1, "introPointLimit": 12}],
                 "instances": [
                     {"name": "web1", "health": "up", "listed": true,
                      "lastProbe": {"ok": true, "latencyMs": 412, "kind": "ok"}},
@@ -242,6 +249,10 @@ mod tests {
         });
         let out = table(&doc);
         assert!(out.contains("FAILING OPEN"), "{out}");
+        assert!(
+            out.contains("at most 12 intro points per descriptor"),
+            "{out}"
+        );
         let line = |name: &str| {
             out.lines()
                 .find(|l| l.trim_start().starts_with(name))

@@ -72,6 +72,9 @@ pub(crate) struct Publication {
     /// With several variants, the fetch HSDirs they were planned for (sorted): when the ring
     /// changes, the plan must be made again, or a variant could end up where nobody fetches.
     pub planned_fetch: Option<Vec<RsaIdentity>>,
+    /// The most intro points one descriptor could hold (below 20 with many authorized
+    /// clients: see [`crate::descriptor::BuiltVariants::intro_point_limit`]).
+    pub intro_point_limit: usize,
 }
 
 impl Publication {

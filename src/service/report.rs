@@ -161,6 +161,11 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                     .as_ref()
                     .map(|pb| pb.left_out.clone())
                     .unwrap_or_default(),
+                intro_point_limit: p
+                    .published
+                    .as_ref()
+                    .map(|pb| pb.intro_point_limit)
+                    .filter(|&n| n < crate::descriptor::MAX_INTRO_POINTS),
                 hsdirs: p.hsdirs.len(),
                 hsdirs_accepted: p.accepted(),
                 hsdirs_failed: p.failed(),
@@ -270,6 +275,7 @@ pub(super) fn publication(
         .copied()
         .collect();
     let planned_fetch = (!built.plan.is_single()).then(|| fetch.to_vec());
+    let intro_point_limit = built.intro_point_limit;
     Publication {
         variants: built
             .variants
@@ -286,6 +292,7 @@ pub(super) fn publication(
             .map(|&i| names[i].clone())
             .collect(),
         planned_fetch,
+        intro_point_limit,
     }
 }
 
