@@ -16,7 +16,7 @@ use super::{Done, InFlight, ServiceRunner};
 use crate::config::InstanceConfig;
 use crate::descriptor::BackendSnapshot;
 use crate::events::Event;
-use crate::health::state::{ProbeResult, Transition};
+use crate::health::state::{ProbeResult, Transition, Verdict};
 use crate::health::{HealthSignal, Monitor, ProbeError};
 use crate::net::DirTransport;
 use crate::onion::OnionAddress;
@@ -128,7 +128,13 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 ProbeResult::Passed
             }
             Err(e) => {
-                info!("{front}: backend {name}: probe failed: {e}");
+                // Once a backend is down, each further failure is old news: not at info
+                // level every interval for as long as it stays down.
+                if matches!(b.health.probes.verdict(), Verdict::Down(_)) {
+                    debug!("{front}: backend {name}: probe failed: {e}");
+                } else {
+                    info!("{front}: backend {name}: probe failed: {e}");
+                }
                 ProbeResult::Failed(e.to_string())
             }
         };
