@@ -255,6 +255,44 @@ impl Backend {
         outcome
     }
 
+    /// A fetch for `period` starts at `now`.
+    pub(crate) fn fetch_started(&mut self, now: Instant) {
+        self.fetching = true;
+        self.last_fetch_started = Some(now);
+    }
+
+    /// A fetch for `period` that was due could not even start (no keys for the period, no
+    /// HSDir ring): it counts as a fetch that failed with `error`, so it is retried on the
+    /// usual schedule, not in a loop.
+    pub(crate) fn fetch_impossible(
+        &mut self,
+        period: TimePeriod,
+        error: String,
+        now: Instant,
+        wall: SystemTime,
+    ) {
+        self.last_fetch_started = Some(now);
+        self.fetch_ended(period, Some(error), false, now, wall);
+    }
+
+    /// A fetch for `period` ended at `now`: `error` is its problem (cleared by `None`), and
+    /// `answered` says whether an HSDir answered (with a descriptor or "not found"), which
+    /// counts as having asked the backend.
+    pub(crate) fn fetch_ended(
+        &mut self,
+        period: TimePeriod,
+        error: Option<String>,
+        answered: bool,
+        now: Instant,
+        wall: SystemTime,
+    ) {
+        if let Some(st) = self.period_mut(period) {
+            st.last_error = error;
+            st.answered |= answered;
+        }
+        self.fetch_finished(period, now, wall);
+    }
+
     /// Records that a fetch for `period` finished at `now` (whatever its outcome).
     pub(crate) fn fetch_finished(&mut self, period: TimePeriod, now: Instant, wall: SystemTime) {
         self.fetching = false;

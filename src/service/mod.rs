@@ -627,18 +627,15 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             let keys = match &st.keys {
                 Ok(k) => k.clone(),
                 Err(e) => {
-                    st.last_error = Some(crate::error::report(e));
-                    b.last_fetch_started = Some(now);
-                    b.fetch_finished(period, now, wall);
+                    let error = crate::error::report(e);
+                    b.fetch_impossible(period, error, now, wall);
                     continue;
                 }
             };
             let hsdirs = match fetch::hsdirs_for(netdir, &keys, &mut self.rng) {
                 Ok(h) => h,
                 Err(e) => {
-                    st.last_error = Some(crate::error::report(&e));
-                    b.last_fetch_started = Some(now);
-                    b.fetch_finished(period, now, wall);
+                    b.fetch_impossible(period, crate::error::report(&e), now, wall);
                     continue;
                 }
             };
@@ -648,8 +645,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 attempt_timeout: self.timing.fetch_attempt_timeout,
                 max_len: self.engine.max_len(),
             };
-            b.fetching = true;
-            b.last_fetch_started = Some(now);
+            b.fetch_started(now);
             self.fetches_in_flight += 1;
             self.last_fetch_wall = Some(wall);
             let (runtime, transport, netdir) =
@@ -735,13 +731,9 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 error = Some(msg);
             }
         }
-        if let Some(st) = b.period_mut(report.period) {
-            st.last_error = error;
-            // A fetch that failed everywhere (no circuit, timeouts) has not asked the backend
-            // anything: the first publication keeps waiting for it (bounded).
-            st.answered |= answered;
-        }
-        b.fetch_finished(report.period, now, wall);
+        // A fetch that failed everywhere (no circuit, timeouts) has not asked the backend
+        // anything: the first publication keeps waiting for it (bounded).
+        b.fetch_ended(report.period, error, answered, now, wall);
     }
 
     /// The backends whose HSDirs have not yet answered for period `tp` (with a descriptor or
