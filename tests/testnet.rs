@@ -21,6 +21,8 @@ use arti_client::config::TorClientConfigBuilder;
 use arti_client::{StreamPrefs, TorClient};
 use support::{fixtures, http, TestNet};
 
+/// The path the backends' web servers answer with `200 ok`.
+const HEALTH_PATH: &str = "/healthz";
 /// Time budget for one request through Arti, retries included.
 const ARTI_FETCH_BUDGET: Duration = Duration::from_secs(30);
 /// How long one Arti attempt may take before retrying on a fresh isolation group.
@@ -33,6 +35,7 @@ async fn backends_are_reachable_on_a_private_network() -> Result<()> {
         .authorities(3)
         .relays(5)
         .backends(2)
+        .web_health_path(Some(HEALTH_PATH))
         .start()
         .await?;
     let ready = t0.elapsed();
@@ -116,6 +119,58 @@ async fn backends_are_reachable_on_a_private_network() -> Result<()> {
     );
     eprintln!(
         "phase backend restart + fetch: {:.1} s",
+        phase.elapsed().as_secs_f64()
+    );
+
+    // A backend's web server alone stops and starts again on the same port while its tor
+    // runs on: a page load fails at once in between (the backend's tor cannot connect; C tor
+    // 0.4.9 answers the client's SOCKS request with "general failure", 0x01, measured here),
+    // and the server counts every request it got, by path. (Each load is one attempt: the
+    // harness must show the failure, not retry past it.)
+    let phase = Instant::now();
+    let address = net.backend_address(0).to_owned();
+    let before = net.backend_web_requests(0)?.len();
+    let health = net
+        .fetch_once(&address, HEALTH_PATH, Duration::from_secs(30))
+        .await?;
+    assert_eq!(health.body, http::HEALTH_BODY, "the health path's answer");
+    net.stop_backend_web(0)?;
+    assert!(!net.backend_web_is_running(0));
+    let t = Instant::now();
+    let refused = net
+        .fetch_once(&address, "/", Duration::from_secs(30))
+        .await
+        .err()
+        .context("a page load reached a stopped web server")?;
+    assert!(
+        format!("{refused:#}").contains("SOCKS CONNECT")
+            && format!("{refused:#}").contains("(0x01)"),
+        "not refused at the backend: {refused:#}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "a stopped web server should fail a page load at once, not stall it: {:?}",
+        t.elapsed()
+    );
+    net.start_backend_web(0)?;
+    let body = net
+        .fetch_once(&address, "/", Duration::from_secs(30))
+        .await?;
+    assert_eq!(
+        body.trim(),
+        format!("hello from backend {}", net.backend_name(0))
+    );
+    let requests: Vec<Option<String>> = net.backend_web_requests(0)?[before..]
+        .iter()
+        .map(|r| r.path().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        requests,
+        [Some(HEALTH_PATH.to_owned()), Some("/".to_owned())],
+        "what the web server counted"
+    );
+    eprintln!(
+        "phase web server stop + start: {:.1} s",
         phase.elapsed().as_secs_f64()
     );
 

@@ -27,6 +27,13 @@
 //! and [`TestNet::fetch_once`] is one page load, never retried: the one to measure
 //! availability with.
 //!
+//! # Failures a test can cause
+//! [`TestNet::stop_backend`] / [`TestNet::kill_backend`] / [`TestNet::start_backend`] for a
+//! backend's tor; [`TestNet::stop_backend_web`] / [`TestNet::start_backend_web`] for its web
+//! server alone (tor keeps running and forwards to a port that refuses connections; the
+//! server comes back on the same port). [`TestNetBuilder::web_health_path`] gives the web
+//! servers a path a health check can ask for.
+//!
 //! # What it records
 //! * Every `HS_DESC` event of every backend, across restarts
 //!   ([`TestNet::backend_hs_desc_events`], [`TestNet::backend_uploads_acknowledged`]).
@@ -36,6 +43,13 @@
 //! * The descriptor the C tor client holds for an address
 //!   ([`TestNet::client_cached_descriptor`]), readable with [`read_descriptor`] (period,
 //!   revision, intro points with their relays).
+//! * What reached each backend's web server: every connection it accepted, with the request
+//!   on it ([`TestNet::backend_web_requests`]), across restarts of the server.
+//! * With [`TestNetBuilder::observer`]: what every HSDir serves for an address, fetched by a
+//!   second C tor client that does nothing else ([`Observer::hsdir_copies`]), so that the
+//!   client the requests go through keeps the cache a real client would have.
+//! * A backend's circuits, from its tor's `CIRC` events ([`TestNet::watch_backend_circuits`]):
+//!   its rendezvous circuits are what connections to it cost it.
 //!
 //! # What C tor 0.4.9 backends publish here (measured, 8-minute periods)
 //! Time period `k` starts at `480 k + 240` (Unix seconds); shared-random runs start at
@@ -121,6 +135,10 @@ pub struct TestNetBuilder {
     disable_vanguards: bool,
     /// Keep the run directory after the network stops.
     keep_run_dir: bool,
+    /// A path the backends' HTTP servers answer with `200 ok` (a health check's path).
+    web_health_path: Option<String>,
+    /// Whether to start a second C tor client, the observer.
+    observer: bool,
 }
 
 impl Default for TestNetBuilder {
@@ -133,6 +151,8 @@ impl Default for TestNetBuilder {
             frontend_address: None,
             disable_vanguards: false,
             keep_run_dir: std::env::var_os(KEEP_ENV).is_some(),
+            web_health_path: None,
+            observer: false,
         }
     }
 }
@@ -184,6 +204,23 @@ impl TestNetBuilder {
     /// unless the environment variable `ONIONBALANCE_TESTNET_KEEP` is set).
     pub fn keep_run_dir(mut self, keep: bool) -> Self {
         self.keep_run_dir = keep;
+        self
+    }
+
+    /// A path (`/healthz`) that every backend's HTTP server answers with `200` and
+    /// [`http::HEALTH_BODY`], for health checks to ask (default: none; every path, this one
+    /// too, gets the page `hello from backend <name>`).
+    pub fn web_health_path(mut self, path: Option<&str>) -> Self {
+        self.web_health_path = path.map(str::to_owned);
+        self
+    }
+
+    /// Also start the observer: a second C tor client that only fetches descriptors from
+    /// HSDirs ([`TestNet::hsdir_copies`]), so that watching what the HSDirs serve never
+    /// touches the descriptor cache or circuits of the client the page loads go through
+    /// (default: no observer).
+    pub fn observer(mut self, observer: bool) -> Self {
+        self.observer = observer;
         self
     }
 
@@ -312,7 +349,8 @@ impl TorNode {
 struct Backend {
     /// Its tor process.
     node: TorNode,
-    /// Its HTTP server (runs while the network exists, also while tor is stopped).
+    /// Its HTTP server: runs while the network exists, also while tor is stopped, unless a
+    /// test stops it ([`TestNet::stop_backend_web`]).
     http: HttpServer,
     /// Its address, with `.onion` (known once tor has started the first time).
     address: String,
@@ -351,6 +389,8 @@ pub struct TestNet {
     client: TorNode,
     /// The client's SOCKS port.
     socks_port: u16,
+    /// The observer, a second C tor client, if the builder asked for it.
+    observer: Option<TorNode>,
     /// The onion services.
     backends: Vec<Backend>,
     /// The frontend address (with `.onion`) the instances serve.
@@ -525,6 +565,11 @@ impl TestNet {
         }
         let client_control = ports.allocate()?;
         let socks_port = ports.allocate()?;
+        let observer_ports = if cfg.observer {
+            Some((ports.allocate()?, ports.allocate()?))
+        } else {
+            None
+        };
         let n_backends = cfg.backends + cfg.plain_backends;
         let mut backend_controls = Vec::with_capacity(n_backends);
         for _ in 0..n_backends {
@@ -609,12 +654,29 @@ impl TestNet {
         let mut client = write_node("client".into(), client_dir, client_control, &t)?;
         client.reserved = ports.take(&[client_control, socks_port]);
 
+        // The observer: a client like the one above, used only for descriptor fetches.
+        let observer = match observer_ports {
+            Some((control, socks)) => {
+                let dir = root.join("observer");
+                make_private_dir(&dir)?;
+                let mut t = common(&dir, "observer", control);
+                torrc::client(&mut t, socks);
+                let mut node = write_node("observer".into(), dir, control, &t)?;
+                node.reserved = ports.take(&[control, socks]);
+                Some(node)
+            }
+            None => None,
+        };
+
         // Backends, with their HTTP servers and ob_config files.
         let mut backends = Vec::with_capacity(n_backends);
         for (i, &control_port) in backend_controls.iter().enumerate() {
             let instance = i < cfg.backends;
             let name = format!("backend{i}");
-            let http = HttpServer::start(format!("hello from backend {name}\n"))?;
+            let http = HttpServer::start_with_health(
+                format!("hello from backend {name}\n"),
+                cfg.web_health_path.clone(),
+            )?;
             let dir = root.join(&name);
             make_private_dir(&dir)?;
             let hs_dir = dir.join("hs");
@@ -659,6 +721,7 @@ impl TestNet {
             relays,
             client,
             socks_port,
+            observer,
             backends,
             frontend_address,
             frontend_key_path,
@@ -718,6 +781,9 @@ impl TestNet {
         clock.done("consensus");
 
         self.client.spawn()?;
+        if let Some(observer) = &mut self.observer {
+            observer.spawn()?;
+        }
         for i in 0..self.backends.len() {
             self.backends[i].node.spawn()?;
         }
@@ -744,6 +810,13 @@ impl TestNet {
             "testnet: client bootstrapped {:.1} s after start",
             spawned.elapsed().as_secs_f64()
         );
+        if self.observer.is_some() {
+            self.wait_for_observer(client_deadline).await?;
+            eprintln!(
+                "testnet: observer bootstrapped {:.1} s after start",
+                spawned.elapsed().as_secs_f64()
+            );
+        }
         clock.done("client + backends");
         Ok(())
     }
@@ -798,21 +871,14 @@ impl TestNet {
 
     /// Waits until the client reports 100 % bootstrap.
     async fn wait_for_client(&mut self, deadline: Instant) -> Result<()> {
-        let mut ctl = self.client.control(deadline).await?;
-        let mut phase = String::new();
-        loop {
-            self.client.check_alive()?;
-            phase = ctl.getinfo("status/bootstrap-phase").await.unwrap_or(phase);
-            if phase.contains("PROGRESS=100") {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "the client did not bootstrap in time (last: {phase})\n{}",
-                    self.client.log_tail()
-                );
-            }
-            sleep(Duration::from_millis(250)).await;
+        wait_for_bootstrap(&mut self.client, deadline).await
+    }
+
+    /// Waits until the observer (if any) reports 100 % bootstrap.
+    async fn wait_for_observer(&mut self, deadline: Instant) -> Result<()> {
+        match &mut self.observer {
+            Some(node) => wait_for_bootstrap(node, deadline).await,
+            None => Ok(()),
         }
     }
 
@@ -1087,6 +1153,31 @@ impl TestNet {
         Ok(())
     }
 
+    /// Stops backend `i`'s HTTP server, as when an operator's web server crashes: its tor
+    /// keeps running, and connections it forwards to the server are refused. The port stays
+    /// reserved for [`start_backend_web`](Self::start_backend_web).
+    pub fn stop_backend_web(&mut self, i: usize) -> Result<()> {
+        self.backend_mut(i)?.http.stop()
+    }
+
+    /// Starts backend `i`'s stopped HTTP server again, on the same port (the one its tor
+    /// forwards to), with the same answers.
+    pub fn start_backend_web(&mut self, i: usize) -> Result<()> {
+        self.backend_mut(i)?.http.start_again()
+    }
+
+    /// Whether backend `i`'s HTTP server runs.
+    pub fn backend_web_is_running(&self, i: usize) -> bool {
+        self.backend(i).is_ok_and(|b| b.http.is_running())
+    }
+
+    /// Every connection backend `i`'s HTTP server accepted since the network started (across
+    /// its restarts), with the request on each, in the order they were accepted: what reached
+    /// the web server, counted from its side.
+    pub fn backend_web_requests(&self, i: usize) -> Result<Vec<http::Request>> {
+        Ok(self.backend(i)?.http.requests())
+    }
+
     /// Whether backend `i`'s tor was started and not stopped (it may have exited by itself).
     pub fn backend_is_running(&self, i: usize) -> bool {
         self.backend(i).is_ok_and(|b| b.node.child.is_some())
@@ -1256,6 +1347,7 @@ impl TestNet {
         self.relays
             .iter()
             .chain(std::iter::once(&self.client))
+            .chain(self.observer.iter())
             .chain(self.backends.iter().map(|b| &b.node))
     }
 
@@ -1458,6 +1550,268 @@ impl TestNet {
     }
 }
 
+/// What one HSDir answered the observer's fetch of one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HsDirAnswer {
+    /// A descriptor, as the HSDir served it, and when it arrived.
+    Descriptor {
+        /// The descriptor text.
+        text: String,
+        /// When the observer reported it (`HS_DESC_CONTENT`).
+        at: SystemTime,
+    },
+    /// `404`: it holds no descriptor of the address for the observer's time period.
+    NotFound,
+    /// Anything else (another status, a failed circuit, no answer in time): why.
+    Failed(String),
+}
+
+/// One HSDir's answer to the observer for one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HsDirCopy {
+    /// The HSDir's name (`auth0`, `relay3`).
+    pub name: String,
+    /// Its RSA identity.
+    pub hsdir: RsaIdentity,
+    /// What it answered.
+    pub answer: HsDirAnswer,
+}
+
+/// A C tor `CIRC` control event (control-spec), as a backend's tor sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircEvent {
+    /// When the harness read it.
+    pub at: SystemTime,
+    /// The circuit's ID (per tor process).
+    pub id: String,
+    /// `LAUNCHED`, `BUILT`, `EXTENDED`, `FAILED`, `CLOSED`.
+    pub status: String,
+    /// Its `PURPOSE=` (`HS_SERVICE_REND` for a service's rendezvous circuits), if given.
+    pub purpose: Option<String>,
+}
+
+/// The `CIRC` events of one backend's tor, recorded from the moment
+/// [`TestNet::watch_backend_circuits`] was called until that tor stops.
+#[derive(Debug, Clone, Default)]
+pub struct CircuitLog(Arc<Mutex<Vec<CircEvent>>>);
+
+impl CircuitLog {
+    /// Every event so far, in order.
+    pub fn events(&self) -> Vec<CircEvent> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Circuits launched with `purpose` within `since..until`.
+    pub fn launched(&self, purpose: &str, since: SystemTime, until: SystemTime) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| {
+                e.status == "LAUNCHED"
+                    && e.purpose.as_deref() == Some(purpose)
+                    && e.at >= since
+                    && e.at < until
+            })
+            .count()
+    }
+}
+
+/// The observer of a network (see [`TestNetBuilder::observer`]): a C tor client that only
+/// fetches descriptors. A handle that can be cloned and moved into tasks; it holds no
+/// connection (each call opens its own).
+#[derive(Debug, Clone)]
+pub struct Observer {
+    /// Its control port on 127.0.0.1.
+    control_port: u16,
+    /// Its control cookie.
+    cookie: PathBuf,
+    /// Every HSDir of the network (all authorities and relays), with its name.
+    relays: Vec<(String, RsaIdentity)>,
+}
+
+impl Observer {
+    /// Has the observer fetch the descriptor of each of
+    /// `onions` from every HSDir of the network (`HSFETCH <address> SERVER=...`, one 3-hop
+    /// directory fetch per HSDir, as any C tor client makes for the time period its consensus
+    /// is in), and returns each HSDir's answer as it came (`HS_DESC_CONTENT`), per address in
+    /// the order given, HSDirs in [`TestNet::relay_identities`] order. An
+    /// HSDir not responsible for an address answers [`HsDirAnswer::NotFound`]; one that has
+    /// not answered within `within` is [`HsDirAnswer::Failed`].
+    ///
+    /// The observer's descriptor cache takes what it fetches (C tor stores a fetched
+    /// descriptor unless it holds a higher revision), but the answers are what each HSDir
+    /// sent, not what the cache keeps. The client the page loads go through is not involved.
+    pub async fn hsdir_copies(
+        &self,
+        onions: &[&str],
+        within: Duration,
+    ) -> Result<Vec<Vec<HsDirCopy>>> {
+        let relays = &self.relays;
+        let mut ctl = ControlConnection::connect_when_ready(
+            self.control_port,
+            &self.cookie,
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await
+        .context("control port of the observer")?;
+        ctl.command_ok("SETEVENTS HS_DESC HS_DESC_CONTENT").await?;
+        let bares: Vec<String> = onions
+            .iter()
+            .map(|o| {
+                o.trim()
+                    .strip_suffix(".onion")
+                    .unwrap_or(o.trim())
+                    .to_owned()
+            })
+            .collect();
+        let servers: Vec<String> = relays
+            .iter()
+            .map(|(_, id)| format!("SERVER=${}", id.as_hex_upper()))
+            .collect();
+        for bare in &bares {
+            ctl.command_ok(&format!("HSFETCH {bare} {}", servers.join(" ")))
+                .await?;
+        }
+        // (address index, HSDir index) -> final answer; a FAILED event waits for the
+        // content event that C tor sends after it (empty then), which ends the fetch.
+        let mut answers: HashMap<(usize, usize), HsDirAnswer> = HashMap::new();
+        let mut failed: HashMap<(usize, usize), String> = HashMap::new();
+        let total = bares.len() * relays.len();
+        let deadline = Instant::now() + within;
+        let locate = |address: &str, hsdir: &str| {
+            let a = bares.iter().position(|b| b == address)?;
+            let fp = hsdir.strip_prefix('$')?.get(..40)?;
+            let h = relays
+                .iter()
+                .position(|(_, id)| id.as_hex_upper().eq_ignore_ascii_case(fp))?;
+            Some((a, h))
+        };
+        while answers.len() < total {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(event) = timeout(left, ctl.next_event()).await else {
+                break;
+            };
+            let event = event.context("the observer's control connection")?;
+            let Some(first) = event.lines.first() else {
+                continue;
+            };
+            let words: Vec<&str> = first.text.split_whitespace().collect();
+            match words.as_slice() {
+                ["HS_DESC_CONTENT", address, _desc_id, hsdir, ..] => {
+                    let Some(key) = locate(address, hsdir) else {
+                        continue;
+                    };
+                    let text = first.data.clone().unwrap_or_default();
+                    let answer = if !text.trim().is_empty() {
+                        HsDirAnswer::Descriptor {
+                            text,
+                            at: SystemTime::now(),
+                        }
+                    } else {
+                        match failed.remove(&key) {
+                            Some(reason) if reason == "REASON=NOT_FOUND" => HsDirAnswer::NotFound,
+                            Some(reason) => HsDirAnswer::Failed(reason),
+                            None => HsDirAnswer::Failed("an empty answer".into()),
+                        }
+                    };
+                    answers.entry(key).or_insert(answer);
+                }
+                ["HS_DESC", "FAILED", address, _auth, hsdir, rest @ ..] => {
+                    if let Some(key) = locate(address, hsdir) {
+                        let reason = rest
+                            .iter()
+                            .find(|w| w.starts_with("REASON="))
+                            .map_or("FAILED", |w| w);
+                        failed.insert(key, (*reason).to_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut out = Vec::with_capacity(bares.len());
+        for a in 0..bares.len() {
+            let mut copies = Vec::with_capacity(relays.len());
+            for (h, (name, id)) in relays.iter().enumerate() {
+                let answer = answers.remove(&(a, h)).unwrap_or_else(|| {
+                    HsDirAnswer::Failed(match failed.remove(&(a, h)) {
+                        Some(reason) => format!("{reason} (no content event within {within:?})"),
+                        None => format!("no answer within {within:?}"),
+                    })
+                });
+                copies.push(HsDirCopy {
+                    name: name.clone(),
+                    hsdir: *id,
+                    answer,
+                });
+            }
+            out.push(copies);
+        }
+        Ok(out)
+    }
+}
+
+/// How the observer and the backends' circuits are watched.
+impl TestNet {
+    /// A handle on the observer (see [`TestNetBuilder::observer`]) that can be moved into a
+    /// task of its own: [`Observer::hsdir_copies`].
+    pub fn observer(&self) -> Result<Observer> {
+        let node = self
+            .observer
+            .as_ref()
+            .context("the network has no observer (TestNetBuilder::observer)")?;
+        Ok(Observer {
+            control_port: node.control_port,
+            cookie: node.dir.join("control_auth_cookie"),
+            relays: self.relay_identities()?,
+        })
+    }
+
+    /// [`Observer::hsdir_copies`] on this network's observer.
+    pub async fn hsdir_copies(
+        &self,
+        onions: &[&str],
+        within: Duration,
+    ) -> Result<Vec<Vec<HsDirCopy>>> {
+        self.observer()?.hsdir_copies(onions, within).await
+    }
+
+    /// Records backend `i`'s `CIRC` events (every circuit its tor launches, builds and
+    /// closes, with its purpose) from now until its tor stops: a service's rendezvous
+    /// circuits (`HS_SERVICE_REND`) are what connections to it cost it, counted from its
+    /// side.
+    pub async fn watch_backend_circuits(&self, i: usize) -> Result<CircuitLog> {
+        let mut ctl = self.backend_control(i).await?;
+        ctl.command_ok("SETEVENTS CIRC").await?;
+        let log = CircuitLog::default();
+        let into = Arc::clone(&log.0);
+        tokio::spawn(async move {
+            while let Ok(event) = ctl.next_event().await {
+                for line in &event.lines {
+                    let words: Vec<&str> = line.text.split_whitespace().collect();
+                    if words.len() < 3 || words[0] != "CIRC" {
+                        continue;
+                    }
+                    let purpose = words
+                        .iter()
+                        .find_map(|w| w.strip_prefix("PURPOSE="))
+                        .map(str::to_owned);
+                    into.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(CircEvent {
+                            at: SystemTime::now(),
+                            id: words[1].to_owned(),
+                            status: words[2].to_owned(),
+                            purpose,
+                        });
+                }
+            }
+        });
+        Ok(log)
+    }
+}
+
 impl Drop for TestNet {
     fn drop(&mut self) {
         let mut children: Vec<(String, Child)> = Vec::new();
@@ -1465,6 +1819,7 @@ impl Drop for TestNet {
             .relays
             .iter_mut()
             .chain(std::iter::once(&mut self.client))
+            .chain(self.observer.iter_mut())
             .chain(self.backends.iter_mut().map(|b| &mut b.node));
         for node in nodes {
             if let Some(child) = node.child.take() {
@@ -2019,6 +2374,27 @@ async fn record_hs_desc_events(
                 push_event(&into, e);
             }
         }
+    }
+}
+
+/// Waits until the C tor client `node` reports 100 % bootstrap.
+async fn wait_for_bootstrap(node: &mut TorNode, deadline: Instant) -> Result<()> {
+    let mut ctl = node.control(deadline).await?;
+    let mut phase = String::new();
+    loop {
+        node.check_alive()?;
+        phase = ctl.getinfo("status/bootstrap-phase").await.unwrap_or(phase);
+        if phase.contains("PROGRESS=100") {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the {} did not bootstrap in time (last: {phase})\n{}",
+                node.name,
+                node.log_tail()
+            );
+        }
+        sleep(Duration::from_millis(250)).await;
     }
 }
 
