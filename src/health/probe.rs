@@ -33,7 +33,7 @@ pub enum ProbeError {
     /// The backend's tor answered but refused the stream: nothing accepts connections at
     /// the port's target (the application is down), or the port is not configured.
     #[error(
-        "its tor refused the connection (is the application at the port's target running?): {0}"
+        "its tor could not open the connection: nothing accepts it at the port's target, or the port is not in its HiddenServicePort lines (is the application running?) [Arti: {0}]"
     )]
     Refused(Arc<arti_client::Error>),
     /// The HTTP answer's status was 400 or more.
