@@ -1,7 +1,7 @@
 //! Restricted discovery on a private Tor network: the operator authorizes clients with
 //! `onionbalance client-auth add`, gives each the private key it printed, and only those
-//! clients reach the backends through the frontend; `client-auth remove` and SIGHUP take a
-//! client's access away without a restart.
+//! clients reach the backends through the frontend; `client-auth remove`, which reloads the
+//! daemon itself, takes a client's access away without a restart.
 //!
 //! The clients are real ones and are used as such: the C tor client holds its key in a
 //! `ClientOnionAuthDir` exactly as `client-auth add` told the operator to write it, the Arti
@@ -342,9 +342,11 @@ async fn only_authorized_clients_reach_the_frontend() -> Result<()> {
         "{text}"
     );
 
-    // Alice is removed; the daemon reloads and republishes every period.
+    // Alice is removed; the command reloads the daemon (found by its status socket), which
+    // republishes every period.
     let before = revisions(&daemon.status().await?);
-    onionbalance(
+    let log_from = daemon.log_text().len();
+    let out = onionbalance(
         &[
             "client-auth",
             "remove",
@@ -355,8 +357,11 @@ async fn only_authorized_clients_reach_the_frontend() -> Result<()> {
         ],
         false,
     )?;
-    let log_from = daemon.log_text().len();
-    daemon.sighup()?;
+    let said = String::from_utf8(out.stdout)?;
+    ensure!(
+        said.contains(&format!("reloaded the daemon (process {}, ", daemon.pid())),
+        "client-auth remove did not reload the daemon:\n{said}"
+    );
     daemon
         .wait_log(
             log_from,
@@ -366,7 +371,7 @@ async fn only_authorized_clients_reach_the_frontend() -> Result<()> {
         .await?;
     let took = wait_republished(&daemon, &before).await?;
     eprintln!(
-        "republished without alice on every HSDir {:.1} s after SIGHUP",
+        "republished without alice on every HSDir {:.1} s after the reload",
         took.as_secs_f64()
     );
     ensure!(daemon.status().await?["services"][0]["authorizedClients"] == 1);
