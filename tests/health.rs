@@ -96,6 +96,10 @@ const NEW_CLIENT_LOADS: usize = 30;
 /// The wait models the time between two new users' visits; nothing in the product waits.
 const NEWNYM_GAP: Duration = Duration::from_millis(10_500);
 /// How long the C tor client may take to apply a NEWNYM (it empties its descriptor cache).
+/// The NEWNYM models a new user: a client that never fetched the frontend's descriptor and
+/// must take whatever the HSDirs serve now. The test only checks that the cache is really
+/// empty before the load (a load on the old cache would hide a descriptor still listing the
+/// failed backend); it never retries a load.
 const NEWNYM_APPLIED_WITHIN: Duration = Duration::from_secs(3);
 /// How long network B counts the probes' cost at the backends (then scaled to an hour): a
 /// dozen probes per backend at the default interval, and about as long as network A runs.
