@@ -251,12 +251,7 @@ async fn frontend_balances_two_backends() -> Result<()> {
     // Counted where refusals happen: an HSDir logs each upload it refuses for its revision
     // counter. Nothing refused: the restarted daemon never sent a counter at or below what
     // the HSDirs held (and no backend was restarted so far).
-    let refused: Vec<(String, usize)> = net
-        .hsdir_uploads_stored()?
-        .into_iter()
-        .filter(|h| !h.refused_revision.is_empty())
-        .map(|h| (h.name, h.refused_revision.len()))
-        .collect();
+    let refused = net.revision_refusals()?;
     assert!(
         refused.is_empty(),
         "HSDirs refused uploads for their revision counter: {refused:?}\n{}",

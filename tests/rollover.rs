@@ -176,12 +176,7 @@ async fn frontend_survives_a_time_period_rollover() -> Result<()> {
     assert!(body.trim().starts_with("hello from backend"), "{body:?}");
     // Counted where refusals happen: an HSDir logs each upload it refuses for its revision
     // counter, and across a rollover nothing (the daemon's nor the backends') is refused.
-    let refused: Vec<(String, usize)> = net
-        .hsdir_uploads_stored()?
-        .into_iter()
-        .filter(|h| !h.refused_revision.is_empty())
-        .map(|h| (h.name, h.refused_revision.len()))
-        .collect();
+    let refused = net.revision_refusals()?;
     assert!(
         refused.is_empty(),
         "HSDirs refused uploads for their revision counter: {refused:?}\n{}",

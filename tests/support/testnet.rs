@@ -1428,6 +1428,18 @@ impl TestNet {
         all
     }
 
+    /// The HSDirs that refused uploads for their revision counter, with how many each
+    /// refused (from their own logs, see [`TestNet::hsdir_uploads_stored`]); empty when none
+    /// did.
+    pub fn revision_refusals(&self) -> Result<Vec<(String, usize)>> {
+        Ok(self
+            .hsdir_uploads_stored()?
+            .into_iter()
+            .filter(|h| !h.refused_revision.is_empty())
+            .map(|h| (h.name, h.refused_revision.len()))
+            .collect())
+    }
+
     /// The descriptor uploads each HSDir stored and refused, from its own log, each stored
     /// one attributed to the backend that made it or to nobody (then: the frontend).
     ///
