@@ -114,6 +114,7 @@ pub mod wizard;
 
 mod fetch;
 mod files;
+mod hsdir;
 /// Moving descriptors over Tor (the transport seam).
 #[cfg(feature = "testing")]
 pub mod net;

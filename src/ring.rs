@@ -11,18 +11,7 @@ use tor_llcrypto::pk::rsa::RsaIdentity;
 use tor_netdir::NetDir;
 
 use crate::descriptor::PublishPeriod;
-
-/// One HSDir we talk to.
-#[derive(Debug, Clone)]
-// Its fields are public with the `testing` feature (tests read `id`), unreachable without.
-#[allow(unreachable_pub)]
-#[cfg_attr(feature = "testing", visibility::make(pub))]
-pub(crate) struct HsDir {
-    /// Its RSA identity: how C tor and status output name relays.
-    pub id: RsaIdentity,
-    /// How to build a circuit to it.
-    pub target: OwnedCircTarget,
-}
+pub(crate) use crate::hsdir::HsDir;
 
 /// Why the ring could not be computed.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -21,29 +21,39 @@
 //!
 //! A live C tor service re-uploads its descriptors at least every two hours, each time with a
 //! higher revision counter. A snapshot whose revision has not gone up for
-//! [`Timing::stale_after`](super::Timing::stale_after) is dropped, and that revision (or an
+//! the runner's `stale_after` (see [`Timing`](super::Timing)) is dropped, and that revision (or an
 //! older one) is never taken back: HSDirs keep a dead backend's last descriptor for hours,
 //! and fetching it again must not resurrect it. A snapshot also leaves the moment its own
 //! validity ends.
 //!
 //! # When do we fetch?
 //!
-//! One fetch per backend per [`Timing::fetch_interval`], each for the period fetched least
+//! One fetch per backend per [`FetchPacing::interval`], each for the period fetched least
 //! recently, so with two periods each is fetched every other interval. When a fetch shows a
 //! change in one period (a restart or rotation changes both), the backend's other periods
 //! are fetched at once. A period never fetched is fetched at once. While the backend has no
-//! usable descriptor the interval starts at [`Timing::fetch_retry`] and doubles up to the
-//! regular one.
+//! usable descriptor the interval starts at [`FetchPacing::retry`] and doubles up to
+//! [`FetchPacing::missing_interval`].
 
 use std::time::{Duration, Instant, SystemTime};
 
 use tor_hscrypto::time::TimePeriod;
 use tor_hscrypto::RevisionCounter;
 
-use super::Timing;
 use crate::descriptor::{BackendKeys, BackendSnapshot, IntakeError};
 use crate::health::Monitor;
 use crate::onion::OnionAddress;
+
+/// How often a backend is fetched (from [`Timing`](super::Timing)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FetchPacing {
+    /// Between two fetches of a backend that has a usable descriptor.
+    pub(crate) interval: Duration,
+    /// The first interval while it has none; doubles with each such fetch.
+    pub(crate) retry: Duration,
+    /// The longest interval while it has none.
+    pub(crate) missing_interval: Duration,
+}
 
 /// What a fetched snapshot meant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +202,7 @@ impl Backend {
     pub(crate) fn next_fetch(
         &self,
         now: Instant,
-        timing: &Timing,
+        pacing: &FetchPacing,
     ) -> Option<(Instant, TimePeriod)> {
         if self.fetching {
             return None;
@@ -209,12 +219,12 @@ impl Backend {
         let p = self.periods.iter().min_by_key(|st| st.last_fetch)?.period;
         let interval = if self.missing_rounds > 0 {
             let factor = 1u32 << (self.missing_rounds - 1).min(8);
-            timing
-                .fetch_retry
+            pacing
+                .retry
                 .saturating_mul(factor)
-                .min(timing.missing_fetch_interval)
+                .min(pacing.missing_interval)
         } else {
-            timing.fetch_interval
+            pacing.interval
         };
         let at = self.last_fetch_started.map_or(now, |t| t + interval);
         Some((at, p))
@@ -483,26 +493,26 @@ mod tests {
         let mut f = Fixture::new();
         let ps = periods_around(f.t0);
         let (p0, p1) = (ps[0].time_period, ps[1].time_period);
-        let timing = Timing::default();
+        let pacing = crate::service::Timing::default().fetch_pacing();
         let now = Instant::now();
         let wall = f.t0;
         let mut b = Backend::new("b".into(), f.synthetic.address());
         b.set_periods(&[p0, p1]);
         // Never fetched: both at once, one after the other.
-        assert_eq!(b.next_fetch(now, &timing), Some((now, p0)));
+        assert_eq!(b.next_fetch(now, &pacing), Some((now, p0)));
         b.last_fetch_started = Some(now);
         b.fetching = true;
-        assert_eq!(b.next_fetch(now, &timing), None, "one fetch at a time");
+        assert_eq!(b.next_fetch(now, &pacing), None, "one fetch at a time");
         let s = f.snapshot(10);
         b.take_in(s, wall);
         b.fetch_finished(p0, now, wall);
-        assert_eq!(b.next_fetch(now, &timing), Some((now, p1)));
+        assert_eq!(b.next_fetch(now, &pacing), Some((now, p1)));
         b.fetching = true;
         b.fetch_finished(p1, now, wall);
         // Then one interval later, the period fetched least recently.
         let later = now + Duration::from_secs(1);
-        let (at, _) = b.next_fetch(later, &timing).unwrap_or((later, p0));
-        assert_eq!(at, now + timing.fetch_interval);
+        let (at, _) = b.next_fetch(later, &pacing).unwrap_or((later, p0));
+        assert_eq!(at, now + pacing.interval);
         // A change in one period makes the other urgent.
         b.last_fetch_started = Some(later);
         b.fetching = true;
@@ -511,6 +521,6 @@ mod tests {
         let s = f.snapshot(20);
         assert_eq!(b.take_in(s, wall), Intake::Changed);
         b.fetch_finished(p0, later, wall);
-        assert_eq!(b.next_fetch(later, &timing), Some((later, p1)));
+        assert_eq!(b.next_fetch(later, &pacing), Some((later, p1)));
     }
 }

@@ -14,12 +14,15 @@
 //!   HSDir holds, with [`backoff`] for failed uploads.
 //! * [`revision_store`]: the last revision counter per period, on disk, so a restart never
 //!   publishes a lower one.
-//! * `probing`: health probes, their verdicts, and which backends may be listed (see
-//!   [`crate::health`]).
-//! * `report`: the status snapshot, membership events and build logs (reading, never
-//!   deciding).
-//! * This module: the reactor that owns those, launches fetches and uploads, and takes
-//!   their results as events.
+//! * `timing`: the knobs ([`Timing`]).
+//! * This module: the reactor that owns the state, decides what is due from it, and takes
+//!   the results of what it launched as events. Its work is split by activity, each an
+//!   `impl` block of the same runner: `fetching` (backends' descriptors), `probing` (health
+//!   probes, their verdicts, and which backends may be listed: see [`crate::health`]),
+//!   `building` (when a period needs a build, and what it uses) and `uploading`.
+//! * `report`: the status snapshot, and the `Reporter`, which turns small typed accounts of
+//!   what happened (a fetch's outcome, an upload's verdict, a build) into counters, events
+//!   and log lines. It never decides anything.
 //!
 //! # The loop
 //!
@@ -51,12 +54,15 @@
 
 pub(crate) mod backend;
 pub(crate) mod backoff;
+mod building;
+mod fetching;
 mod probing;
 pub(crate) mod publish;
 mod report;
 pub(crate) mod revision_store;
+pub(crate) mod timing;
+mod uploading;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -68,87 +74,25 @@ use futures::{FutureExt as _, StreamExt as _};
 use rand::rngs::StdRng;
 use rand::SeedableRng as _;
 use tor_hscrypto::time::TimePeriod;
-use tor_llcrypto::pk::rsa::RsaIdentity;
 use tor_netdir::{DirEvent, NetDir, NetDirProvider};
-use tor_rtcompat::{Runtime, SleepProviderExt as _};
-use tracing::{debug, error, info, warn};
+use tor_rtcompat::Runtime;
+use tracing::{debug, info, warn};
 
 use crate::config::{ClientAuthConfig, InstanceConfig, ServiceConfig};
-use crate::descriptor::{BackendSnapshot, BuildError, Engine, RingFacts};
-use crate::error::{ErrorKind, HasKind as _};
-use crate::events::{Event, EventSender};
-use crate::fetch::{self, FetchOutcome, FetchReport, FetchRequest};
+use crate::descriptor::Engine;
+use crate::error::ErrorKind;
+use crate::events::EventSender;
+use crate::fetch::FetchReport;
 use crate::health::{HealthSignal, ProbeError, Prober};
 use crate::net::{DirTransport, TransferError};
 use crate::onion::OnionAddress;
 use crate::ring;
-use crate::status::{Counters, ServicePhase, StatusBoard};
-use backend::{Backend, Intake};
-use publish::{BuildInputs, BuildReason, PublishState, Recorded, UploadFailure, UploadJob};
-use report::{log_client_auth, publication};
+use crate::status::{ServicePhase, StatusBoard};
+use backend::Backend;
+use publish::{PublishState, UploadJob};
+use report::{log_client_auth, Reporter};
 use revision_store::RevisionStore;
-
-/// The timing knobs of a service. The defaults suit the public Tor network; none of them is
-/// tuned for test networks.
-#[derive(Debug, Clone)]
-pub struct Timing {
-    /// Interval between two fetches of one backend (default 60 s). Each fetch is for one
-    /// period (the one fetched least recently), so with two periods a backend costs 60
-    /// fetches an hour and a change is seen within one interval.
-    pub fetch_interval: Duration,
-    /// First interval while a backend has no usable descriptor (default 15 s); it doubles
-    /// with each such fetch, up to `missing_fetch_interval`.
-    pub fetch_retry: Duration,
-    /// Longest interval between fetches of a backend that has no usable descriptor (default
-    /// 5 min). Such a fetch asks every HSDir of the period (each says 404), so it costs more
-    /// than a regular one; a backend that restarts is not in this state (HSDirs keep its old
-    /// descriptor while it is down).
-    pub missing_fetch_interval: Duration,
-    /// Limit for one fetch attempt at one HSDir, circuit included (default 30 s).
-    pub fetch_attempt_timeout: Duration,
-    /// Limit for one upload attempt at one HSDir, circuit included (default 60 s).
-    pub upload_attempt_timeout: Duration,
-    /// Shortest interval between periodic refreshes of a period's descriptor (default 60 min).
-    pub republish_min: Duration,
-    /// Longest interval between periodic refreshes (default 120 min).
-    pub republish_max: Duration,
-    /// Least time between two builds of one period's descriptor, except its first
-    /// (default 60 s).
-    pub min_rebuild_interval: Duration,
-    /// A backend descriptor whose revision counter has not gone up for this long is
-    /// considered gone (default 2 h 15 min: C tor re-uploads at least every 2 hours).
-    pub stale_after: Duration,
-    /// Longest wait, after a period appears (at start: the first usable consensus), for every
-    /// backend to be asked for its descriptor of that period before the period's first
-    /// publication (default 30 s).
-    pub first_publication_wait: Duration,
-    /// Fetches in flight at the same time (default 8).
-    pub max_concurrent_fetches: usize,
-    /// Uploads in flight at the same time (default 16).
-    pub max_concurrent_uploads: usize,
-    /// Health probes in flight at the same time (default 16).
-    pub max_concurrent_probes: usize,
-}
-
-impl Default for Timing {
-    fn default() -> Self {
-        Timing {
-            fetch_interval: Duration::from_secs(60),
-            fetch_retry: Duration::from_secs(15),
-            missing_fetch_interval: Duration::from_secs(5 * 60),
-            fetch_attempt_timeout: Duration::from_secs(30),
-            upload_attempt_timeout: Duration::from_secs(60),
-            republish_min: Duration::from_secs(60 * 60),
-            republish_max: Duration::from_secs(120 * 60),
-            min_rebuild_interval: Duration::from_secs(60),
-            stale_after: Duration::from_secs(135 * 60),
-            first_publication_wait: Duration::from_secs(30),
-            max_concurrent_fetches: 8,
-            max_concurrent_uploads: 16,
-            max_concurrent_probes: 16,
-        }
-    }
-}
+pub use timing::Timing;
 
 /// Instructions to a running service.
 #[derive(Debug, Clone)]
@@ -188,6 +132,19 @@ enum Done {
     },
 }
 
+/// Why one upload failed.
+#[derive(Debug, Clone)]
+pub(crate) struct UploadFailure {
+    /// What happened.
+    message: String,
+    /// The kind of failure (for metrics).
+    kind: ErrorKind,
+    /// The failure itself.
+    error: Arc<TransferError>,
+    /// True when the HSDir refused to store the descriptor (HTTP 400).
+    refused: bool,
+}
+
 /// Where a runner reports: its status, and events.
 #[derive(Debug, Clone)]
 pub(crate) struct Outputs {
@@ -224,18 +181,12 @@ pub(crate) struct ServiceRunner<R: Runtime, T: DirTransport> {
     timing: Timing,
     /// Randomness for selection, ring order and jitter.
     rng: StdRng,
-    /// Where readers find our status.
-    board: StatusBoard,
-    /// Where listeners hear what happened.
-    events: EventSender,
+    /// Status, events, counters and logs of what happened.
+    report: Reporter,
     /// The frontend's address.
     address: OnionAddress,
     /// The frontend's address, for logs.
     frontend: String,
-    /// The backends whose intro points we can publish, as last announced ([`Event::BackendJoined`]).
-    members: Vec<(OnionAddress, String)>,
-    /// The last revision announced as published ([`Event::Published`]), per period.
-    announced: HashMap<TimePeriod, u64>,
     /// Frontend keys, revision counters and builds.
     engine: Engine,
     /// The backends, in config order.
@@ -252,12 +203,6 @@ pub(crate) struct ServiceRunner<R: Runtime, T: DirTransport> {
     directory_since: Option<Instant>,
     /// Phase for the status.
     phase: ServicePhase,
-    /// When an HSDir first accepted a descriptor of ours.
-    first_published: Option<SystemTime>,
-    /// Last fetch (wall clock).
-    last_fetch_wall: Option<SystemTime>,
-    /// Event counts.
-    counters: Counters,
     /// Fetches in flight.
     fetches_in_flight: usize,
     /// Uploads in flight.
@@ -312,12 +257,9 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             netdirs,
             timing,
             rng: StdRng::from_rng(&mut rand::rng()),
-            board,
-            events,
+            report: Reporter::new(board, events, service.address()),
             address: service.address(),
             frontend,
-            members: Vec::new(),
-            announced: HashMap::new(),
             engine,
             backends: service
                 .instances
@@ -334,9 +276,6 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             current_period: None,
             directory_since: None,
             phase: ServicePhase::WaitingForDirectory,
-            first_published: None,
-            last_fetch_wall: None,
-            counters: Counters::default(),
             fetches_in_flight: 0,
             uploads_in_flight: 0,
             probes_in_flight: 0,
@@ -505,7 +444,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         }
         if self.fetches_in_flight < self.timing.max_concurrent_fetches.max(1) {
             for b in &self.backends {
-                if let Some((at, _)) = b.next_fetch(now, &self.timing) {
+                if let Some((at, _)) = b.next_fetch(now, &self.timing.fetch_pacing()) {
                     t = t.min(at);
                 }
             }
@@ -588,413 +527,4 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             b.set_periods(&periods);
         }
     }
-
-    /// Drops backend snapshots that expired or went stale.
-    fn expire(&mut self, wall: SystemTime) {
-        for b in &mut self.backends {
-            for why in b.expire(wall, self.timing.stale_after) {
-                warn!(
-                    "{}: backend {}: {why}: left the selection",
-                    self.frontend, b.name
-                );
-            }
-        }
-    }
-
-    /// Starts the fetches that are due, within the concurrency limit.
-    fn launch_fetches(&mut self, netdir: &Arc<NetDir>, now: Instant, in_flight: &mut InFlight) {
-        let slots = self
-            .timing
-            .max_concurrent_fetches
-            .max(1)
-            .saturating_sub(self.fetches_in_flight);
-        let mut due: Vec<(Instant, usize, TimePeriod)> = self
-            .backends
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| {
-                let (at, p) = b.next_fetch(now, &self.timing)?;
-                (at <= now).then_some((at, i, p))
-            })
-            .collect();
-        due.sort_by_key(|(at, i, _)| (*at, *i));
-        let wall = self.runtime.wallclock();
-        for (_, idx, period) in due.into_iter().take(slots) {
-            let b = &mut self.backends[idx];
-            let Some(st) = b.period_mut(period) else {
-                continue;
-            };
-            let keys = match &st.keys {
-                Ok(k) => k.clone(),
-                Err(e) => {
-                    let error = crate::error::report(e);
-                    b.fetch_impossible(period, error, now, wall);
-                    continue;
-                }
-            };
-            let hsdirs = match fetch::hsdirs_for(netdir, &keys, &mut self.rng) {
-                Ok(h) => h,
-                Err(e) => {
-                    b.fetch_impossible(period, crate::error::report(&e), now, wall);
-                    continue;
-                }
-            };
-            let req = FetchRequest {
-                keys,
-                known_revision: st.snapshot.as_ref().map(|s| s.revision).or(st.retired),
-                attempt_timeout: self.timing.fetch_attempt_timeout,
-                max_len: self.engine.max_len(),
-            };
-            b.fetch_started(now);
-            self.fetches_in_flight += 1;
-            self.last_fetch_wall = Some(wall);
-            let (runtime, transport, netdir) =
-                (self.runtime.clone(), self.transport.clone(), netdir.clone());
-            let address = b.address;
-            in_flight.push(Box::pin(async move {
-                let report =
-                    fetch::fetch_descriptor(&runtime, &*transport, &netdir, &hsdirs, &req).await;
-                Done::Fetch { address, report }
-            }));
-        }
-    }
-
-    /// Takes in a finished fetch.
-    fn on_fetched(&mut self, address: OnionAddress, report: FetchReport) {
-        self.fetches_in_flight = self.fetches_in_flight.saturating_sub(1);
-        let now = self.runtime.now();
-        let wall = self.runtime.wallclock();
-        let front = &self.frontend;
-        for (_, e) in &report.intake_errors {
-            *self.counters.intake_rejections.entry(e.kind()).or_default() += 1;
-        }
-        let Some(b) = self.backends.iter_mut().find(|b| b.address == address) else {
-            return; // removed by a reload while we fetched
-        };
-        let name = b.name.clone();
-        let tp = report.period.interval_num();
-        let answered = !matches!(report.outcome, FetchOutcome::Failed);
-        let mut error = None;
-        match report.outcome {
-            FetchOutcome::Fetched(snapshot) => {
-                self.counters.fetches_ok += 1;
-                let revision = u64::from(snapshot.revision);
-                let n = snapshot.intro_points.len();
-                match b.take_in(snapshot, wall) {
-                    Intake::Changed => {
-                        self.counters.backend_changes += 1;
-                        info!("{front}: backend {name}: time period {tp}: new intro points (revision {revision}, {n} intro points)");
-                    }
-                    Intake::Refreshed => debug!(
-                        "{front}: backend {name}: time period {tp}: revision {revision}, same intro points"
-                    ),
-                    Intake::NotNewer => debug!(
-                        "{front}: backend {name}: time period {tp}: an HSDir served older revision {revision}"
-                    ),
-                    Intake::StillStale => debug!(
-                        "{front}: backend {name}: time period {tp}: HSDirs still serve stale revision {revision}"
-                    ),
-                }
-            }
-            FetchOutcome::SameRevision(rev) => {
-                self.counters.fetches_ok += 1;
-                debug!(
-                    "{front}: backend {name}: time period {tp}: unchanged (revision {})",
-                    u64::from(rev)
-                );
-            }
-            FetchOutcome::NotFound => {
-                *self
-                    .counters
-                    .fetch_failures
-                    .entry(ErrorKind::DescriptorNotFound)
-                    .or_default() += 1;
-                let msg = format!(
-                    "none of {} HSDirs has its descriptor for time period {tp} (is it running?)",
-                    report.not_found
-                );
-                if b.not_found(report.period) {
-                    warn!("{front}: backend {name}: {msg}: left that period's selection");
-                } else {
-                    info!("{front}: backend {name}: {msg}");
-                }
-                error = Some(msg);
-            }
-            FetchOutcome::Failed => {
-                *self
-                    .counters
-                    .fetch_failures
-                    .entry(report.failure_kind())
-                    .or_default() += 1;
-                let msg = format!("fetch for time period {tp} failed: {}", report.problem());
-                warn!("{front}: backend {name}: {msg}; keeping its last descriptor while valid");
-                error = Some(msg);
-            }
-        }
-        // A fetch that failed everywhere (no circuit, timeouts) has not asked the backend
-        // anything: the first publication keeps waiting for it (bounded).
-        b.fetch_ended(report.period, error, answered, now, wall);
-    }
-
-    /// The backends whose HSDirs have not yet answered for period `tp` (with a descriptor or
-    /// "not found"): fetches that failed before any answer do not count as asking.
-    fn untried(&self, tp: TimePeriod) -> Vec<&str> {
-        self.backends
-            .iter()
-            .filter(|b| b.period(tp).is_none_or(|p| !p.answered))
-            .map(|b| b.name.as_str())
-            .collect()
-    }
-
-    /// What a build for `tp` would use now: per listed backend, the snapshot (its own for
-    /// `tp`, else its nearest); see [`ServiceRunner::selection`].
-    fn inputs_for(&self, tp: TimePeriod, wall: SystemTime) -> Vec<(&Backend, &BackendSnapshot)> {
-        self.selection(tp, wall).chosen
-    }
-
-    /// Whether period `tp` needs a build, why and when.
-    fn build_due_for(
-        &self,
-        tp: TimePeriod,
-        now: Instant,
-        wall: SystemTime,
-    ) -> Option<(Instant, BuildReason)> {
-        let st = self.publish.period(tp)?;
-        let inputs = build_inputs(&self.inputs_for(tp, wall));
-        let (at, reason) = st.build_due(&inputs, now, self.timing.min_rebuild_interval)?;
-        if reason == BuildReason::First {
-            // As for the very first publication: a period's first descriptor waits until
-            // every backend was asked for its own descriptor of that period (bounded), so it
-            // does not list intro points borrowed from a neighbouring period only to be
-            // rebuilt a minute later.
-            if !self.untried(tp).is_empty() {
-                return Some((
-                    at.max(st.appeared + self.timing.first_publication_wait),
-                    reason,
-                ));
-            }
-        }
-        Some((at, reason))
-    }
-
-    /// Builds every period whose build is due.
-    fn build_due(&mut self, now: Instant, wall: SystemTime) {
-        // Health changed, but not what a period lists (say, a backend without a descriptor
-        // went down): nothing to rebuild there.
-        let settled: Vec<TimePeriod> = self
-            .publish
-            .periods()
-            .filter(|p| {
-                p.listing_changed.is_some()
-                    && p.built_inputs.as_ref()
-                        == Some(&build_inputs(&self.inputs_for(p.period.time_period, wall)))
-            })
-            .map(|p| p.period.time_period)
-            .collect();
-        for tp in settled {
-            self.publish.listing_settled(tp);
-        }
-        let mut any_inputs = false;
-        for period in self.publish.publish_periods() {
-            let tp = period.time_period;
-            let chosen = self.inputs_for(tp, wall);
-            any_inputs |= !chosen.is_empty();
-            let Some((at, reason)) = self.build_due_for(tp, now, wall) else {
-                continue;
-            };
-            if at > now {
-                continue;
-            }
-            let inputs = build_inputs(&chosen);
-            if reason == BuildReason::First {
-                let untried = self.untried(tp);
-                if !untried.is_empty() {
-                    info!(
-                        "{}: time period {}: publishing without waiting longer for {}",
-                        self.frontend,
-                        tp.interval_num(),
-                        untried.join(", ")
-                    );
-                }
-            }
-            let names: Vec<String> = chosen.iter().map(|(b, _)| b.name.clone()).collect();
-            let snapshots: Vec<BackendSnapshot> =
-                chosen.iter().map(|(_, s)| (*s).clone()).collect();
-            let refs: Vec<&BackendSnapshot> = snapshots.iter().collect();
-            let Some(st) = self.publish.period(tp) else {
-                continue;
-            };
-            let upload: Vec<RsaIdentity> = st.hsdirs.keys().copied().collect();
-            let fetch = st.fetch.clone();
-            let ring = RingFacts {
-                upload: &upload,
-                fetch: &fetch,
-            };
-            match self
-                .engine
-                .build_variants(&period, &refs, &ring, wall, &mut self.rng)
-            {
-                Ok(built) => {
-                    if built.intro_point_limit < crate::descriptor::MAX_INTRO_POINTS {
-                        warn!(
-                            "{}: time period {}: with {} authorized clients a descriptor holds at most {} intro points (the network's size limit is {} bytes): fewer backends per descriptor",
-                            self.frontend,
-                            tp.interval_num(),
-                            self.engine.authorized_clients().map_or(0, <[_]>::len),
-                            built.intro_point_limit,
-                            self.engine.max_len()
-                        );
-                    }
-                    let publication = publication(built, &names, &fetch);
-                    if let Some(rev) = publication.revision() {
-                        if let Err(e) = self.store.record(tp, rev) {
-                            warn!("{}: {e}", self.frontend);
-                        }
-                    }
-                    self.log_build(tp, reason, &publication);
-                    self.counters.builds += 1;
-                    let delay = publish::refresh_delay(
-                        self.timing.republish_min,
-                        self.timing.republish_max,
-                        &mut self.rng,
-                    );
-                    self.publish
-                        .install(tp, publication, reason, inputs, (now, wall), delay);
-                    self.phase = ServicePhase::Publishing;
-                }
-                Err(BuildError::NoIntroPoints) => self.publish.build_failed(tp, now),
-                Err(e) => {
-                    warn!(
-                        "{}: cannot build a descriptor for time period {}: {}",
-                        self.frontend,
-                        tp.interval_num(),
-                        crate::error::report(&e)
-                    );
-                    self.publish.build_failed(tp, now);
-                }
-            }
-        }
-        // Backends not yet asked (just added by a reload) may still bring intro points.
-        let all_asked = self
-            .publish
-            .publish_periods()
-            .iter()
-            .all(|p| self.untried(p.time_period).is_empty());
-        if !any_inputs && all_asked && self.phase != ServicePhase::NoBackends {
-            warn!(
-                "{}: no backend has a valid descriptor: not publishing (descriptors already on the HSDirs stay until they expire)",
-                self.frontend
-            );
-            self.phase = ServicePhase::NoBackends;
-        } else if any_inputs && self.phase == ServicePhase::NoBackends {
-            self.phase = ServicePhase::Publishing;
-        }
-    }
-
-    /// Starts the uploads that are due, within the concurrency limit.
-    fn launch_uploads(&mut self, netdir: &Arc<NetDir>, now: Instant, in_flight: &mut InFlight) {
-        let slots = self
-            .timing
-            .max_concurrent_uploads
-            .max(1)
-            .saturating_sub(self.uploads_in_flight);
-        for job in self.publish.take_due(now, slots) {
-            self.uploads_in_flight += 1;
-            let (runtime, transport, netdir) =
-                (self.runtime.clone(), self.transport.clone(), netdir.clone());
-            let timeout = self.timing.upload_attempt_timeout;
-            in_flight.push(Box::pin(async move {
-                let attempt = transport.upload(
-                    &netdir,
-                    job.hsdir.target.clone(),
-                    job.descriptor.text.clone(),
-                );
-                let result = match runtime.timeout(timeout, attempt).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(TransferError::Timeout(timeout)),
-                }
-                .map_err(|e| UploadFailure {
-                    message: crate::error::report(&e),
-                    kind: e.kind(),
-                    refused: e.is_rejected_upload(),
-                    error: Arc::new(e),
-                });
-                Done::Upload { job, result }
-            }));
-        }
-    }
-
-    /// Takes in a finished upload.
-    fn on_uploaded(&mut self, job: UploadJob, result: Result<(), UploadFailure>) {
-        self.uploads_in_flight = self.uploads_in_flight.saturating_sub(1);
-        let now = self.runtime.now();
-        let wall = self.runtime.wallclock();
-        let tp = job.period.interval_num();
-        let rev = u64::from(job.descriptor.revision);
-        let recorded = self.publish.record(&job, &result, now, wall, &mut self.rng);
-        match &result {
-            Ok(()) => {
-                self.counters.uploads_ok += 1;
-                self.first_published.get_or_insert(wall);
-                let announced = self.announced.entry(job.period).or_default();
-                if *announced < rev {
-                    *announced = rev;
-                    self.events.send(Event::Published {
-                        service: self.address,
-                        time_period: tp,
-                        revision: rev,
-                    });
-                }
-                debug!(
-                    "{}: time period {tp}: HSDir {} accepted revision {rev}",
-                    self.frontend, job.hsdir.id
-                );
-                if let Some(st) = self.publish.period(job.period) {
-                    if st.hsdirs.values().all(|h| !h.is_dirty()) {
-                        info!(
-                            "{}: time period {tp}: all {} HSDirs hold our descriptor (revision {rev})",
-                            self.frontend,
-                            st.hsdirs.len()
-                        );
-                    }
-                }
-            }
-            Err(f) => {
-                *self.counters.upload_failures.entry(f.kind).or_default() += 1;
-                if let Recorded::Refused(n) = recorded {
-                    self.events.send(Event::UploadRejected {
-                        service: self.address,
-                        time_period: tp,
-                        revision: rev,
-                        hsdir: hex::encode_upper(job.hsdir.id.as_bytes()),
-                        in_a_row: n,
-                        error: f.error.clone(),
-                    });
-                }
-                match recorded {
-                    Recorded::Refused(n) if n == publish::REJECTION_ALARM => error!(
-                        "{}: time period {tp}: HSDir {} refused {n} descriptors in a row (last: {}). Check this machine's clock, and that no other onionbalance or tor publishes with this frontend key; retrying every {} minutes",
-                        self.frontend, job.hsdir.id, f.message, publish::SLOW_RETRY.as_secs() / 60
-                    ),
-                    Recorded::Refused(n) => warn!(
-                        "{}: time period {tp}: HSDir {} refused revision {rev} ({}; {n} in a row): retrying with backoff",
-                        self.frontend, job.hsdir.id, f.message
-                    ),
-                    _ => warn!(
-                        "{}: time period {tp}: upload of revision {rev} to HSDir {} failed: {}; retrying with backoff",
-                        self.frontend, job.hsdir.id, f.message
-                    ),
-                }
-            }
-        }
-    }
-}
-
-/// The build inputs of a selection: what each backend's snapshot means.
-fn build_inputs(chosen: &[(&Backend, &BackendSnapshot)]) -> BuildInputs {
-    chosen
-        .iter()
-        .map(|(b, s)| (b.address, s.content_key()))
-        .collect()
 }

@@ -142,7 +142,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         match b.health.probes.probe_finished(outcome) {
             Some(Transition::Down(reason)) => {
                 warn!("{front}: backend {name} is down ({reason}): leaving the descriptors");
-                self.events.send(Event::BackendDown {
+                self.report.send(Event::BackendDown {
                     service: self.address,
                     name,
                     instance: address,
@@ -151,7 +151,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             }
             Some(Transition::Up { was_down: true }) => {
                 info!("{front}: backend {name} is up again: returning to the descriptors");
-                self.events.send(Event::BackendUp {
+                self.report.send(Event::BackendUp {
                     service: self.address,
                     name,
                     instance: address,
@@ -200,7 +200,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                     self.frontend
                 );
             }
-            self.events.send(Event::FailOpen {
+            self.report.send(Event::FailOpen {
                 service: self.address,
                 active: fail_open,
             });
@@ -246,7 +246,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                     self.frontend, b.name
                 );
             }
-            self.events.send(Event::BackendDraining {
+            self.report.send(Event::BackendDraining {
                 service: self.address,
                 name: b.name.clone(),
                 instance: b.address,
@@ -275,7 +275,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                     "{}: backend {}: the application says it is down ({reason}): leaving the descriptors",
                     self.frontend, b.name
                 );
-                self.events.send(Event::BackendDown {
+                self.report.send(Event::BackendDown {
                     service: self.address,
                     name: b.name.clone(),
                     instance,
@@ -287,7 +287,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                     "{}: backend {}: the application no longer says it is down",
                     self.frontend, b.name
                 );
-                self.events.send(Event::BackendUp {
+                self.report.send(Event::BackendUp {
                     service: self.address,
                     name: b.name.clone(),
                     instance,

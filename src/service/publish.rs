@@ -40,8 +40,8 @@ use tor_llcrypto::pk::rsa::RsaIdentity;
 
 use super::backoff::Backoff;
 use crate::descriptor::{BuiltDescriptor, ContentKey, PublishPeriod};
+use crate::hsdir::HsDir;
 use crate::onion::OnionAddress;
-use crate::ring::HsDir;
 
 /// Refusals in a row for one period after which the runner reports an error.
 pub(crate) const REJECTION_ALARM: u32 = 5;
@@ -337,17 +337,15 @@ pub(crate) struct UploadJob {
     pub descriptor: Arc<BuiltDescriptor>,
 }
 
-/// Why one upload failed.
-#[derive(Debug, Clone)]
-pub(crate) struct UploadFailure {
-    /// What happened.
-    pub message: String,
-    /// The kind of failure (for metrics).
-    pub kind: crate::error::ErrorKind,
-    /// The failure itself.
-    pub error: std::sync::Arc<crate::net::TransferError>,
-    /// True when the HSDir refused to store the descriptor (HTTP 400).
-    pub refused: bool,
+/// What an HSDir did with one upload, as far as the schedule is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UploadVerdict<'a> {
+    /// Stored.
+    Accepted,
+    /// Refused to store it (HTTP 400: usually a revision counter not above the one it has).
+    Refused(&'a str),
+    /// Failed otherwise (no circuit, timeout, an HSDir error): says why.
+    Failed(&'a str),
 }
 
 /// What recording one upload outcome found.
@@ -542,7 +540,7 @@ impl PublishState {
     pub(crate) fn record<R: rand::Rng>(
         &mut self,
         job: &UploadJob,
-        result: &Result<(), UploadFailure>,
+        verdict: UploadVerdict<'_>,
         now: Instant,
         wall: SystemTime,
         rng: &mut R,
@@ -559,8 +557,8 @@ impl PublishState {
             .assigned
             .as_ref()
             .is_some_and(|d| d.revision == job.descriptor.revision);
-        match result {
-            Ok(()) => {
+        let (message, refused) = match verdict {
+            UploadVerdict::Accepted => {
                 h.uploaded = Some(job.descriptor.revision);
                 h.last_result = Some(Ok(wall));
                 h.backoff.reset();
@@ -571,29 +569,29 @@ impl PublishState {
                 // The retry of the same descriptor got through: no rebuild needed unless
                 // another HSDir still refuses.
                 st.refusal_pending = st.hsdirs.values().any(|h| h.refused);
-                Recorded::Normal
+                return Recorded::Normal;
             }
-            Err(f) => {
-                h.last_result = Some(Err(f.message.clone()));
-                let mut delay = h.backoff.next_delay(rng);
-                if f.refused && h.last_refused != Some(job.descriptor.revision) {
-                    h.refusals_in_a_row = h.refusals_in_a_row.saturating_add(1);
-                    h.last_refused = Some(job.descriptor.revision);
-                }
-                if f.refused && h.refusals_in_a_row >= REJECTION_ALARM {
-                    delay = delay.max(SLOW_RETRY);
-                }
-                h.not_before = Some(now + delay);
-                if f.refused && current {
-                    h.refused = true;
-                    let n = h.refusals_in_a_row;
-                    st.refusal_pending = true;
-                    st.last_refusal = Some(format!("{}: {}", job.hsdir.id, f.message));
-                    Recorded::Refused(n)
-                } else {
-                    Recorded::Normal
-                }
-            }
+            UploadVerdict::Refused(message) => (message, true),
+            UploadVerdict::Failed(message) => (message, false),
+        };
+        h.last_result = Some(Err(message.to_owned()));
+        let mut delay = h.backoff.next_delay(rng);
+        if refused && h.last_refused != Some(job.descriptor.revision) {
+            h.refusals_in_a_row = h.refusals_in_a_row.saturating_add(1);
+            h.last_refused = Some(job.descriptor.revision);
+        }
+        if refused && h.refusals_in_a_row >= REJECTION_ALARM {
+            delay = delay.max(SLOW_RETRY);
+        }
+        h.not_before = Some(now + delay);
+        if refused && current {
+            h.refused = true;
+            let n = h.refusals_in_a_row;
+            st.refusal_pending = true;
+            st.last_refusal = Some(format!("{}: {message}", job.hsdir.id));
+            Recorded::Refused(n)
+        } else {
+            Recorded::Normal
         }
     }
 }

@@ -1,37 +1,290 @@
-//! What a runner tells the outside: its status snapshot, events about which backends are
-//! listed, and log lines about what it built. Nothing here decides anything: every function
-//! reads the runner's state and reports it.
+//! What a runner tells the outside: its status snapshot, events, counters and log lines.
+//!
+//! Nothing here decides anything. The runner decides and acts, then hands the [`Reporter`] a
+//! small typed account of what happened ([`FetchSeen`], an upload's [`Recorded`] verdict, a
+//! build's [`Publication`]); the reporter counts it, logs it and sends the events. The status
+//! snapshot is a projection of the runner's state, read after each step.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tor_hscrypto::time::TimePeriod;
 use tor_llcrypto::pk::rsa::RsaIdentity;
 use tor_rtcompat::Runtime;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use super::publish::{BuildReason, Publication};
-use super::ServiceRunner;
+use super::publish::{self, BuildReason, Publication, Recorded, UploadJob};
+use super::{ServiceRunner, UploadFailure};
 use crate::config::ClientAuthConfig;
 use crate::descriptor::BuiltVariants;
-use crate::events::Event;
+use crate::error::ErrorKind;
+use crate::events::{Event, EventSender};
 use crate::net::DirTransport;
 use crate::onion::OnionAddress;
-use crate::status::{BackendShare, InstanceStatus, PeriodStatus, ServiceStatus, VariantStatus};
+use crate::status::{
+    BackendShare, Counters, InstanceStatus, PeriodStatus, ServiceStatus, StatusBoard, VariantStatus,
+};
 
-impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
-    /// Tells listeners which backends joined or left the set whose intro points we can
-    /// publish (a valid descriptor for at least one period we publish for).
-    pub(super) fn announce_membership(&mut self) {
-        let wall = self.runtime.wallclock();
-        let mut present: Vec<(OnionAddress, String)> = Vec::new();
-        for period in self.publish.publish_periods() {
-            for (b, _) in self.inputs_for(period.time_period, wall) {
-                if !present.iter().any(|(a, _)| *a == b.address) {
-                    present.push((b.address, b.name.clone()));
+/// Where one runner's reports go, with what it has told so far.
+pub(super) struct Reporter {
+    /// Where readers find the status.
+    board: StatusBoard,
+    /// Where listeners hear what happened.
+    events: EventSender,
+    /// The frontend.
+    address: OnionAddress,
+    /// The frontend's address, for logs.
+    frontend: String,
+    /// The backends whose intro points we can publish, as last announced
+    /// ([`Event::BackendJoined`]).
+    members: Vec<(OnionAddress, String)>,
+    /// The last revision announced as published ([`Event::Published`]), per period.
+    announced: HashMap<TimePeriod, u64>,
+    /// Event counts.
+    counters: Counters,
+    /// When an HSDir first accepted a descriptor of ours.
+    first_published: Option<SystemTime>,
+    /// When the last fetch started.
+    last_fetch: Option<SystemTime>,
+}
+
+/// What one finished fetch of a backend's descriptor showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum FetchSeen {
+    /// A descriptor listing other intro points than before.
+    Changed {
+        /// Its revision counter.
+        revision: u64,
+        /// How many intro points it lists.
+        intro_points: usize,
+    },
+    /// A higher revision listing the same intro points: a refresh.
+    Refreshed {
+        /// Its revision counter.
+        revision: u64,
+    },
+    /// An HSDir served an older revision than the one we have.
+    NotNewer {
+        /// Its revision counter.
+        revision: u64,
+    },
+    /// HSDirs still serve a revision we dropped as stale.
+    StillStale {
+        /// Its revision counter.
+        revision: u64,
+    },
+    /// The revision we have, recognised before any cryptography.
+    Unchanged {
+        /// Its revision counter.
+        revision: u64,
+    },
+    /// No HSDir of the period has a descriptor for the backend.
+    NotFound {
+        /// How many HSDirs said so.
+        hsdirs: usize,
+        /// Whether this made the backend leave the period's selection.
+        left_selection: bool,
+    },
+    /// No HSDir answered (no circuit, timeouts, errors).
+    Failed {
+        /// The kind of failure, for metrics.
+        kind: ErrorKind,
+        /// What went wrong.
+        problem: String,
+    },
+}
+
+impl FetchSeen {
+    /// The problem to keep as the backend's last error, if this fetch had one.
+    pub(super) fn problem(&self, tp: u64) -> Option<String> {
+        match self {
+            FetchSeen::NotFound { hsdirs, .. } => Some(format!(
+                "none of {hsdirs} HSDirs has its descriptor for time period {tp} (is it running?)"
+            )),
+            FetchSeen::Failed { problem, .. } => {
+                Some(format!("fetch for time period {tp} failed: {problem}"))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Reporter {
+    /// A reporter for the frontend `address`.
+    pub(super) fn new(board: StatusBoard, events: EventSender, address: OnionAddress) -> Self {
+        Reporter {
+            board,
+            events,
+            address,
+            frontend: address.to_string(),
+            members: Vec::new(),
+            announced: HashMap::new(),
+            counters: Counters::default(),
+            first_published: None,
+            last_fetch: None,
+        }
+    }
+
+    /// Sends an event about this frontend.
+    pub(super) fn send(&self, event: Event) {
+        self.events.send(event);
+    }
+
+    /// A fetch started at `wall`.
+    pub(super) fn fetch_started(&mut self, wall: SystemTime) {
+        self.last_fetch = Some(wall);
+    }
+
+    /// HSDirs served descriptors that failed intake, of these kinds.
+    pub(super) fn intake_rejected(&mut self, kinds: impl IntoIterator<Item = ErrorKind>) {
+        for kind in kinds {
+            *self.counters.intake_rejections.entry(kind).or_default() += 1;
+        }
+    }
+
+    /// A fetch of backend `name` for period `tp` finished, showing `seen`.
+    pub(super) fn fetched(&mut self, name: &str, tp: u64, seen: &FetchSeen) {
+        let front = &self.frontend;
+        match seen {
+            FetchSeen::Changed {
+                revision,
+                intro_points,
+            } => {
+                self.counters.fetches_ok += 1;
+                self.counters.backend_changes += 1;
+                info!("{front}: backend {name}: time period {tp}: new intro points (revision {revision}, {intro_points} intro points)");
+            }
+            FetchSeen::Refreshed { revision } => {
+                self.counters.fetches_ok += 1;
+                debug!("{front}: backend {name}: time period {tp}: revision {revision}, same intro points");
+            }
+            FetchSeen::NotNewer { revision } => {
+                self.counters.fetches_ok += 1;
+                debug!("{front}: backend {name}: time period {tp}: an HSDir served older revision {revision}");
+            }
+            FetchSeen::StillStale { revision } => {
+                self.counters.fetches_ok += 1;
+                debug!("{front}: backend {name}: time period {tp}: HSDirs still serve stale revision {revision}");
+            }
+            FetchSeen::Unchanged { revision } => {
+                self.counters.fetches_ok += 1;
+                debug!(
+                    "{front}: backend {name}: time period {tp}: unchanged (revision {revision})"
+                );
+            }
+            FetchSeen::NotFound { left_selection, .. } => {
+                *self
+                    .counters
+                    .fetch_failures
+                    .entry(ErrorKind::DescriptorNotFound)
+                    .or_default() += 1;
+                let msg = seen.problem(tp).unwrap_or_default();
+                if *left_selection {
+                    warn!("{front}: backend {name}: {msg}: left that period's selection");
+                } else {
+                    info!("{front}: backend {name}: {msg}");
                 }
             }
+            FetchSeen::Failed { kind, .. } => {
+                *self.counters.fetch_failures.entry(*kind).or_default() += 1;
+                let msg = seen.problem(tp).unwrap_or_default();
+                warn!("{front}: backend {name}: {msg}; keeping its last descriptor while valid");
+            }
         }
+    }
+
+    /// A build of period `tp` produced `publication`. `clients` and `max_len` explain a
+    /// lowered intro-point limit.
+    pub(super) fn built(
+        &mut self,
+        tp: TimePeriod,
+        reason: BuildReason,
+        publication: &Publication,
+        clients: usize,
+        max_len: usize,
+    ) {
+        self.counters.builds += 1;
+        if publication.intro_point_limit < crate::descriptor::MAX_INTRO_POINTS {
+            warn!(
+                "{}: time period {}: with {clients} authorized clients a descriptor holds at most {} intro points (the network's size limit is {max_len} bytes): fewer backends per descriptor",
+                self.frontend,
+                tp.interval_num(),
+                publication.intro_point_limit,
+            );
+        }
+        log_build(&self.frontend, tp, reason, publication);
+    }
+
+    /// An upload finished: `result` as the HSDir gave it, `recorded` as the schedule took it,
+    /// and, when it was the last HSDir of its period to get the current descriptor, how many
+    /// HSDirs the period has.
+    pub(super) fn uploaded(
+        &mut self,
+        job: &UploadJob,
+        result: &Result<(), UploadFailure>,
+        recorded: Recorded,
+        all_hold: Option<usize>,
+        wall: SystemTime,
+    ) {
+        let tp = job.period.interval_num();
+        let rev = u64::from(job.descriptor.revision);
+        let front = &self.frontend;
+        let hsdir = job.hsdir.id;
+        let f = match result {
+            Ok(()) => {
+                self.counters.uploads_ok += 1;
+                self.first_published.get_or_insert(wall);
+                let announced = self.announced.entry(job.period).or_default();
+                if *announced < rev {
+                    *announced = rev;
+                    self.events.send(Event::Published {
+                        service: self.address,
+                        time_period: tp,
+                        revision: rev,
+                    });
+                }
+                debug!("{front}: time period {tp}: HSDir {hsdir} accepted revision {rev}");
+                if let Some(n) = all_hold {
+                    info!("{front}: time period {tp}: all {n} HSDirs hold our descriptor (revision {rev})");
+                }
+                return;
+            }
+            Err(f) => f,
+        };
+        *self.counters.upload_failures.entry(f.kind).or_default() += 1;
+        if let Recorded::Refused(n) = recorded {
+            self.events.send(Event::UploadRejected {
+                service: self.address,
+                time_period: tp,
+                revision: rev,
+                hsdir: hex::encode_upper(hsdir.as_bytes()),
+                in_a_row: n,
+                error: f.error.clone(),
+            });
+        }
+        let message = &f.message;
+        match recorded {
+            Recorded::Refused(n) if n == publish::REJECTION_ALARM => error!(
+                "{front}: time period {tp}: HSDir {hsdir} refused {n} descriptors in a row (last: {message}). Check this machine's clock, and that no other onionbalance or tor publishes with this frontend key; retrying every {} minutes",
+                publish::SLOW_RETRY.as_secs() / 60
+            ),
+            Recorded::Refused(n) => warn!(
+                "{front}: time period {tp}: HSDir {hsdir} refused revision {rev} ({message}; {n} in a row): retrying with backoff"
+            ),
+            _ => warn!(
+                "{front}: time period {tp}: upload of revision {rev} to HSDir {hsdir} failed: {message}; retrying with backoff"
+            ),
+        }
+    }
+
+    /// Tells listeners which backends joined or left `present` (the backends whose intro
+    /// points we can publish), and forgets announcements about periods no longer published.
+    pub(super) fn membership(
+        &mut self,
+        present: Vec<(OnionAddress, String)>,
+        periods: &[TimePeriod],
+    ) {
         for (instance, name) in &present {
             if !self.members.iter().any(|(a, _)| a == instance) {
                 self.events.send(Event::BackendJoined {
@@ -51,60 +304,30 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             }
         }
         self.members = present;
-        let periods = self.publish.publish_periods();
-        self.announced
-            .retain(|tp, _| periods.iter().any(|p| p.time_period == *tp));
+        self.announced.retain(|tp, _| periods.contains(tp));
     }
+}
 
-    /// Logs what a build of period `tp` lists.
-    pub(super) fn log_build(&self, tp: TimePeriod, reason: BuildReason, publication: &Publication) {
-        let rev = publication.revision().map_or(0, u64::from);
-        let describe = |listed: &[(String, usize)]| -> String {
-            let parts: Vec<String> = listed.iter().map(|(n, k)| format!("{n}×{k}")).collect();
-            parts.join(", ")
-        };
-        if let [only] = &publication.variants[..] {
-            info!(
-                "{}: built descriptor for time period {} (revision {rev}; {}): {} intro point(s) [{}]",
-                self.frontend,
-                tp.interval_num(),
-                reason.describe(),
-                only.intro_points,
-                describe(publication.listed.first().map_or(&[][..], |l| &l[..]))
-            );
-        } else {
-            let sizes: Vec<String> = publication
-                .variants
-                .iter()
-                .map(|d| d.intro_points.to_string())
-                .collect();
-            info!(
-                "{}: built {} descriptor variants for time period {} (revision {rev}; {}), one per HSDir clients fetch from, with {} intro points",
-                self.frontend,
-                publication.variants.len(),
-                tp.interval_num(),
-                reason.describe(),
-                sizes.join("/")
-            );
-            for (v, listed) in publication.listed.iter().enumerate() {
-                debug!(
-                    "{}: time period {} variant {v}: [{}]",
-                    self.frontend,
-                    tp.interval_num(),
-                    describe(listed)
-                );
+impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
+    /// Tells listeners which backends joined or left the set whose intro points we can
+    /// publish (a valid descriptor for at least one period we publish for).
+    pub(super) fn announce_membership(&mut self) {
+        let wall = self.runtime.wallclock();
+        let mut present: Vec<(OnionAddress, String)> = Vec::new();
+        for period in self.publish.publish_periods() {
+            for (b, _) in self.inputs_for(period.time_period, wall) {
+                if !present.iter().any(|(a, _)| *a == b.address) {
+                    present.push((b.address, b.name.clone()));
+                }
             }
         }
-        if !publication.left_out.is_empty() {
-            warn!(
-                "{}: time period {}: {} backend(s) fit in no descriptor (clients use 20 intro points of each, one per relay, from {} HSDirs): {}",
-                self.frontend,
-                tp.interval_num(),
-                publication.left_out.len(),
-                publication.holders.len(),
-                publication.left_out.join(", ")
-            );
-        }
+        let periods: Vec<TimePeriod> = self
+            .publish
+            .publish_periods()
+            .iter()
+            .map(|p| p.time_period)
+            .collect();
+        self.report.membership(present, &periods);
     }
 
     /// Publishes a fresh status snapshot.
@@ -216,15 +439,15 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             publish_attempt_second_descriptor: attempt(1),
             onion_address: self.frontend.clone(),
             phase: self.phase,
-            last_fetch: self.last_fetch_wall,
-            first_published: self.first_published,
+            last_fetch: self.report.last_fetch,
+            first_published: self.report.first_published,
             periods,
             instances,
             authorized_clients: self.engine.authorized_clients().map(<[_]>::len),
-            counters: self.counters.clone(),
+            counters: self.report.counters.clone(),
             fail_open: self.fail_open,
         };
-        self.board.update(st);
+        self.report.board.update(st);
     }
 }
 
@@ -323,4 +546,55 @@ pub(super) fn variant_status(
         }
     }
     out
+}
+
+/// Logs what a build of period `tp` lists.
+fn log_build(frontend: &str, tp: TimePeriod, reason: BuildReason, publication: &Publication) {
+    let rev = publication.revision().map_or(0, u64::from);
+    let describe = |listed: &[(String, usize)]| -> String {
+        let parts: Vec<String> = listed.iter().map(|(n, k)| format!("{n}×{k}")).collect();
+        parts.join(", ")
+    };
+    if let [only] = &publication.variants[..] {
+        info!(
+            "{}: built descriptor for time period {} (revision {rev}; {}): {} intro point(s) [{}]",
+            frontend,
+            tp.interval_num(),
+            reason.describe(),
+            only.intro_points,
+            describe(publication.listed.first().map_or(&[][..], |l| &l[..]))
+        );
+    } else {
+        let sizes: Vec<String> = publication
+            .variants
+            .iter()
+            .map(|d| d.intro_points.to_string())
+            .collect();
+        info!(
+            "{}: built {} descriptor variants for time period {} (revision {rev}; {}), one per HSDir clients fetch from, with {} intro points",
+            frontend,
+            publication.variants.len(),
+            tp.interval_num(),
+            reason.describe(),
+            sizes.join("/")
+        );
+        for (v, listed) in publication.listed.iter().enumerate() {
+            debug!(
+                "{}: time period {} variant {v}: [{}]",
+                frontend,
+                tp.interval_num(),
+                describe(listed)
+            );
+        }
+    }
+    if !publication.left_out.is_empty() {
+        warn!(
+            "{}: time period {}: {} backend(s) fit in no descriptor (clients use 20 intro points of each, one per relay, from {} HSDirs): {}",
+            frontend,
+            tp.interval_num(),
+            publication.left_out.len(),
+            publication.holders.len(),
+            publication.left_out.join(", ")
+        );
+    }
 }

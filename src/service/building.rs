@@ -1,0 +1,181 @@
+//! Building the frontend's descriptors: which backends a period's build uses, when a period
+//! needs a build, and installing what the engine built.
+
+use std::time::{Instant, SystemTime};
+
+use tor_hscrypto::time::TimePeriod;
+use tor_llcrypto::pk::rsa::RsaIdentity;
+use tor_rtcompat::Runtime;
+use tracing::{info, warn};
+
+use super::backend::Backend;
+use super::publish::{self, BuildInputs, BuildReason};
+use super::report::publication;
+use super::ServiceRunner;
+use crate::descriptor::{BackendSnapshot, BuildError, RingFacts};
+use crate::net::DirTransport;
+use crate::status::ServicePhase;
+
+impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
+    /// The backends whose HSDirs have not yet answered for period `tp` (with a descriptor or
+    /// "not found"): fetches that failed before any answer do not count as asking.
+    pub(super) fn untried(&self, tp: TimePeriod) -> Vec<&str> {
+        self.backends
+            .iter()
+            .filter(|b| b.period(tp).is_none_or(|p| !p.answered))
+            .map(|b| b.name.as_str())
+            .collect()
+    }
+
+    /// What a build for `tp` would use now: per listed backend, the snapshot (its own for
+    /// `tp`, else its nearest); see [`ServiceRunner::selection`].
+    pub(super) fn inputs_for(
+        &self,
+        tp: TimePeriod,
+        wall: SystemTime,
+    ) -> Vec<(&Backend, &BackendSnapshot)> {
+        self.selection(tp, wall).chosen
+    }
+
+    /// Whether period `tp` needs a build, why and when.
+    pub(super) fn build_due_for(
+        &self,
+        tp: TimePeriod,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Option<(Instant, BuildReason)> {
+        let st = self.publish.period(tp)?;
+        let inputs = build_inputs(&self.inputs_for(tp, wall));
+        let (at, reason) = st.build_due(&inputs, now, self.timing.min_rebuild_interval)?;
+        if reason == BuildReason::First {
+            // As for the very first publication: a period's first descriptor waits until
+            // every backend was asked for its own descriptor of that period (bounded), so it
+            // does not list intro points borrowed from a neighbouring period only to be
+            // rebuilt a minute later.
+            if !self.untried(tp).is_empty() {
+                return Some((
+                    at.max(st.appeared + self.timing.first_publication_wait),
+                    reason,
+                ));
+            }
+        }
+        Some((at, reason))
+    }
+
+    /// Builds every period whose build is due.
+    pub(super) fn build_due(&mut self, now: Instant, wall: SystemTime) {
+        // Health changed, but not what a period lists (say, a backend without a descriptor
+        // went down): nothing to rebuild there.
+        let settled: Vec<TimePeriod> = self
+            .publish
+            .periods()
+            .filter(|p| {
+                p.listing_changed.is_some()
+                    && p.built_inputs.as_ref()
+                        == Some(&build_inputs(&self.inputs_for(p.period.time_period, wall)))
+            })
+            .map(|p| p.period.time_period)
+            .collect();
+        for tp in settled {
+            self.publish.listing_settled(tp);
+        }
+        let mut any_inputs = false;
+        for period in self.publish.publish_periods() {
+            let tp = period.time_period;
+            let chosen = self.inputs_for(tp, wall);
+            any_inputs |= !chosen.is_empty();
+            let Some((at, reason)) = self.build_due_for(tp, now, wall) else {
+                continue;
+            };
+            if at > now {
+                continue;
+            }
+            let inputs = build_inputs(&chosen);
+            if reason == BuildReason::First {
+                let untried = self.untried(tp);
+                if !untried.is_empty() {
+                    info!(
+                        "{}: time period {}: publishing without waiting longer for {}",
+                        self.frontend,
+                        tp.interval_num(),
+                        untried.join(", ")
+                    );
+                }
+            }
+            let names: Vec<String> = chosen.iter().map(|(b, _)| b.name.clone()).collect();
+            let snapshots: Vec<BackendSnapshot> =
+                chosen.iter().map(|(_, s)| (*s).clone()).collect();
+            let refs: Vec<&BackendSnapshot> = snapshots.iter().collect();
+            let Some(st) = self.publish.period(tp) else {
+                continue;
+            };
+            let upload: Vec<RsaIdentity> = st.hsdirs.keys().copied().collect();
+            let fetch = st.fetch.clone();
+            let ring = RingFacts {
+                upload: &upload,
+                fetch: &fetch,
+            };
+            match self
+                .engine
+                .build_variants(&period, &refs, &ring, wall, &mut self.rng)
+            {
+                Ok(built) => {
+                    let publication = publication(built, &names, &fetch);
+                    if let Some(rev) = publication.revision() {
+                        if let Err(e) = self.store.record(tp, rev) {
+                            warn!("{}: {e}", self.frontend);
+                        }
+                    }
+                    self.report.built(
+                        tp,
+                        reason,
+                        &publication,
+                        self.engine.authorized_clients().map_or(0, <[_]>::len),
+                        self.engine.max_len(),
+                    );
+                    let delay = publish::refresh_delay(
+                        self.timing.republish_min,
+                        self.timing.republish_max,
+                        &mut self.rng,
+                    );
+                    self.publish
+                        .install(tp, publication, reason, inputs, (now, wall), delay);
+                    self.phase = ServicePhase::Publishing;
+                }
+                Err(BuildError::NoIntroPoints) => self.publish.build_failed(tp, now),
+                Err(e) => {
+                    warn!(
+                        "{}: cannot build a descriptor for time period {}: {}",
+                        self.frontend,
+                        tp.interval_num(),
+                        crate::error::report(&e)
+                    );
+                    self.publish.build_failed(tp, now);
+                }
+            }
+        }
+        // Backends not yet asked (just added by a reload) may still bring intro points.
+        let all_asked = self
+            .publish
+            .publish_periods()
+            .iter()
+            .all(|p| self.untried(p.time_period).is_empty());
+        if !any_inputs && all_asked && self.phase != ServicePhase::NoBackends {
+            warn!(
+                "{}: no backend has a valid descriptor: not publishing (descriptors already on the HSDirs stay until they expire)",
+                self.frontend
+            );
+            self.phase = ServicePhase::NoBackends;
+        } else if any_inputs && self.phase == ServicePhase::NoBackends {
+            self.phase = ServicePhase::Publishing;
+        }
+    }
+}
+
+/// The build inputs of a selection: what each backend's snapshot means.
+fn build_inputs(chosen: &[(&Backend, &BackendSnapshot)]) -> BuildInputs {
+    chosen
+        .iter()
+        .map(|(b, s)| (b.address, s.content_key()))
+        .collect()
+}
