@@ -5,7 +5,7 @@
 //! build's [`Publication`]); the reporter counts it, logs it and sends the events. The status
 //! snapshot is a projection of the runner's state, read after each step.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -20,10 +20,13 @@ use crate::config::ClientAuthConfig;
 use crate::descriptor::BuiltVariants;
 use crate::error::ErrorKind;
 use crate::events::{Event, EventSender};
+use crate::health::state::Verdict;
+use crate::health::{HealthSignal, Monitor, LATENCY_BUCKETS};
 use crate::net::DirTransport;
 use crate::onion::OnionAddress;
 use crate::status::{
-    BackendShare, Counters, InstanceStatus, PeriodStatus, ServiceStatus, StatusBoard, VariantStatus,
+    BackendHealth, BackendShare, Counters, InstanceStatus, LatencyHistogram, PeriodStatus,
+    ProbeStatus, ServiceStatus, StatusBoard, VariantStatus,
 };
 
 /// Where one runner's reports go, with what it has told so far.
@@ -412,8 +415,8 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             .backends
             .iter()
             .map(|b| {
-                let (health, health_reason) = b.health.status();
-                let (probes, probe_latency) = b.health.counts();
+                let (health, health_reason) = health_status(&b.health);
+                let (probes, probe_latency) = probe_counts(&b.health);
                 let snap = self.current_period.and_then(|tp| b.snapshot_for(tp, wall));
                 InstanceStatus {
                     name: b.name.clone(),
@@ -427,7 +430,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                     health,
                     health_reason,
                     listed: listed.contains(&b.address),
-                    last_probe: b.health.last_probe(),
+                    last_probe: last_probe(&b.health),
                     probes,
                     probe_latency,
                 }
@@ -597,4 +600,75 @@ fn log_build(frontend: &str, tp: TimePeriod, reason: BuildReason, publication: &
             publication.left_out.join(", ")
         );
     }
+}
+
+/// A backend's health for the status, and why it is down or out.
+fn health_status(m: &Monitor) -> (BackendHealth, Option<String>) {
+    if m.drain {
+        return (
+            BackendHealth::Draining,
+            Some("drained by the operator (`drain: true`)".into()),
+        );
+    }
+    if let Some(HealthSignal::Down { reason }) = &m.signal {
+        return (
+            BackendHealth::Down,
+            Some(format!("the application says: {reason}")),
+        );
+    }
+    if m.probes.check().is_none() {
+        return (BackendHealth::Unchecked, None);
+    }
+    match m.probes.verdict() {
+        Verdict::Unknown => (BackendHealth::Unknown, None),
+        Verdict::Up if m.probes.listed() => (BackendHealth::Up, None),
+        Verdict::Up => (
+            BackendHealth::Up,
+            Some("up again; listed after the hold-down against flapping".into()),
+        ),
+        Verdict::Down(reason) if m.probes.listed() => (
+            BackendHealth::Down,
+            Some(format!(
+                "{reason} (still listed: the hold-down against flapping)"
+            )),
+        ),
+        Verdict::Down(reason) => (BackendHealth::Down, Some(reason.clone())),
+    }
+}
+
+/// A backend's last probe, for the status.
+fn last_probe(m: &Monitor) -> Option<ProbeStatus> {
+    let (at, result) = m.log.last.as_ref()?;
+    Some(match result {
+        Ok(latency) => ProbeStatus {
+            at: *at,
+            ok: true,
+            latency_ms: Some(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX)),
+            error: None,
+            kind: "ok".into(),
+        },
+        Err(e) => ProbeStatus {
+            at: *at,
+            ok: false,
+            latency_ms: None,
+            error: Some(e.to_string()),
+            kind: e.kind_label().into(),
+        },
+    })
+}
+
+/// A backend's probes by result and the latency histogram, for the status.
+fn probe_counts(m: &Monitor) -> (BTreeMap<String, u64>, LatencyHistogram) {
+    let results = m
+        .log
+        .results
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), *v))
+        .collect();
+    let bounds = LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]);
+    let histogram = LatencyHistogram {
+        buckets: bounds.zip(m.log.latency_buckets).collect(),
+        sum_seconds: m.log.latency_sum.as_secs_f64(),
+    };
+    (results, histogram)
 }
