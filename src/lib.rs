@@ -112,6 +112,7 @@ pub mod status;
 pub mod status_socket;
 pub mod wizard;
 
+mod cli;
 mod fetch;
 mod files;
 mod hsdir;
@@ -134,6 +135,27 @@ pub mod service;
 /// One frontend kept published: the runner and its timers.
 #[cfg(not(feature = "testing"))]
 mod service;
+
+/// The `onionbalance` command (the daemon and its subcommands), for the binary of that
+/// name: parses the process's arguments, runs the command and returns its exit status (see
+/// `onionbalance(1)`). Not for embedders: it reads the environment, installs a global logger
+/// and may run the daemon until a signal.
+pub fn main() -> std::process::ExitCode {
+    cli::main()
+}
+
+/// The `onionbalance-config` command (the config wizard under its upstream name, the same as
+/// `onionbalance config`), for the binary of that name. Not for embedders, as [`main`].
+pub fn config_main() -> std::process::ExitCode {
+    cli::config_main()
+}
+
+/// Renders a status document (the status socket's JSON) as `onionbalance status` prints it;
+/// for the `status_document` fuzz target.
+#[cfg(feature = "testing")]
+pub fn status_table(doc: &serde_json::Value) -> String {
+    cli::status_table(doc)
+}
 
 pub use balancer::{Balancer, BalancerError, BalancerHandle, ReloadSummary};
 pub use config::Config;

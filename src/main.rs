@@ -1,9 +1,8 @@
-//! The `onionbalance` command: parses arguments and hands over to [`cli`].
+//! The `onionbalance` command: the daemon and its subcommands, all in the library
+//! ([`onionbalance::main`]).
 
 #![forbid(unsafe_code)]
 
-mod cli;
-
 fn main() -> std::process::ExitCode {
-    cli::main()
+    onionbalance::main()
 }

@@ -6,12 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 
-// The renderer lives in the `onionbalance` binary, not the library.
-#[path = "../../src/cli/status_table.rs"]
-mod status_table;
-
 fuzz_target!(|data: &[u8]| {
     if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(data) {
-        let _ = status_table::table(&doc);
+        let _ = onionbalance::status_table(&doc);
     }
 });

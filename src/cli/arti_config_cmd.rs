@@ -2,28 +2,28 @@
 
 use std::path::PathBuf;
 
+use crate::arti_toml::{PrivateNetwork, Storage};
 use anyhow::{Context as _, Result};
-use onionbalance::arti_toml::{PrivateNetwork, Storage};
 
 /// Options of `onionbalance arti-config`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ArtiConfigArgs {
+pub(crate) struct ArtiConfigArgs {
     /// A chutney network's `net/nodes` directory (authorities are read from it).
     #[arg(long, value_name = "DIR")]
-    pub chutney: PathBuf,
+    pub(crate) chutney: PathBuf,
     /// Where onionbalance's Arti keeps its cache and state for that network.
     #[arg(long, value_name = "DIR", default_value = "onionbalance-arti")]
-    pub storage: PathBuf,
+    pub(crate) storage: PathBuf,
     /// Disable vanguards (only for networks too small to choose them from).
     #[arg(long)]
-    pub disable_vanguards: bool,
+    pub(crate) disable_vanguards: bool,
     /// Write the TOML here instead of standard output (never overwrites).
     #[arg(long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    pub(crate) output: Option<PathBuf>,
 }
 
 /// Prints or writes the TOML.
-pub fn run(args: &ArtiConfigArgs) -> Result<bool> {
+pub(crate) fn run(args: &ArtiConfigArgs) -> Result<bool> {
     let storage_root = std::path::absolute(&args.storage)
         .with_context(|| format!("cannot resolve {}", args.storage.display()))?;
     let mut net = PrivateNetwork::from_chutney_nodes(&args.chutney, Storage::under(&storage_root))?;

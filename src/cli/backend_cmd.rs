@@ -2,31 +2,31 @@
 
 use std::path::PathBuf;
 
+use crate::config::{BackendPort, Config};
+use crate::wizard::{backend_setup, BackendLayout};
 use anyhow::{Context as _, Result};
-use onionbalance::config::{BackendPort, Config};
-use onionbalance::wizard::{backend_setup, BackendLayout};
 
 /// Options of `onionbalance backend`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct BackendArgs {
+pub(crate) struct BackendArgs {
     /// The config file naming the frontends and their instances (default: ./config.yaml,
     /// else /etc/onionbalance/config.yaml).
-    #[arg(short = 'c', long, env = onionbalance::config::ENV_CONFIG, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[arg(short = 'c', long, env = crate::config::ENV_CONFIG, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     /// Parent directory of the backends' HiddenServiceDir.
     #[arg(long, default_value = "/var/lib/tor", value_name = "DIR")]
-    pub hs_dir_base: PathBuf,
+    pub(crate) hs_dir_base: PathBuf,
     /// The onion service's virtual port (default: the service's `backend-port:` in the
     /// config, else 80).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
     /// Where each backend's tor forwards connections, its web server (default: the
     /// service's `backend-port:` in the config, else 127.0.0.1:80).
     #[arg(long, value_name = "ADDR:PORT", value_parser = super::upstream::parse_service_target)]
-    pub target: Option<String>,
+    pub(crate) target: Option<String>,
     /// Write `<DIR>/<instance>/torrc` and `<DIR>/<instance>/ob_config` instead of printing.
     #[arg(long, value_name = "DIR")]
-    pub write: Option<PathBuf>,
+    pub(crate) write: Option<PathBuf>,
 }
 
 /// A service's layout: the flags, else its `backend-port:`, else the defaults.
@@ -47,7 +47,7 @@ fn layout(args: &BackendArgs, configured: Option<&BackendPort>) -> BackendLayout
 }
 
 /// Prints or writes every instance's files.
-pub fn run(args: &BackendArgs) -> Result<bool> {
+pub(crate) fn run(args: &BackendArgs) -> Result<bool> {
     // Backend setup is wanted before the addresses are known: accept placeholders.
     let path =
         super::config_path::resolve(args.config.as_deref(), super::config_path::Announce::Stderr)?;
@@ -66,7 +66,7 @@ pub fn run(args: &BackendArgs) -> Result<bool> {
                 Some(dir) => {
                     // Names are checked by the config loader; never leave `dir` whatever.
                     anyhow::ensure!(
-                        onionbalance::config::is_valid_instance_name(&name),
+                        crate::config::is_valid_instance_name(&name),
                         "instance name {name:?} cannot be a directory name under {}",
                         dir.display()
                     );

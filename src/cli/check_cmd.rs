@@ -4,43 +4,43 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::client_auth::ClientSecret;
+use crate::config::{Config, ConfigError};
+use crate::selftest::{self, Outcome};
 use anyhow::{Context as _, Result};
-use onionbalance::client_auth::ClientSecret;
-use onionbalance::config::{Config, ConfigError};
-use onionbalance::selftest::{self, Outcome};
 
 /// Options of `onionbalance check`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// The config file (default: ./config.yaml, else /etc/onionbalance/config.yaml).
-    #[arg(short = 'c', long, env = onionbalance::config::ENV_CONFIG, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[arg(short = 'c', long, env = crate::config::ENV_CONFIG, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     /// Also check over Tor: backends' descriptors and addresses, the frontend's descriptor,
     /// connections through the frontend.
     #[arg(long)]
-    pub online: bool,
+    pub(crate) online: bool,
     /// Arti's configuration for --online (default: the public Tor network).
     #[command(flatten)]
-    pub arti: super::arti_args::ArtiArgs,
+    pub(crate) arti: super::arti_args::ArtiArgs,
     /// Arti state/cache directory for --online without --arti-config.
     #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// Virtual port to connect to on backends and frontend.
     #[arg(long, default_value_t = 80)]
-    pub port: u16,
+    pub(crate) port: u16,
     /// Connections to make through the frontend.
     #[arg(long, default_value_t = 4)]
-    pub attempts: usize,
+    pub(crate) attempts: usize,
     /// For a frontend with restricted discovery: an authorized client's private key (a C tor
     /// `.auth_private` file, as `onionbalance client-auth add` writes), to read the
     /// frontend's descriptor and connect through it.
     #[arg(long, value_name = "FILE", requires = "online")]
-    pub client_key: Option<PathBuf>,
+    pub(crate) client_key: Option<PathBuf>,
 }
 
 /// Validates the config (and with `--online`, the deployment); returns whether all passed.
 /// An invalid config is a configuration error (exit 78), a failed online check is not.
-pub fn run(args: &CheckArgs) -> Result<bool> {
+pub(crate) fn run(args: &CheckArgs) -> Result<bool> {
     let path =
         super::config_path::resolve(args.config.as_deref(), super::config_path::Announce::Stderr)?;
     let Some(cfg) = offline(&path) else {
@@ -138,7 +138,7 @@ fn offline(path: &Path) -> Option<Config> {
 async fn online(args: &CheckArgs, cfg: &Config) -> Result<bool> {
     let started = Instant::now();
     let arti = super::run_cmd::arti_client_config(&args.arti, args.data_dir.as_deref())?;
-    let client = onionbalance::balancer::create_client(arti)?;
+    let client = crate::balancer::create_client(arti)?;
     match tokio::time::timeout(Duration::from_secs(180), client.bootstrap()).await {
         Ok(Ok(())) => println!(
             "[PASS] Tor bootstrap: {:.1}s",
@@ -197,7 +197,7 @@ async fn online(args: &CheckArgs, cfg: &Config) -> Result<bool> {
 
 /// A health check as `check` shows it, e.g. "probed: GET /healthz on port 80 every 30s,
 /// timeout 20s, down after 2, up after 1".
-fn describe_health_check(h: &onionbalance::config::HealthCheckConfig) -> String {
+fn describe_health_check(h: &crate::config::HealthCheckConfig) -> String {
     let what = match &h.http_path {
         Some(path) => format!("GET {path} on port {}", h.port),
         None => format!("connect to port {}", h.port),

@@ -9,21 +9,21 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::reload;
+use crate::client_auth::{self, ClientSecret};
+use crate::config::{Config, ServiceConfig};
 use anyhow::{bail, Context as _, Result};
-use onionbalance::client_auth::{self, ClientSecret};
-use onionbalance::config::{Config, ServiceConfig};
 
 /// Options of `onionbalance client-auth`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ClientAuthArgs {
+pub(crate) struct ClientAuthArgs {
     /// What to do.
     #[command(subcommand)]
-    pub action: Action,
+    pub(crate) action: Action,
 }
 
 /// The `client-auth` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
-pub enum Action {
+pub(crate) enum Action {
     /// Authorize a new client: generate its keypair (or take its public key with --key),
     /// store the public key in the service's authorized-clients-dir, and print what the
     /// client needs.
@@ -63,22 +63,22 @@ pub enum Action {
 
 /// Which config file and service.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Target {
+pub(crate) struct Target {
     /// The config file (default: ./config.yaml, else /etc/onionbalance/config.yaml).
-    #[arg(short = 'c', long, env = onionbalance::config::ENV_CONFIG, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[arg(short = 'c', long, env = crate::config::ENV_CONFIG, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     /// The service: its number in the config (from 1) or its frontend address; needed only
     /// when the config has several.
     #[arg(long, value_name = "N|ADDRESS")]
-    pub service: Option<String>,
+    pub(crate) service: Option<String>,
     /// Only change the files: do not reload the running daemon (to reload once after
     /// several changes).
     #[arg(long)]
-    pub no_reload: bool,
+    pub(crate) no_reload: bool,
 }
 
 /// Runs the subcommand.
-pub fn run(args: &ClientAuthArgs) -> Result<bool> {
+pub(crate) fn run(args: &ClientAuthArgs) -> Result<bool> {
     match &args.action {
         Action::Add {
             target,

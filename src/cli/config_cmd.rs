@@ -3,10 +3,10 @@
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 
+use crate::config::{BackendPort, HealthCheckConfig};
+use crate::wizard::{self, BackendLayout, WizardError, WizardHealthCheck, WizardOptions};
+use crate::OnionAddress;
 use anyhow::Result;
-use onionbalance::config::{BackendPort, HealthCheckConfig};
-use onionbalance::wizard::{self, BackendLayout, WizardError, WizardHealthCheck, WizardOptions};
-use onionbalance::OnionAddress;
 
 use super::logging::Level;
 use super::upstream::{parse_hs_version, parse_service_target};
@@ -21,66 +21,66 @@ use super::upstream::{parse_hs_version, parse_service_target};
     version,
     after_help = "Exit status:\n  0   success\n  1   failure at run time (e.g. the output directory already has a config, or cannot be written)\n  64  usage error: unknown flag, bad value (e.g. -n 0, a --tag that makes invalid instance names) or missing argument\n  78  configuration error: the --key file is missing, unreadable or not a key"
 )]
-pub struct ConfigArgs {
+pub(crate) struct ConfigArgs {
     /// Import an existing frontend key (PKCS#8 PEM or C tor hs_ed25519_secret_key) instead of
     /// generating one.
     #[arg(long, value_name = "PATH")]
-    pub key: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
     /// Number of backend instances per service.
     #[arg(short = 'n', long, default_value_t = 2, value_name = "N")]
-    pub instances: usize,
+    pub(crate) instances: usize,
     /// Number of frontend services.
     #[arg(short = 's', long, default_value_t = 1, value_name = "N")]
-    pub services: usize,
+    pub(crate) services: usize,
     /// Prefix of instance names (node -> node1, node2, ...): letters, digits, `-`, `_` and
     /// `.`, not starting with `.`.
     #[arg(short = 't', long, default_value = "node", value_name = "TAG")]
-    pub tag: String,
+    pub(crate) tag: String,
     /// Directory to write config.yaml and the key files into.
     #[arg(long, default_value = "config", value_name = "DIR")]
-    pub output: PathBuf,
+    pub(crate) output: PathBuf,
     /// Never prompt, even on a terminal; missing backend addresses become TODO placeholders.
     #[arg(long)]
-    pub no_interactive: bool,
+    pub(crate) no_interactive: bool,
     /// The onion service port clients connect to, for the backends' HiddenServicePort
     /// lines printed at the end (upstream's flag); stored in the config for
     /// `onionbalance backend` when not 80.
     #[arg(long, default_value_t = 80, value_name = "PORT")]
-    pub service_virtual_port: u16,
+    pub(crate) service_virtual_port: u16,
     /// Where each backend's tor forwards connections (ADDR:PORT, PORT or unix:PATH), for
     /// the backends' HiddenServicePort lines (upstream's flag); stored in the config for
     /// `onionbalance backend` when not 127.0.0.1:80.
     #[arg(long, default_value = "127.0.0.1:80", value_name = "TARGET", value_parser = parse_service_target)]
-    pub service_target: String,
+    pub(crate) service_target: String,
     /// Turn on health checks (ours): the daemon probes each backend through Tor, at its own
     /// onion address, and leaves the ones that fail out of the descriptor. A probe opens a
     /// connection to --health-check-port (default: --service-virtual-port), or requests
     /// --health-check-path.
     #[arg(long)]
-    pub health_check: bool,
+    pub(crate) health_check: bool,
     /// The backends' port to probe (implies --health-check); default: --service-virtual-port.
     #[arg(long, value_name = "PORT")]
-    pub health_check_port: Option<u16>,
+    pub(crate) health_check_port: Option<u16>,
     /// Probe with an HTTP GET of this path, e.g. /healthz, which passes on a status below
     /// 400 (implies --health-check); default: a probe passes when the connection opens.
     #[arg(long, value_name = "PATH")]
-    pub health_check_path: Option<String>,
+    pub(crate) health_check_path: Option<String>,
     /// Log level: debug, info, warning, error or critical (upstream's -v).
     #[arg(short = 'v', long = "verbosity", value_name = "LEVEL", default_value = "info", value_parser = Level::parse)]
-    pub verbosity: Level,
+    pub(crate) verbosity: Level,
     /// Upstream's onion service version: only v3 exists here.
     #[arg(long, value_name = "VERSION", default_value = "v3", value_parser = parse_hs_version, hide_default_value = true)]
     #[allow(dead_code)] // accepted for upstream's command lines; the parser lets only v3 in
-    pub hs_version: String,
+    pub(crate) hs_version: String,
     /// Upstream's password for encrypting the key: upstream encrypts only v2 keys, and
     /// neither it nor this wizard encrypts a v3 key; accepted (with a warning) for upstream
     /// scripts.
     #[arg(short = 'p', long, value_name = "PASSWORD", hide = true)]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
 }
 
 /// Runs the wizard, prompting on a terminal unless `--no-interactive`.
-pub fn run(args: &ConfigArgs) -> Result<()> {
+pub(crate) fn run(args: &ConfigArgs) -> Result<()> {
     if args.password.is_some() {
         eprintln!(
             "warning: --password is ignored: v3 keys are written unencrypted (mode 0600), as \

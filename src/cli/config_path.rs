@@ -13,13 +13,13 @@ use anyhow::Result;
 use super::exit;
 
 /// The config file in the working directory, tried first (upstream's default).
-pub const LOCAL_CONFIG: &str = "config.yaml";
+pub(crate) const LOCAL_CONFIG: &str = "config.yaml";
 /// The system-wide config file, tried second (the packaged daemon's).
-pub const SYSTEM_CONFIG: &str = "/etc/onionbalance/config.yaml";
+pub(crate) const SYSTEM_CONFIG: &str = "/etc/onionbalance/config.yaml";
 
 /// How to tell the operator which default was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Announce {
+pub(crate) enum Announce {
     /// Through the log, at level info (the daemon, whose log is its output).
     Log,
     /// On stderr (the short commands, whose stdout is their result).
@@ -28,7 +28,7 @@ pub enum Announce {
 
 /// The config file to read: `explicit` (from `-c` or the environment) when given, else the
 /// first default that exists, saying which; a usage error when there is none.
-pub fn resolve(explicit: Option<&Path>, announce: Announce) -> Result<PathBuf> {
+pub(crate) fn resolve(explicit: Option<&Path>, announce: Announce) -> Result<PathBuf> {
     match find(explicit, &default_candidates()) {
         Some((path, explicit)) => {
             if !explicit {
@@ -44,14 +44,14 @@ pub fn resolve(explicit: Option<&Path>, announce: Announce) -> Result<PathBuf> {
             "no config file: give -c FILE (or set {}); without them ./{LOCAL_CONFIG} or \
              {SYSTEM_CONFIG} is used, and neither exists. Create one with \
              `onionbalance config`",
-            onionbalance::config::ENV_CONFIG
+            crate::config::ENV_CONFIG
         ))),
     }
 }
 
 /// Like [`resolve`], but `None` instead of an error when no config file is found (for
 /// `status`, which can reach the packaged daemon without one).
-pub fn resolve_optional(explicit: Option<&Path>, announce: Announce) -> Option<PathBuf> {
+pub(crate) fn resolve_optional(explicit: Option<&Path>, announce: Announce) -> Option<PathBuf> {
     if explicit.is_none() && find(None, &default_candidates()).is_none() {
         return None;
     }

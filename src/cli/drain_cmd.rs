@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::config::Config;
 use anyhow::{bail, Context as _, Result};
-use onionbalance::config::Config;
 
 use super::config_path::{self, Announce};
 use super::drain_edit::{self, Outcome, Place};
@@ -24,26 +24,26 @@ use super::reload;
 
 /// Options of `onionbalance drain` and `onionbalance undrain`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct DrainArgs {
+pub(crate) struct DrainArgs {
     /// The backend: its instance name (as `onionbalance status` shows it) or its onion
     /// address.
     #[arg(value_name = "INSTANCE")]
-    pub instance: String,
+    pub(crate) instance: String,
     /// The config file (default: ./config.yaml, else /etc/onionbalance/config.yaml).
-    #[arg(short = 'c', long, env = onionbalance::config::ENV_CONFIG, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[arg(short = 'c', long, env = crate::config::ENV_CONFIG, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     /// Only in this service: its number in the config (from 1) or its frontend address.
     /// Default: every service that lists the backend.
     #[arg(long, value_name = "N|ADDRESS")]
-    pub service: Option<String>,
+    pub(crate) service: Option<String>,
     /// Only edit the config: do not reload the running daemon (to reload once after
     /// several changes).
     #[arg(long)]
-    pub no_reload: bool,
+    pub(crate) no_reload: bool,
 }
 
 /// Drains (`drained`) or undrains the instance `args` names.
-pub fn run(args: &DrainArgs, drained: bool) -> Result<bool> {
+pub(crate) fn run(args: &DrainArgs, drained: bool) -> Result<bool> {
     let path = config_path::resolve(args.config.as_deref(), Announce::Stderr)?;
     // Read as the daemon reads it first (a regular file, a valid config), then take the text
     // that is edited and read that again: what is checked is what is edited.

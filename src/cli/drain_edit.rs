@@ -20,16 +20,16 @@ use serde_yaml::{Mapping, Value};
 /// Where the instance is: its place in the file's `services:` list and in that service's
 /// `instances:` list (both from 0, in file order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Place {
+pub(crate) struct Place {
     /// Index in `services:`.
-    pub service: usize,
+    pub(crate) service: usize,
     /// Index in the service's `instances:`.
-    pub instance: usize,
+    pub(crate) instance: usize,
 }
 
 /// What [`set_drain`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The new text of the file.
     Changed(String),
     /// The instance's `drain:` says so already: nothing to change.
@@ -38,7 +38,7 @@ pub enum Outcome {
 
 /// Why the edit was not made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EditError {
+pub(crate) enum EditError {
     /// The text is not a config document with an instance at that place (the caller checks
     /// the file first, so the file changed in between).
     #[error("the file does not have that instance any more ({0})")]
@@ -50,7 +50,7 @@ pub enum EditError {
 
 /// Sets the `drain:` of the instance at `place` in the YAML `text` to `drained`: the new
 /// text, or [`Outcome::Unchanged`] when it is so already.
-pub fn set_drain(text: &str, place: Place, drained: bool) -> Result<Outcome, EditError> {
+pub(crate) fn set_drain(text: &str, place: Place, drained: bool) -> Result<Outcome, EditError> {
     let doc: Value =
         serde_yaml::from_str(text).map_err(|e| EditError::Shape(format!("not YAML: {e}")))?;
     let entry = instance(&doc, place)?;

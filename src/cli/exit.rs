@@ -8,15 +8,15 @@ use std::fmt;
 use std::process::ExitCode;
 
 /// The command line was wrong: an unknown flag, a bad value, a missing argument.
-pub const USAGE: u8 = 64;
+pub(crate) const USAGE: u8 = 64;
 /// The configuration was wrong: the config file, its keys, the Arti configuration.
-pub const CONFIG: u8 = 78;
+pub(crate) const CONFIG: u8 = 78;
 /// Anything else that failed while running (network, Tor, I/O at run time).
-pub const RUNTIME: u8 = 1;
+pub(crate) const RUNTIME: u8 = 1;
 
 /// Every exit status with what it means, in the order to list them: `--help` and the manual
 /// pages are both written from this table.
-pub const TABLE: &[(u8, &str)] = &[
+pub(crate) const TABLE: &[(u8, &str)] = &[
     (0, "success"),
     (
         RUNTIME,
@@ -34,7 +34,7 @@ pub const TABLE: &[(u8, &str)] = &[
 
 /// The kind of failure, which decides the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Category {
+pub(crate) enum Category {
     /// See [`USAGE`].
     Usage,
     /// See [`CONFIG`].
@@ -45,7 +45,7 @@ pub enum Category {
 
 impl Category {
     /// The process exit code for this category.
-    pub fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         match self {
             Category::Usage => USAGE,
             Category::Config => CONFIG,
@@ -57,7 +57,7 @@ impl Category {
 /// An error marked with its category. It displays as the error it wraps and passes its
 /// causes on, so marking never changes what the operator reads.
 #[derive(Debug)]
-pub struct Categorized {
+pub(crate) struct Categorized {
     /// The category.
     category: Category,
     /// The error.
@@ -79,12 +79,12 @@ impl std::error::Error for Categorized {
 }
 
 /// Marks `e` as a usage error.
-pub fn usage(e: impl Into<anyhow::Error>) -> anyhow::Error {
+pub(crate) fn usage(e: impl Into<anyhow::Error>) -> anyhow::Error {
     mark(Category::Usage, e.into())
 }
 
 /// Marks `e` as a configuration error.
-pub fn config(e: impl Into<anyhow::Error>) -> anyhow::Error {
+pub(crate) fn config(e: impl Into<anyhow::Error>) -> anyhow::Error {
     mark(Category::Config, e.into())
 }
 
@@ -96,13 +96,12 @@ fn mark(category: Category, inner: anyhow::Error) -> anyhow::Error {
 /// The category of `e`: the outermost mark in its chain; unmarked errors from the config
 /// and Arti-configuration loaders are configuration errors; anything else is a runtime
 /// error.
-pub fn category(e: &anyhow::Error) -> Category {
+pub(crate) fn category(e: &anyhow::Error) -> Category {
     for cause in e.chain() {
         if let Some(c) = cause.downcast_ref::<Categorized>() {
             return c.category;
         }
-        if cause.is::<onionbalance::config::ConfigError>()
-            || cause.is::<onionbalance::arti_toml::ArtiTomlError>()
+        if cause.is::<crate::config::ConfigError>() || cause.is::<crate::arti_toml::ArtiTomlError>()
         {
             return Category::Config;
         }
@@ -111,7 +110,7 @@ pub fn category(e: &anyhow::Error) -> Category {
 }
 
 /// Prints `e` and returns the exit code of its category.
-pub fn report(e: &anyhow::Error) -> ExitCode {
+pub(crate) fn report(e: &anyhow::Error) -> ExitCode {
     let text = format!("error: {e:#}");
     if super::logging::stderr_is_journal() {
         // In the journal, every line an error (priority 3), as the logger's error lines.
@@ -126,7 +125,7 @@ pub fn report(e: &anyhow::Error) -> ExitCode {
 
 /// Prints a command-line parsing error (or the help or version asked for) the way clap
 /// does, and returns 0 for help and version, [`USAGE`] for a real error.
-pub fn clap_error(e: &clap::Error) -> ExitCode {
+pub(crate) fn clap_error(e: &clap::Error) -> ExitCode {
     // Printing can only fail if stderr/stdout are gone; there is nobody to tell then.
     let _ = e.print();
     if e.use_stderr() {

@@ -9,36 +9,36 @@ use clap_complete::Shell;
 
 /// Options of `onionbalance completions`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
-    pub shell: Shell,
+    pub(crate) shell: Shell,
     /// Write the completion files of both `onionbalance` and `onionbalance-config` into
     /// this directory (named as the shell looks them up) instead of printing
     /// `onionbalance`'s.
     #[arg(long, value_name = "DIR")]
-    pub output: Option<PathBuf>,
+    pub(crate) output: Option<PathBuf>,
 }
 
 /// Options of `onionbalance man` (for packagers; hidden from `--help`).
 #[derive(Debug, Clone, clap::Args)]
-pub struct ManArgs {
+pub(crate) struct ManArgs {
     /// Directory to write the pages into: onionbalance.1, one page per subcommand
     /// (onionbalance-run.1, ...), and onionbalance-config.1 for the wizard's own binary.
     #[arg(long, value_name = "DIR")]
-    pub output: PathBuf,
+    pub(crate) output: PathBuf,
 }
 
 /// The commands to document: `onionbalance` and `onionbalance-config`.
-pub struct Commands {
+pub(crate) struct Commands {
     /// `onionbalance`'s command tree.
-    pub onionbalance: clap::Command,
+    pub(crate) onionbalance: clap::Command,
     /// The `onionbalance-config` binary's command.
-    pub onionbalance_config: clap::Command,
+    pub(crate) onionbalance_config: clap::Command,
 }
 
 /// Prints or writes shell completions.
-pub fn completions(args: &CompletionsArgs, cmds: Commands) -> Result<bool> {
+pub(crate) fn completions(args: &CompletionsArgs, cmds: Commands) -> Result<bool> {
     let Commands {
         mut onionbalance,
         mut onionbalance_config,
@@ -69,10 +69,10 @@ pub fn completions(args: &CompletionsArgs, cmds: Commands) -> Result<bool> {
 
 /// The config file's manual page, onionbalance.yaml(5): written by hand, kept in the
 /// repository, and written out with the generated pages so that packages install it.
-pub const CONFIG_PAGE: &str = include_str!("../../man/onionbalance.yaml.5");
+pub(crate) const CONFIG_PAGE: &str = include_str!("../../man/onionbalance.yaml.5");
 
 /// The file name of [`CONFIG_PAGE`].
-pub const CONFIG_PAGE_NAME: &str = "onionbalance.yaml.5";
+pub(crate) const CONFIG_PAGE_NAME: &str = "onionbalance.yaml.5";
 
 /// The FILES section of onionbalance(1) and onionbalance-run(1), in roff.
 const FILES: &str = r#".SH FILES
@@ -111,7 +111,7 @@ The status socket of the packaged unit when the config names none
 
 /// Writes the manual pages: onionbalance(1), a page per subcommand, onionbalance-config(1)
 /// for the wizard's own binary, and onionbalance.yaml(5).
-pub fn man(args: &ManArgs, cmds: Commands) -> Result<bool> {
+pub(crate) fn man(args: &ManArgs, cmds: Commands) -> Result<bool> {
     let dir = &args.output;
     create_dir(dir)?;
     let err = || format!("cannot write manual pages into {}", dir.display());

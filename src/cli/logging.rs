@@ -8,7 +8,7 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// The `-v` levels, under upstream's names (`warning`, `critical`) and tracing's (`warn`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Level {
+pub(crate) enum Level {
     /// Everything, including each fetch and upload.
     Debug,
     /// What an operator wants to see (the default).
@@ -22,11 +22,12 @@ pub enum Level {
 
 impl Level {
     /// The names `-v` accepts, for `--help`.
-    pub const NAMES: [&'static str; 6] = ["debug", "info", "warning", "warn", "error", "critical"];
+    pub(crate) const NAMES: [&'static str; 6] =
+        ["debug", "info", "warning", "warn", "error", "critical"];
 
     /// Parses a level name, case-insensitively; anything else is an error naming the
     /// accepted ones (an unknown level is a mistake, not a request for the default).
-    pub fn parse(s: &str) -> Result<Level, String> {
+    pub(crate) fn parse(s: &str) -> Result<Level, String> {
         match s.to_ascii_lowercase().as_str() {
             "debug" => Ok(Level::Debug),
             "info" => Ok(Level::Info),
@@ -40,7 +41,7 @@ impl Level {
     }
 
     /// The tracing directive for this level.
-    pub fn directive(self) -> &'static str {
+    pub(crate) fn directive(self) -> &'static str {
         match self {
             Level::Debug => "debug",
             Level::Info => "info",
@@ -52,7 +53,7 @@ impl Level {
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// One human-readable line per event.
     #[default]
     Text,
@@ -62,17 +63,17 @@ pub enum LogFormat {
 
 /// Where and how to log.
 #[derive(Debug, Clone, Default)]
-pub struct LogOptions {
+pub(crate) struct LogOptions {
     /// The tracing filter used when `RUST_LOG` is not set.
-    pub filter: String,
+    pub(crate) filter: String,
     /// Text or JSON.
-    pub format: LogFormat,
+    pub(crate) format: LogFormat,
     /// Append to this file instead of writing to stderr.
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
 }
 
 /// Installs the global logger as `opts` says. `RUST_LOG`, when set, replaces the filter.
-pub fn init(opts: &LogOptions) -> Result<()> {
+pub(crate) fn init(opts: &LogOptions) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&opts.filter));
     use std::io::IsTerminal as _;
@@ -105,7 +106,7 @@ pub fn init(opts: &LogOptions) -> Result<()> {
 }
 
 /// The syslog priority the journal files a line under for a tracing level.
-pub fn journal_priority(level: &tracing::Level) -> u8 {
+pub(crate) fn journal_priority(level: &tracing::Level) -> u8 {
     match *level {
         tracing::Level::ERROR => 3,
         tracing::Level::WARN => 4,
@@ -169,7 +170,7 @@ fn open_log_file(path: &Path) -> Result<std::sync::Mutex<std::fs::File>> {
 /// Whether stderr is connected to the systemd journal: `$JOURNAL_STREAM` names the
 /// device and inode of the journal's stream, and stderr is that very stream (not merely
 /// inherited from a parent that logged to the journal). systemd documents this check.
-pub fn stderr_is_journal() -> bool {
+pub(crate) fn stderr_is_journal() -> bool {
     let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };

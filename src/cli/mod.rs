@@ -1,25 +1,26 @@
-//! The command line: argument parsing, logging setup, dispatch. Each command lives in its
-//! own file; the work itself is in the library.
+//! The command line of both binaries: argument parsing, logging setup, dispatch. Each
+//! command lives in its own file; the work itself is in the rest of the library. Private:
+//! the binaries reach it through [`crate::main`] and [`crate::config_main`] only.
 
-pub mod arti_args;
-pub mod arti_config_cmd;
-pub mod backend_cmd;
-pub mod check_cmd;
-pub mod client_auth_cmd;
-pub mod config_cmd;
-pub mod config_path;
-pub mod drain_cmd;
+mod arti_args;
+mod arti_config_cmd;
+mod backend_cmd;
+mod check_cmd;
+mod client_auth_cmd;
+mod config_cmd;
+mod config_path;
+mod drain_cmd;
 mod drain_edit;
-pub mod exit;
-pub mod gen_cmd;
-pub mod logging;
+mod exit;
+mod gen_cmd;
+mod logging;
 mod reload;
-pub mod run_cmd;
+mod run_cmd;
 mod sd_notify;
-pub mod service_arg;
-pub mod status_cmd;
+mod service_arg;
+mod status_cmd;
 mod status_table;
-pub mod upstream;
+mod upstream;
 
 use std::process::ExitCode;
 
@@ -29,9 +30,9 @@ use logging::{LogFormat, LogOptions};
 
 /// The environment variables the commands read, with what each does: `--help` and the
 /// manual pages are both written from this table.
-pub const ENVIRONMENT: &[(&str, &str)] = &[
+pub(crate) const ENVIRONMENT: &[(&str, &str)] = &[
     (
-        onionbalance::config::ENV_CONFIG,
+        crate::config::ENV_CONFIG,
         "the config file, when -c is not given (else ./config.yaml, else /etc/onionbalance/config.yaml)",
     ),
     (
@@ -43,7 +44,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "append the log to this file instead of stderr",
     ),
     (
-        onionbalance::config::ENV_STATUS_SOCKET,
+        crate::config::ENV_STATUS_SOCKET,
         "the status socket (overrides the config's)",
     ),
     ("RUST_LOG", "a tracing filter that replaces the -v level"),
@@ -124,9 +125,9 @@ enum Command {
     Man(gen_cmd::ManArgs),
 }
 
-/// Entry point: parses the command line, runs the command and maps the outcome to an exit
-/// code by category (see [`exit`]).
-pub fn main() -> ExitCode {
+/// `onionbalance`: parses the command line, runs the command and maps the outcome to an
+/// exit code by category (see [`exit`]).
+pub(crate) fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return exit::clap_error(&e),
@@ -136,6 +137,26 @@ pub fn main() -> ExitCode {
         Ok(false) => ExitCode::from(exit::RUNTIME),
         Err(e) => exit::report(&e),
     }
+}
+
+/// `onionbalance-config`, the wizard under its upstream name: the same as `onionbalance
+/// config`, with the same exit codes.
+pub(crate) fn config_main() -> ExitCode {
+    let args = match config_cmd::ConfigArgs::try_parse() {
+        Ok(args) => args,
+        Err(e) => return exit::clap_error(&e),
+    };
+    quiet_logging(args.verbosity.directive());
+    match config_cmd::run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => exit::report(&e),
+    }
+}
+
+/// Renders a status document as `onionbalance status` prints it.
+#[cfg(feature = "testing")]
+pub(crate) fn status_table(doc: &serde_json::Value) -> String {
+    status_table::table(doc)
 }
 
 /// Sets up logging for the command and runs it.

@@ -11,12 +11,12 @@
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use onionbalance::config::Config;
-use onionbalance::status_socket::DEFAULT_STATUS_SOCKET;
+use crate::config::Config;
+use crate::status_socket::DEFAULT_STATUS_SOCKET;
 
 /// What a reload attempt did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reload {
+pub(crate) enum Reload {
     /// The daemon with this process id was sent SIGHUP.
     Signalled {
         /// Its process id.
@@ -29,10 +29,10 @@ pub enum Reload {
 }
 
 /// The manual way, for messages.
-pub const BY_HAND: &str = "`systemctl reload onionbalance`, or send SIGHUP to its process";
+pub(crate) const BY_HAND: &str = "`systemctl reload onionbalance`, or send SIGHUP to its process";
 
 /// Sends SIGHUP to the daemon that serves `cfg`'s status socket.
-pub fn reload_daemon(cfg: &Config) -> Reload {
+pub(crate) fn reload_daemon(cfg: &Config) -> Reload {
     let Some(socket) = socket_of(cfg) else {
         return Reload::NotDone(
             "the config names no status-socket-location, and it is not the packaged daemon's config, whose socket is known".into(),
@@ -45,7 +45,7 @@ pub fn reload_daemon(cfg: &Config) -> Reload {
 }
 
 /// Prints what a reload attempt did, for a command that changed `what`.
-pub fn report(outcome: &Reload, what: &str) {
+pub(crate) fn report(outcome: &Reload, what: &str) {
     match outcome {
         Reload::Signalled { pid, socket } => {
             println!(

@@ -3,14 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::arti_toml::{ArtiSources, Storage};
+use crate::balancer::create_client;
+use crate::status::BackendHealth;
+use crate::status_socket::{StatusSocket, StatusSource};
+use crate::{Balancer, BalancerHandle, Config, ServiceStatus};
 use anyhow::{Context as _, Result};
 use arti_client::TorClientConfig;
 use futures::StreamExt as _;
-use onionbalance::arti_toml::{ArtiSources, Storage};
-use onionbalance::balancer::create_client;
-use onionbalance::status::BackendHealth;
-use onionbalance::status_socket::{StatusSocket, StatusSource};
-use onionbalance::{Balancer, BalancerHandle, Config, ServiceStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
@@ -26,22 +26,22 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 
 /// Options of the daemon (also accepted at the top level, as upstream's `onionbalance -c`).
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The config file (upstream Onionbalance v3 YAML); default: ./config.yaml when it
     /// exists, as upstream.
-    #[arg(short = 'c', long, env = onionbalance::config::ENV_CONFIG, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[arg(short = 'c', long, env = crate::config::ENV_CONFIG, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     /// Arti's configuration: files and `-o` overrides.
     #[command(flatten)]
-    pub arti: ArtiArgs,
+    pub(crate) arti: ArtiArgs,
     /// Directory for our state (the last revision counter published per time period, under
     /// publish/) and, when --arti-config is not given, Arti's state and cache (default:
     /// $STATE_DIRECTORY, else $XDG_DATA_HOME/onionbalance, else ~/.local/share/onionbalance).
     #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9035); off by default.
     #[arg(long, value_name = "ADDR:PORT")]
-    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
     /// Log level: debug, info, warning, error or critical (as upstream; `warn` too);
     /// RUST_LOG overrides.
     #[arg(
@@ -52,35 +52,35 @@ pub struct RunArgs {
         default_value = "info",
         value_parser = Level::parse
     )]
-    pub verbosity: Level,
+    pub(crate) verbosity: Level,
     /// Append the log to this file instead of writing it to stderr.
     #[arg(long, value_name = "FILE", env = "ONIONBALANCE_LOG_LOCATION")]
-    pub log_location: Option<PathBuf>,
+    pub(crate) log_location: Option<PathBuf>,
     /// Log format: text, or json (one object per line) for log shippers.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// Upstream's onion service version: only v3 exists here (and in Tor since 2021).
     #[arg(long, value_name = "VERSION", default_value = "v3", value_parser = parse_hs_version, hide_default_value = true)]
     #[allow(dead_code)] // accepted for upstream's command lines; the parser lets only v3 in
-    pub hs_version: String,
+    pub(crate) hs_version: String,
     /// Upstream's test-network switch: give the test network's Arti configuration with
     /// --arti-config instead (`onionbalance arti-config --chutney` writes one).
     #[arg(long)]
-    pub is_testnet: bool,
+    pub(crate) is_testnet: bool,
     /// Upstream's control-port address: not needed (there is no system tor); ignored.
     #[arg(short = 'i', long = "ip", value_name = "ADDR", hide = true)]
-    pub ip: Option<String>,
+    pub(crate) ip: Option<String>,
     /// Upstream's control port: not needed; ignored.
     #[arg(short = 'p', long = "port", value_name = "PORT", hide = true)]
-    pub port: Option<String>,
+    pub(crate) port: Option<String>,
     /// Upstream's control socket: not needed; ignored.
     #[arg(short = 's', long = "socket", value_name = "PATH", hide = true)]
-    pub socket: Option<String>,
+    pub(crate) socket: Option<String>,
 }
 
 impl RunArgs {
     /// The tracing filter for `--verbosity`: our crate at that level, Arti's a notch quieter.
-    pub fn log_filter(&self) -> String {
+    pub(crate) fn log_filter(&self) -> String {
         let level = self.verbosity.directive();
         let arti = if level == "debug" { "info" } else { "warn" };
         // tor_netdir warns every second on small (test) networks that it cannot find enough
@@ -90,7 +90,7 @@ impl RunArgs {
     }
 
     /// Where and how the daemon logs.
-    pub fn log_options(&self) -> LogOptions {
+    pub(crate) fn log_options(&self) -> LogOptions {
         LogOptions {
             filter: self.log_filter(),
             format: self.log_format,
@@ -105,7 +105,7 @@ impl RunArgs {
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
-pub fn run(args: &RunArgs) -> Result<bool> {
+pub(crate) fn run(args: &RunArgs) -> Result<bool> {
     for (flag, v) in [
         ("--ip", &args.ip),
         ("--port", &args.port),
@@ -176,7 +176,7 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
     let bootstrapped = Arc::new(AtomicBool::new(false));
     let _metrics_task = match args.metrics_listen {
         Some(addr) => {
-            let listener = onionbalance::metrics::bind(addr)
+            let listener = crate::metrics::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for metrics on {addr}"))?;
             let (src, flag) = (status_source.clone(), bootstrapped.clone());
@@ -186,7 +186,7 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
                     "metrics on {addr}, not a loopback address: every metric names the frontend's onion address, so anyone who can connect learns it; bind 127.0.0.1 or firewall the port"
                 );
             }
-            Some(AbortOnDrop(tokio::spawn(onionbalance::metrics::serve(
+            Some(AbortOnDrop(tokio::spawn(crate::metrics::serve(
                 listener, src, flag,
             ))))
         }
@@ -276,7 +276,7 @@ async fn run_async(args: &RunArgs, path: &Path) -> Result<()> {
                     notify(&format!("STATUS={line}"));
                     last_status = line;
                 }
-                if !all_published_logged && onionbalance::status::all_published(&services) {
+                if !all_published_logged && crate::status::all_published(&services) {
                     all_published_logged = true;
                     info!("every service is published ({:.1}s after start)", started.elapsed().as_secs_f64());
                 }
@@ -449,7 +449,10 @@ impl Drop for AbortOnDrop {
 
 /// The Arti configuration: the `--arti-config` files and `-o` overrides if given, on top
 /// of our own storage directories when no file is given (the public network).
-pub fn arti_client_config(arti: &ArtiArgs, data_dir: Option<&Path>) -> Result<TorClientConfig> {
+pub(crate) fn arti_client_config(
+    arti: &ArtiArgs,
+    data_dir: Option<&Path>,
+) -> Result<TorClientConfig> {
     let mut sources = ArtiSources::new();
     if arti.files.is_empty() {
         let dir = match data_dir {
@@ -492,7 +495,7 @@ mod tests {
     /// What `systemctl status` shows follows publication: waiting, publishing, published.
     #[test]
     fn systemd_status_says_how_far_publication_got() {
-        use onionbalance::status::{InstanceStatus, PeriodStatus};
+        use crate::status::{InstanceStatus, PeriodStatus};
         assert_eq!(systemd_status(&[]), "starting the services");
         let mut svc = ServiceStatus {
             instances: vec![InstanceStatus::default(), InstanceStatus::default()],

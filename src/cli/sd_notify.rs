@@ -11,7 +11,7 @@ use std::io;
 use std::os::unix::net::UnixDatagram;
 
 /// Sends `state` (e.g. `"READY=1"`) to systemd. Returns `Ok(false)` when not run by systemd.
-pub fn notify(state: &str) -> io::Result<bool> {
+pub(crate) fn notify(state: &str) -> io::Result<bool> {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return Ok(false);
     };

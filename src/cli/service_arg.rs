@@ -1,12 +1,12 @@
 //! `--service N|ADDRESS`: one reading for every command that acts on one service of a
 //! config (`client-auth`, `drain`, `undrain`).
 
+use crate::config::Config;
 use anyhow::{bail, Context as _, Result};
-use onionbalance::config::Config;
 
 /// The index in `cfg.services` of the service `wanted` names: its number in the config
 /// (from 1) or its frontend address (with or without `.onion`).
-pub fn index(cfg: &Config, wanted: &str) -> Result<usize> {
+pub(crate) fn index(cfg: &Config, wanted: &str) -> Result<usize> {
     match wanted.parse::<usize>() {
         Ok(n) if (1..=cfg.services.len()).contains(&n) => Ok(n - 1),
         Ok(n) => bail!(

@@ -8,9 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::{Config, ENV_STATUS_SOCKET};
+use crate::status_socket::DEFAULT_STATUS_SOCKET;
 use anyhow::{Context as _, Result};
-use onionbalance::config::{Config, ENV_STATUS_SOCKET};
-use onionbalance::status_socket::DEFAULT_STATUS_SOCKET;
 use serde_json::Value;
 
 use super::config_path::{self, Announce};
@@ -23,27 +23,27 @@ use super::config_path::{self, Announce};
                   /etc/onionbalance/config.yaml), else /run/onionbalance/status.sock (the \
                   packaged daemon's) when it exists."
 )]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// The daemon's config file (its `status-socket-location` names the socket); default:
     /// ./config.yaml, else /etc/onionbalance/config.yaml.
-    #[arg(short = 'c', long, env = onionbalance::config::ENV_CONFIG, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[arg(short = 'c', long, env = crate::config::ENV_CONFIG, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     /// The status socket (overrides the config file's).
     #[arg(long, value_name = "PATH")]
-    pub socket: Option<PathBuf>,
+    pub(crate) socket: Option<PathBuf>,
     /// Print the raw JSON document instead of a table.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Prints the status; false if the daemon could not be reached.
-pub fn run(args: &StatusArgs) -> Result<bool> {
+pub(crate) fn run(args: &StatusArgs) -> Result<bool> {
     let path = socket_path(args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let text = runtime
-        .block_on(onionbalance::status_socket::query(&path))
+        .block_on(crate::status_socket::query(&path))
         .with_context(|| {
             format!(
                 "cannot read the status socket {} (is the daemon running?)",

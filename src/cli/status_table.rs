@@ -6,7 +6,7 @@ use serde_json::Value;
 ///
 /// The document comes from whatever listens on the socket path, so any JSON must render
 /// (`fuzz/fuzz_targets/status_document.rs`): missing or mistyped fields show as `-`.
-pub fn table(doc: &Value) -> String {
+pub(crate) fn table(doc: &Value) -> String {
     use std::fmt::Write as _;
     let s = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
     let n = |v: &Value| {

@@ -2,7 +2,7 @@
 //! accepted, so that upstream's wrappers, units and habits keep working.
 
 /// Accepts upstream's `--hs-version v3`; anything else is a usage error saying why.
-pub fn parse_hs_version(s: &str) -> Result<String, String> {
+pub(crate) fn parse_hs_version(s: &str) -> Result<String, String> {
     if s.eq_ignore_ascii_case("v3") {
         Ok("v3".to_owned())
     } else {
@@ -15,8 +15,8 @@ pub fn parse_hs_version(s: &str) -> Result<String, String> {
 
 /// Accepts a backend's service target as tor's `HiddenServicePort` takes it: `ADDR:PORT`,
 /// a bare `PORT`, or `unix:PATH`.
-pub fn parse_service_target(s: &str) -> Result<String, String> {
-    if onionbalance::config::is_valid_service_target(s) {
+pub(crate) fn parse_service_target(s: &str) -> Result<String, String> {
+    if crate::config::is_valid_service_target(s) {
         Ok(s.to_owned())
     } else {
         Err(format!(
