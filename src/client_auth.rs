@@ -34,6 +34,17 @@ use crate::onion::OnionAddress;
 /// `HS_DESC_AUTH_CLIENT_MULTIPLE`), real ones mixed with random ones.
 pub const AUTH_CLIENT_MULTIPLE: usize = 16;
 
+/// Most authorized clients a descriptor can carry under the network's default size limit
+/// (`hsdir_max_desc_size`, 50,000 bytes), and only beside a single intro point: each client
+/// costs about 100 bytes of the encoded descriptor. A config with more is refused: no
+/// descriptor could list them all, and leaving some out would lock them out silently.
+/// (Equal to [`crate::descriptor::clients_that_fit`] for one intro point; a test keeps it so.)
+pub const MAX_AUTHORIZED_CLIENTS: usize = 384;
+
+/// Authorized clients that fit beside a full set of 20 intro points (see
+/// [`MAX_AUTHORIZED_CLIENTS`]); with more, descriptors list fewer intro points.
+pub const CLIENTS_BESIDE_20_INTRO_POINTS: usize = 128;
+
 /// File name extension of a client's public key in an authorized-clients directory (C tor).
 pub const AUTH_FILE_EXTENSION: &str = "auth";
 

@@ -495,6 +495,50 @@ fn client_auth_add_list_remove() {
         text.contains("restricted discovery: 3 authorized client(s)"),
         "{text}"
     );
+    // How many clients fit, as the encoder measures it (the library's answer, not ours).
+    let room = |n| {
+        onionbalance::descriptor::clients_that_fit(
+            n,
+            onionbalance::descriptor::DEFAULT_MAX_DESCRIPTOR_LEN,
+        )
+        .expect("capacity")
+    };
+    let line = format!(
+        "client room (50000-byte descriptors): {} beside 20 intro points, {} beside 10 intro points, {} beside 5 intro points",
+        room(20),
+        room(10),
+        room(5)
+    );
+    assert!(text.contains(&line), "{line}\n{text}");
+    assert!(!text.contains("each descriptor lists at most"), "{text}");
+    // Past what fits beside 20 intro points, `check` says how many a descriptor will list.
+    let extra: Vec<std::path::PathBuf> = (0..197)
+        .map(|i| {
+            let secret = onionbalance::client_auth::ClientSecret::generate(
+                BACKEND_A.parse().expect("address"), // only the key pair matters here
+                &mut rand::rng(),
+            );
+            let path = dir.join(format!("extra{i}.auth"));
+            std::fs::write(&path, secret.public().to_string()).expect("write");
+            path
+        })
+        .collect();
+    let (_, text) = run(OB, &["check", "-c", &c], tmp.path());
+    let limit = onionbalance::descriptor::intro_points_for_clients(
+        200,
+        onionbalance::descriptor::DEFAULT_MAX_DESCRIPTOR_LEN,
+    )
+    .expect("limit");
+    assert!(limit < 20, "200 clients fit beside {limit}");
+    assert!(
+        text.contains(&format!(
+            "with 200 clients each descriptor lists at most {limit} intro points"
+        )),
+        "{text}"
+    );
+    for path in extra {
+        std::fs::remove_file(path).expect("remove");
+    }
 
     for name in ["alice", "bob"] {
         let (out, text) = run(

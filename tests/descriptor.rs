@@ -650,11 +650,14 @@ fn every_variant_is_restricted_to_the_authorized_clients() {
 /// Many authorized clients: each adds an entry to every descriptor, and past about a hundred
 /// a descriptor with 20 intro points exceeds the network's 50,000 bytes. The engine then
 /// lists fewer intro points per descriptor instead of failing (which would stop publication
-/// and let what is on the HSDirs expire): every variant fits and every client reads it.
+/// and let what is on the HSDirs expire): for 0, 16, 100 and 200 clients every variant
+/// fits, every client reads it, and the limit the engine reached is the one `check` predicts
+/// ([`clients_that_fit`]). 400 clients fit beside no intro point at all: the engine refuses
+/// with `TooLarge` (and the config refuses more than `MAX_AUTHORIZED_CLIENTS`).
 #[test]
 fn many_authorized_clients_get_fewer_intro_points_not_no_descriptor() {
-    use onionbalance::client_auth::ClientSecret;
-    use onionbalance::descriptor::{RingFacts, MAX_INTRO_POINTS};
+    use onionbalance::client_auth::{ClientSecret, AUTH_CLIENT_MULTIPLE};
+    use onionbalance::descriptor::{clients_that_fit, RingFacts, MAX_INTRO_POINTS};
     use tor_hscrypto::pk::{HsClientDescEncKeypair, HsClientDescEncSecretKey};
     use tor_llcrypto::pk::rsa::RsaIdentity;
 
@@ -676,42 +679,82 @@ fn many_authorized_clients_get_fewer_intro_points_not_no_descriptor() {
         fetch: &hsdirs[..6],
     };
     let frontend = Arc::new(FrontendKey::generate(&mut r));
-    let clients: Vec<ClientSecret> = (0..200)
-        .map(|_| ClientSecret::generate(frontend.address(), &mut r))
-        .collect();
-    let mut engine = Engine::new(frontend.clone());
-    engine.set_authorized_clients(Some(clients.iter().map(|c| *c.public()).collect()));
-    let built = engine
-        .build_variants(&p, &refs, &ring, t, &mut r)
-        .expect("a descriptor despite 200 clients");
-    assert!(
-        built.intro_point_limit < MAX_INTRO_POINTS,
-        "200 clients should not fit beside 20 intro points"
-    );
     let plain = BackendKeys::derive(frontend.address(), p.time_period).expect("keys");
-    for v in &built.variants {
-        assert!(v.descriptor.text.len() <= DEFAULT_MAX_DESCRIPTOR_LEN);
-        assert!(v.descriptor.intro_points <= built.intro_point_limit);
-        assert!(v.descriptor.intro_points > 0);
-    }
-    for c in [&clients[0], &clients[199]] {
-        let keys = plain
-            .clone()
-            .with_client_key(Arc::new(HsClientDescEncKeypair::new(
-                c.public(),
-                HsClientDescEncSecretKey::from(c.secret.as_ref().clone()),
-            )));
-        for v in &built.variants {
-            intake(&keys, &v.descriptor.text, t, DEFAULT_MAX_DESCRIPTOR_LEN)
-                .expect("every client reads every variant");
+    // What `check` prints: clients that fit beside 1..=20 intro points.
+    let capacity: Vec<usize> = (1..=MAX_INTRO_POINTS)
+        .map(|n| clients_that_fit(n, DEFAULT_MAX_DESCRIPTOR_LEN).expect("capacity"))
+        .collect();
+    assert!(
+        capacity.windows(2).all(|w| w[0] >= w[1]),
+        "fewer intro points leave room for more clients: {capacity:?}"
+    );
+    let mut limits = Vec::new();
+    for n in [0usize, 16, 100, 200, 400] {
+        let clients: Vec<ClientSecret> = (0..n)
+            .map(|_| ClientSecret::generate(frontend.address(), &mut r))
+            .collect();
+        let mut engine = Engine::new(frontend.clone());
+        engine.set_authorized_clients(Some(clients.iter().map(|c| *c.public()).collect()));
+        // Entries come in groups of 16 (real ones and random ones).
+        let entries = n.div_ceil(AUTH_CLIENT_MULTIPLE).max(1) * AUTH_CLIENT_MULTIPLE;
+        let result = engine.build_variants(&p, &refs, &ring, t, &mut r);
+        if entries > capacity[0] {
+            // Not even one intro point leaves room: no descriptor could let every client
+            // in. The config refuses so many clients (`MAX_AUTHORIZED_CLIENTS`); the engine
+            // says why rather than drop some clients silently.
+            assert!(
+                matches!(result, Err(BuildError::TooLarge(_))),
+                "{n} clients cannot fit: {result:?}"
+            );
+            limits.push((n, 0));
+            continue;
         }
+        let built = result.unwrap_or_else(|e| panic!("no descriptor for {n} clients: {e}"));
+        for v in &built.variants {
+            assert!(v.descriptor.text.len() <= DEFAULT_MAX_DESCRIPTOR_LEN);
+            assert!(v.descriptor.intro_points <= built.intro_point_limit);
+            assert!(v.descriptor.intro_points > 0);
+        }
+        let predicted = (1..=MAX_INTRO_POINTS)
+            .rev()
+            .find(|&k| capacity[k - 1] >= entries)
+            .unwrap_or(1);
+        assert_eq!(
+            built.intro_point_limit, predicted,
+            "{n} clients: the engine's limit against the capacity `check` prints ({capacity:?})"
+        );
+        for c in [clients.first(), clients.last()].into_iter().flatten() {
+            let keys = plain
+                .clone()
+                .with_client_key(Arc::new(HsClientDescEncKeypair::new(
+                    c.public(),
+                    HsClientDescEncSecretKey::from(c.secret.as_ref().clone()),
+                )));
+            for v in &built.variants {
+                intake(&keys, &v.descriptor.text, t, DEFAULT_MAX_DESCRIPTOR_LEN)
+                    .unwrap_or_else(|e| panic!("{n} clients: a client cannot read a variant: {e}"));
+            }
+        }
+        limits.push((n, built.intro_point_limit));
     }
-    // Without clients the same backends fill descriptors of up to 20.
+    // 0, 16 and 100 clients (16, 16 and 112 entries) fit beside 20 intro points, 200 do not.
+    assert_eq!(
+        limits
+            .iter()
+            .map(|l| l.1 == MAX_INTRO_POINTS)
+            .collect::<Vec<_>>(),
+        [true, true, true, false, false],
+        "{limits:?}"
+    );
+    assert_eq!(limits[4].1, 0, "400 clients fit in no descriptor");
+    // Without restricted discovery the same backends fill descriptors of up to 20.
+    let mut engine = Engine::new(frontend.clone());
     engine.set_authorized_clients(None);
     let open = engine
         .build_variants(&p, &refs, &ring, t, &mut r)
         .expect("open build");
     assert_eq!(open.intro_point_limit, MAX_INTRO_POINTS);
+    eprintln!("clients → intro point limit: {limits:?}; capacity by intro points: {capacity:?}");
 }
 
 /// What a descriptor's middle layer says about its clients, as anyone who knows the address

@@ -100,6 +100,7 @@ fn offline(path: &Path) -> Option<Config> {
                         "  restricted discovery: {} authorized client(s)",
                         auth.clients.len()
                     );
+                    println!("{}", describe_client_room(auth.clients.len()));
                 }
             }
             if let Some(sock) = &cfg.status_socket_location {
@@ -197,6 +198,35 @@ async fn online(args: &CheckArgs, cfg: &Config) -> Result<bool> {
 
 /// A health check as `check` shows it, e.g. "probed: GET /healthz on port 80 every 30s,
 /// timeout 20s, down after 2, up after 1".
+/// How many authorized clients fit in a descriptor beside 20, 10 and 5 intro points, and
+/// what `clients` means for this service: built with the real encoder
+/// ([`crate::descriptor::clients_that_fit`]) at the network's default size limit.
+fn describe_client_room(clients: usize) -> String {
+    use crate::descriptor::{
+        clients_that_fit, intro_points_for_clients, DEFAULT_MAX_DESCRIPTOR_LEN, MAX_INTRO_POINTS,
+    };
+    let room = |n: usize| clients_that_fit(n, DEFAULT_MAX_DESCRIPTOR_LEN);
+    let mut parts = Vec::new();
+    for n in [MAX_INTRO_POINTS, 10, 5] {
+        match room(n) {
+            Ok(k) => parts.push(format!("{k} beside {n} intro points")),
+            Err(e) => return format!("  client room: cannot compute it: {e}"),
+        }
+    }
+    let mut text = format!(
+        "  client room ({DEFAULT_MAX_DESCRIPTOR_LEN}-byte descriptors): {}",
+        parts.join(", ")
+    );
+    // With more clients than fit beside 20, descriptors list fewer intro points: say how many.
+    match intro_points_for_clients(clients, DEFAULT_MAX_DESCRIPTOR_LEN) {
+        Ok(n) if n < MAX_INTRO_POINTS => text.push_str(&format!(
+            "\n  with {clients} clients each descriptor lists at most {n} intro points"
+        )),
+        _ => {}
+    }
+    text
+}
+
 fn describe_health_check(h: &crate::config::HealthCheckConfig) -> String {
     let what = match &h.http_path {
         Some(path) => format!("GET {path} on port {}", h.port),

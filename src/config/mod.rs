@@ -695,6 +695,17 @@ impl Validator<'_> {
                 }
             }
         }
+        if clients.len() > client_auth::MAX_AUTHORIZED_CLIENTS {
+            self.problem(
+                loc,
+                format!(
+                    "{} authorized clients: at most {} fit in a descriptor under Tor's 50,000-byte limit, and only beside a single intro point ({} beside 20: `onionbalance check` prints the table). Remove clients, or split them over several frontend addresses",
+                    clients.len(),
+                    client_auth::MAX_AUTHORIZED_CLIENTS,
+                    client_auth::CLIENTS_BESIDE_20_INTRO_POINTS,
+                ),
+            );
+        }
         Some(ClientAuthConfig { clients, dir })
     }
 }
@@ -902,6 +913,42 @@ mod tests {
             frontend,
             &mut rand::rngs::StdRng::seed_from_u64(seed),
         )
+    }
+
+    /// More clients than any descriptor can carry are refused, naming the limit; the limit
+    /// itself is accepted.
+    #[test]
+    fn too_many_authorized_clients_are_refused() {
+        use crate::client_auth::MAX_AUTHORIZED_CLIENTS;
+        let (dir, _) = dir_with_key();
+        let auth = dir.path().join("clients");
+        std::fs::create_dir(&auth).expect("mkdir");
+        let yaml = format!(
+            "services:\n- key: frontend.key\n  instances:\n  - address: {BACKEND_A}\n  authorized-clients-dir: clients\n"
+        );
+        for i in 0..MAX_AUTHORIZED_CLIENTS {
+            let c = client(1000 + i as u64);
+            std::fs::write(auth.join(format!("c{i}.auth")), c.public().to_string()).expect("w");
+        }
+        let cfg = parse_in(dir.path(), &yaml).expect("the limit itself is accepted");
+        let n = cfg.services[0]
+            .client_auth
+            .as_ref()
+            .map(|a| a.clients.len());
+        assert_eq!(n, Some(MAX_AUTHORIZED_CLIENTS));
+        let c = client(99_999);
+        std::fs::write(auth.join("one-too-many.auth"), c.public().to_string()).expect("w");
+        let text = match parse_in(dir.path(), &yaml) {
+            Ok(_) => panic!("{} clients accepted", MAX_AUTHORIZED_CLIENTS + 1),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            text.contains(&format!(
+                "{} authorized clients",
+                MAX_AUTHORIZED_CLIENTS + 1
+            )) && text.contains(&format!("at most {MAX_AUTHORIZED_CLIENTS}")),
+            "{text}"
+        );
     }
 
     #[test]

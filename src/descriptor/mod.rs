@@ -16,6 +16,8 @@
 //! * [`build_descriptor`]: sign and encrypt a descriptor for the frontend for one time period
 //!   ([`FrontendPeriodKeys`]), with the selected intro points re-certified by the period's
 //!   descriptor-signing key.
+//! * [`clients_that_fit`]: how many authorized clients one descriptor holds beside a number
+//!   of intro points.
 //! * [`Engine`]: the frontend's keys and revision counters per period, tying selection and
 //!   build together.
 //!
@@ -28,6 +30,7 @@ pub mod build;
 /// Building, signing and encrypting our descriptors.
 #[cfg(not(feature = "testing"))]
 mod build;
+mod capacity;
 mod engine;
 mod intake;
 #[cfg(any(test, feature = "testing"))]
@@ -47,6 +50,7 @@ use std::time::{Duration, SystemTime};
 use tor_hscrypto::time::TimePeriod;
 
 pub use build::{build_descriptor, BuildError, BuildRequest, BuiltDescriptor, FrontendPeriodKeys};
+pub use capacity::{clients_that_fit, intro_points_for_clients};
 pub use engine::{Built, BuiltVariants, Engine};
 pub use intake::{claimed_revision, intake, BackendKeys, BackendSnapshot, ContentKey, IntakeError};
 pub use select::{intro_point_relay, select_intro_points};

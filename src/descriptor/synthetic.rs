@@ -5,13 +5,9 @@
 //! certificates), only the intro points point nowhere: each has the three link specifiers C tor
 //! writes (IPv4 ORPort, RSA identity, Ed25519 identity) and random keys.
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
-use tor_hscrypto::pk::{HsIntroPtSessionIdKey, HsSvcNtorKey};
 use tor_hscrypto::time::TimePeriod;
-use tor_linkspec::LinkSpec;
-use tor_llcrypto::pk::{curve25519, ed25519};
 use tor_netdoc::doc::hsdesc::IntroPointDesc;
 use tor_protover::Protocols;
 
@@ -116,29 +112,5 @@ pub fn intro_point_on<R: rand::Rng + rand::CryptoRng>(
     rng: &mut R,
     rsa: [u8; 20],
 ) -> Option<IntroPointDesc> {
-    let mut ed = [0u8; 32];
-    // The relay's Ed25519 identity follows from its RSA identity here; only the pairing
-    // matters to the tests.
-    ed[..20].copy_from_slice(&rsa);
-    let ip = Ipv4Addr::new(10, rng.next_u32() as u8, rng.next_u32() as u8, 1);
-    let port = 9000 + (rng.next_u32() % 1000) as u16;
-    let specs = [
-        LinkSpec::OrPort(ip.into(), port),
-        LinkSpec::RsaId(rsa.into()),
-        LinkSpec::Ed25519Id(ed.into()),
-    ]
-    .into_iter()
-    .filter_map(|ls| ls.encode().ok())
-    .collect();
-    let ntor = curve25519::PublicKey::from(&curve25519::StaticSecret::random_from_rng(&mut *rng));
-    let svc_ntor =
-        curve25519::PublicKey::from(&curve25519::StaticSecret::random_from_rng(&mut *rng));
-    let sid = ed25519::Keypair::generate(&mut *rng).verifying_key();
-    IntroPointDesc::builder()
-        .link_specifiers(specs)
-        .ipt_kp_ntor(ntor)
-        .kp_hs_ipt_sid(HsIntroPtSessionIdKey::from(sid))
-        .kp_hss_ntor(HsSvcNtorKey::from(svc_ntor))
-        .build()
-        .ok()
+    super::capacity::typical_intro_point(rng, rsa)
 }
