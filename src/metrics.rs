@@ -168,6 +168,7 @@ pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -
             c.backend_changes.to_string(),
         );
         push("builds_total", svc.clone(), c.builds.to_string());
+        push("outranked_total", svc.clone(), c.outranked.to_string());
         push(
             "uploads_total",
             format!("{svc},result=\"ok\""),
@@ -254,6 +255,11 @@ pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -
             "backend descriptors that brought other intro points",
         ),
         ("builds_total", "counter", "descriptors built"),
+        (
+            "outranked_total",
+            "counter",
+            "refusals explained by a higher revision of this address from another publisher (C tor or Python Onionbalance before a move, another frontend with this key)",
+        ),
         (
             "fail_open",
             "gauge",

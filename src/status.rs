@@ -85,6 +85,11 @@ pub struct Counters {
     pub uploads_ok: u64,
     /// Failed uploads, by kind (`rejected` when an HSDir refused the descriptor).
     pub upload_failures: BTreeMap<ErrorKind, u64>,
+    /// Refusals explained by another publisher of this address: the refusing HSDir held a
+    /// descriptor signed with the frontend's key, with a revision at or above ours (C tor
+    /// or Python Onionbalance before a move, or another onionbalance with the same key).
+    /// The next descriptor goes above it.
+    pub outranked: u64,
 }
 
 /// Status of one time period's descriptor.

@@ -18,8 +18,8 @@ use futures::{FutureExt as _, StreamExt as _};
 use onionbalance::config::{Config, HealthCheckConfig, InstanceConfig, ServiceConfig};
 use onionbalance::descriptor::synthetic::SyntheticBackend;
 use onionbalance::descriptor::{
-    claimed_revision, intake, BackendKeys, FrontendPeriodKeys, PublishPeriod,
-    DEFAULT_MAX_DESCRIPTOR_LEN,
+    build_descriptor, claimed_revision, intake, BackendKeys, BuildRequest, FrontendPeriodKeys,
+    PublishPeriod, DEFAULT_MAX_DESCRIPTOR_LEN,
 };
 use onionbalance::health::{HealthSignal, ProbeError, Prober, HOLD_DOWN};
 use onionbalance::net::{DirTransport, TransferError};
@@ -210,6 +210,8 @@ impl DirTransport for ScriptedTransport {
                         })
                     } else {
                         *held = revision;
+                        // As a real HSDir: what it stores, it serves.
+                        s.stored.insert((blind, id), descriptor.to_string());
                         Ok(())
                     }
                 }
@@ -487,6 +489,32 @@ impl World {
         (tp, picky, counter)
     }
 
+    /// Another publisher of our address (C tor before a move, another frontend with the
+    /// same key) left a descriptor with the counter we would use `ahead` from now on the
+    /// first HSDir of the first period: signed with our key, served to whoever asks, and
+    /// refusing anything lower. Returns (period, HSDir, that counter).
+    fn other_publisher_ahead(&self, ahead: Duration) -> (TimePeriod, RsaIdentity, RevisionCounter) {
+        let (tp, picky, counter) = self.hsdir_holds_revision_ahead(ahead);
+        let keys = FrontendPeriodKeys::derive(&self.frontend, tp).expect("keys");
+        let mut rng = StdRng::seed_from_u64(7);
+        let ip = onionbalance::descriptor::synthetic::intro_point(&mut rng).expect("intro point");
+        let req = BuildRequest {
+            intro_points: &[ip],
+            revision: counter,
+            now: self.rt.wallclock(),
+            max_len: DEFAULT_MAX_DESCRIPTOR_LEN,
+            flow_control: None,
+            protocols: Default::default(),
+            auth_clients: None,
+        };
+        let built = build_descriptor(&keys, &req, &mut rng).expect("their descriptor");
+        self.transport
+            .lock()
+            .stored
+            .insert((keys.blind_id(), picky), built.text.to_string());
+        (tp, picky, counter)
+    }
+
     fn uploads(&self) -> Vec<Upload> {
         self.transport.lock().uploads.clone()
     }
@@ -752,6 +780,57 @@ fn refusals_are_retried_and_rebuilt_at_most_once_a_minute() {
                 .expect("period");
             assert_eq!(ps.refusals_in_a_row, 0, "reset by the acceptance");
             assert!(ps.last_refusal.is_some());
+            handle.shutdown().await;
+        })
+    });
+}
+
+/// An address moved mid-period from C tor or Python Onionbalance (or published by another
+/// frontend with the same key): an HSDir holds a descriptor signed with our key whose counter
+/// stays above ours all day (other clock, other key derivation). After its first refusal we
+/// look at what it holds, go above it, and are accepted at the next rebuild: one refusal,
+/// not one a minute for the rest of the period. The status counts it.
+#[test]
+fn a_higher_revision_from_another_publisher_is_passed_after_one_refusal() {
+    sim(|rt| {
+        Box::pin(async move {
+            let w = World::new(rt.clone(), 1);
+            // A counter we would reach only a day from now: never, within the period.
+            let (tp, picky, theirs) = w.other_publisher_ahead(Duration::from_secs(24 * 3600));
+            let handle = w.launch();
+            rt.advance_by(Duration::from_secs(5 * 60)).await;
+            let ups = w.uploads();
+            let at_picky: Vec<&Upload> = ups
+                .iter()
+                .filter(|u| u.hsdir == picky && u.period == Some(tp))
+                .collect();
+            let refused = at_picky.iter().filter(|u| !u.accepted).count();
+            let accepted: Vec<&&Upload> = at_picky.iter().filter(|u| u.accepted).collect();
+            assert_eq!(refused, 1, "one refusal: {at_picky:?}");
+            assert_eq!(accepted.len(), 1, "then accepted: {at_picky:?}");
+            assert!(accepted[0].revision > u64::from(theirs));
+            // It looked once, at that HSDir, for our blinded id.
+            let ours = FrontendPeriodKeys::derive(&w.frontend, tp)
+                .expect("keys")
+                .blind_id();
+            let peeks = w
+                .transport
+                .lock()
+                .fetches
+                .iter()
+                .filter(|(_, b, h)| *b == ours && *h == picky)
+                .count();
+            assert_eq!(peeks, 1, "one look at what the refusing HSDir holds");
+            // Two builds of that period: the first and the one above theirs.
+            assert_eq!(builds(&ups)[&tp].len(), 2, "{:?}", builds(&ups)[&tp]);
+            let st = &handle.status()[0];
+            assert_eq!(st.counters.outranked, 1);
+            let ps = st
+                .periods
+                .iter()
+                .find(|x| x.time_period == tp.interval_num())
+                .expect("period");
+            assert_eq!(ps.refusals_in_a_row, 0, "reset by the acceptance");
             handle.shutdown().await;
         })
     });

@@ -52,7 +52,10 @@ use tor_hscrypto::time::TimePeriod;
 pub use build::{build_descriptor, BuildError, BuildRequest, BuiltDescriptor, FrontendPeriodKeys};
 pub use capacity::{clients_that_fit, intro_points_for_clients};
 pub use engine::{Built, BuiltVariants, Engine};
-pub use intake::{claimed_revision, intake, BackendKeys, BackendSnapshot, ContentKey, IntakeError};
+pub use intake::{
+    claimed_revision, intake, verified_revision, BackendKeys, BackendSnapshot, ContentKey,
+    IntakeError,
+};
 pub use select::{intro_point_relay, select_intro_points};
 pub use variants::{plan_variants, RingFacts, VariantPlan};
 

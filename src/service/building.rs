@@ -47,6 +47,11 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         let st = self.publish.period(tp)?;
         let inputs = build_inputs(&self.inputs_for(tp, wall));
         let (at, reason) = st.build_due(&inputs, now, self.timing.min_rebuild_interval)?;
+        if reason == BuildReason::Refused && self.peeking(tp) {
+            // The peek may raise our counter's floor: a rebuild before it ends could be
+            // refused for the same reason. Its end wakes the loop.
+            return None;
+        }
         if reason == BuildReason::First {
             // As for the very first publication: a period's first descriptor waits until
             // every backend was asked for its own descriptor of that period (bounded), so it

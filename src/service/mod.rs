@@ -123,6 +123,13 @@ enum Done {
         /// `Ok`, or why not.
         result: Result<(), UploadFailure>,
     },
+    /// A look at what a refusing HSDir holds for our address.
+    Peek {
+        /// What was looked at.
+        job: uploading::PeekJob,
+        /// The verified revision it holds, or why we cannot tell.
+        held: Result<tor_hscrypto::RevisionCounter, String>,
+    },
     /// A health probe.
     Probe {
         /// The backend.
@@ -209,6 +216,8 @@ pub(crate) struct ServiceRunner<R: Runtime, T: DirTransport> {
     uploads_in_flight: usize,
     /// Probes in flight.
     probes_in_flight: usize,
+    /// Looks at what refusing HSDirs hold (see `uploading`).
+    peeks: uploading::Peeks,
     /// Whether some period's selection fails open (every backend down or drained).
     fail_open: bool,
     /// What health last let be listed (per backend, in order, and fail-open), to notice
@@ -279,6 +288,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             fetches_in_flight: 0,
             uploads_in_flight: 0,
             probes_in_flight: 0,
+            peeks: uploading::Peeks::default(),
             fail_open: false,
             listing: None,
         }
@@ -341,6 +351,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 Some(Done::Fetch { address, report }) => self.on_fetched(address, report),
                 Some(Done::Upload { job, result }) => self.on_uploaded(job, result),
                 Some(Done::Probe { address, result }) => self.on_probed(address, result),
+                Some(Done::Peek { job, held }) => self.on_peeked(job, held),
                 None => {}
             }
         }
@@ -429,6 +440,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         self.settle_health(now, wall);
         self.build_due(now, wall);
         self.launch_uploads(&netdir, now, in_flight);
+        self.launch_peeks(&netdir, in_flight);
     }
 
     /// When the runner has something to do next: the earliest of every timer, each computed

@@ -123,6 +123,9 @@ pub(crate) struct HsDirState {
     pub refusals_in_a_row: u32,
     /// The revision it refused last.
     pub last_refused: Option<RevisionCounter>,
+    /// A revision this HSDir was seen to hold (another publisher's, above ours): a
+    /// descriptor with a counter not above it is not sent there again.
+    pub holds: Option<RevisionCounter>,
 }
 
 impl HsDirState {
@@ -139,6 +142,7 @@ impl HsDirState {
             refused: false,
             refusals_in_a_row: 0,
             last_refused: None,
+            holds: None,
         }
     }
 
@@ -152,7 +156,14 @@ impl HsDirState {
 
     /// When an upload to it is due: `None` if it is clean or an upload is in flight.
     pub(crate) fn upload_at(&self, now: Instant) -> Option<Instant> {
-        (self.is_dirty() && !self.uploading).then(|| self.not_before.unwrap_or(now))
+        // Retrying a descriptor whose counter is not above the one the HSDir holds cannot
+        // succeed: it waits for the rebuild.
+        let outranked = self
+            .assigned
+            .as_ref()
+            .zip(self.holds)
+            .is_some_and(|(d, held)| u64::from(d.revision) <= u64::from(held));
+        (self.is_dirty() && !self.uploading && !outranked).then(|| self.not_before.unwrap_or(now))
     }
 }
 
@@ -534,6 +545,23 @@ impl PublishState {
             .flat_map(|p| p.hsdirs.values())
             .filter_map(|h| h.upload_at(now))
             .min()
+    }
+
+    /// HSDir `hsdir` of period `tp` holds revision `held`, not ours: what we have built so
+    /// far is not sent there again (the rebuild after its refusal goes above `held`).
+    pub(crate) fn hsdir_holds(
+        &mut self,
+        tp: TimePeriod,
+        hsdir: &RsaIdentity,
+        held: RevisionCounter,
+    ) {
+        if let Some(h) = self
+            .periods
+            .get_mut(&tp)
+            .and_then(|st| st.hsdirs.get_mut(hsdir))
+        {
+            h.holds = Some(held);
+        }
     }
 
     /// Records one upload outcome at `now`.

@@ -1,15 +1,34 @@
 //! Uploading the frontend's descriptors: launching the uploads the schedule says are due
 //! (see [`super::publish`]) and taking in their results.
+//!
+//! # What a refusal hides
+//!
+//! An HSDir refuses (HTTP 400) a descriptor whose revision counter is not above the one it
+//! holds. When the address was published before by someone else with the same key (C tor or
+//! Python Onionbalance before a move, another frontend), that counter comes from another
+//! clock and another key derivation, and may stay above ours for the rest of the period:
+//! rebuilding with our next counter would be refused again, all day. So after a refusal we
+//! fetch what that HSDir holds for our blinded key (a "peek", over a 3-hop circuit like any
+//! fetch), verify it is signed for our address, and if its counter is at or above ours, raise
+//! our floor above it: the rebuild after the refusal is then accepted. A peek that finds
+//! nothing, or a lower counter, changes nothing: the refusal had another cause, and the usual
+//! backoff applies.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tor_netdir::NetDir;
 use tor_rtcompat::{Runtime, SleepProviderExt as _};
+use tracing::warn;
 
-use super::publish::{UploadJob, UploadVerdict};
+use tor_hscrypto::time::TimePeriod;
+use tor_hscrypto::RevisionCounter;
+
+use super::publish::{Recorded, UploadJob, UploadVerdict};
 use super::{Done, InFlight, ServiceRunner, UploadFailure};
+use crate::descriptor::verified_revision;
 use crate::error::HasKind as _;
+use crate::hsdir::HsDir;
 use crate::net::{DirTransport, TransferError};
 
 impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
@@ -68,7 +87,96 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             .period(job.period)
             .filter(|st| result.is_ok() && st.hsdirs.values().all(|h| !h.is_dirty()))
             .map(|st| st.hsdirs.len());
+        if let Recorded::Refused(_) = recorded {
+            self.peeks.want(PeekJob {
+                period: job.period,
+                hsdir: job.hsdir.clone(),
+                refused: job.descriptor.revision,
+            });
+        }
         self.report
             .uploaded(&job, &result, recorded, all_hold, wall);
+    }
+
+    /// Starts the peeks that refusals asked for.
+    pub(super) fn launch_peeks(&mut self, netdir: &Arc<NetDir>, in_flight: &mut InFlight) {
+        for job in std::mem::take(&mut self.peeks.wanted) {
+            let Ok(blind_id) = self.engine.frontend_blind_id(job.period) else {
+                continue; // the period's keys failed: logged where they are derived
+            };
+            self.peeks.in_flight.push((job.period, job.hsdir.id));
+            let (runtime, transport, netdir) =
+                (self.runtime.clone(), self.transport.clone(), netdir.clone());
+            let (timeout, max_len) = (self.timing.fetch_attempt_timeout, self.engine.max_len());
+            in_flight.push(Box::pin(async move {
+                let attempt = transport.fetch(&netdir, job.hsdir.target.clone(), blind_id, max_len);
+                let held = match runtime.timeout(timeout, attempt).await {
+                    Ok(Ok(Some(text))) => {
+                        verified_revision(&text, &blind_id, max_len).map_err(|e| e.to_string())
+                    }
+                    Ok(Ok(None)) => Err("it holds no descriptor for this address".to_owned()),
+                    Ok(Err(e)) => Err(crate::error::report(&e)),
+                    Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
+                };
+                Done::Peek { job, held }
+            }));
+        }
+    }
+
+    /// Takes in a finished peek: what the HSDir holds for our address, or why we cannot tell.
+    pub(super) fn on_peeked(&mut self, job: PeekJob, held: Result<RevisionCounter, String>) {
+        self.peeks
+            .in_flight
+            .retain(|p| *p != (job.period, job.hsdir.id));
+        let outranked = held
+            .as_ref()
+            .is_ok_and(|h| u64::from(*h) >= u64::from(job.refused));
+        if let (true, Ok(held)) = (outranked, &held) {
+            self.engine.raise_revision_floor(job.period, *held);
+            if let Err(e) = self.store.record(job.period, *held) {
+                warn!("{}: {e}", self.frontend);
+            }
+            self.publish.hsdir_holds(job.period, &job.hsdir.id, *held);
+        }
+        self.report.peeked(&job, &held, outranked);
+    }
+
+    /// Whether a peek for period `tp` is in flight (its refusal's rebuild waits for it).
+    pub(super) fn peeking(&self, tp: TimePeriod) -> bool {
+        self.peeks.in_flight.iter().any(|(p, _)| *p == tp)
+    }
+}
+
+/// A look at what a refusing HSDir holds for our address.
+#[derive(Debug, Clone)]
+pub(super) struct PeekJob {
+    /// The period.
+    pub(super) period: TimePeriod,
+    /// The HSDir that refused.
+    pub(super) hsdir: HsDir,
+    /// The revision it refused.
+    pub(super) refused: RevisionCounter,
+}
+
+/// Peeks wanted and in flight.
+#[derive(Debug, Default)]
+pub(super) struct Peeks {
+    /// Asked for by refusals, not started yet.
+    wanted: Vec<PeekJob>,
+    /// Started: (period, HSDir).
+    in_flight: Vec<(TimePeriod, tor_llcrypto::pk::rsa::RsaIdentity)>,
+}
+
+impl Peeks {
+    /// Asks for a peek, unless one at that HSDir for that period is already wanted or
+    /// under way.
+    fn want(&mut self, job: PeekJob) {
+        let key = (job.period, job.hsdir.id);
+        if self.in_flight.contains(&key)
+            || self.wanted.iter().any(|w| (w.period, w.hsdir.id) == key)
+        {
+            return;
+        }
+        self.wanted.push(job);
     }
 }
