@@ -75,6 +75,9 @@ struct Script {
     fail_next: HashMap<RsaIdentity, u32>,
     /// HSDirs that refuse every upload with HTTP 400.
     refuse_always: HashSet<RsaIdentity>,
+    /// (HSDir, blinded id): the next upload there is stored but its answer never arrives
+    /// (the attempt times out on our side), as when a circuit dies after the HSDir stored.
+    store_then_lose_answer: HashSet<(RsaIdentity, HsBlindId)>,
     /// HSDirs that never answer (the request hangs until our timeout).
     hang: HashSet<RsaIdentity>,
     /// Blinded ids whose fetches hang at every HSDir (a backend behind a broken ring).
@@ -212,7 +215,11 @@ impl DirTransport for ScriptedTransport {
                         *held = revision;
                         // As a real HSDir: what it stores, it serves.
                         s.stored.insert((blind, id), descriptor.to_string());
-                        Ok(())
+                        if s.store_then_lose_answer.remove(&(id, blind)) {
+                            Err(TransferError::Timeout(Duration::ZERO))
+                        } else {
+                            Ok(())
+                        }
                     }
                 }
                 None => Err(TransferError::Status {
@@ -831,6 +838,50 @@ fn a_higher_revision_from_another_publisher_is_passed_after_one_refusal() {
                 .find(|x| x.time_period == tp.interval_num())
                 .expect("period");
             assert_eq!(ps.refusals_in_a_row, 0, "reset by the acceptance");
+            handle.shutdown().await;
+        })
+    });
+}
+
+/// An HSDir stored our descriptor but its answer was lost (our attempt timed out): the
+/// retry of the same descriptor is refused as "not newer". A look at what it holds shows our
+/// own revision, so the upload counts as stored: no rebuild, no "another publisher".
+#[test]
+fn a_retry_refused_because_the_first_attempt_was_stored_counts_as_stored() {
+    sim(|rt| {
+        Box::pin(async move {
+            let w = World::new(rt.clone(), 1);
+            let expected = w.expected_hsdirs();
+            let (&tp, set) = expected.iter().next().expect("a period");
+            let lossy = *set.iter().next().expect("an hsdir");
+            let blind = FrontendPeriodKeys::derive(&w.frontend, tp)
+                .expect("keys")
+                .blind_id();
+            w.transport
+                .lock()
+                .store_then_lose_answer
+                .insert((lossy, blind));
+            let handle = w.launch();
+            rt.advance_by(Duration::from_secs(5 * 60)).await;
+            let ups = w.uploads();
+            let at_lossy: Vec<&Upload> = ups
+                .iter()
+                .filter(|u| u.hsdir == lossy && u.period == Some(tp))
+                .collect();
+            // The stored attempt (whose answer was lost) and the refused retry, then nothing.
+            assert_eq!(at_lossy.len(), 2, "{at_lossy:?}");
+            assert_eq!(at_lossy[0].revision, at_lossy[1].revision);
+            assert!(!at_lossy[1].accepted, "the retry is refused");
+            assert_eq!(builds(&ups)[&tp].len(), 1, "no rebuild for it");
+            let st = &handle.status()[0];
+            assert_eq!(st.counters.outranked, 0, "not another publisher");
+            let ps = st
+                .periods
+                .iter()
+                .find(|x| x.time_period == tp.interval_num())
+                .expect("period");
+            assert_eq!(ps.hsdirs_accepted, ps.hsdirs, "counted as stored: {ps:?}");
+            assert_eq!(ps.refusals_in_a_row, 0);
             handle.shutdown().await;
         })
     });

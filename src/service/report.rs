@@ -10,13 +10,12 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use tor_hscrypto::time::TimePeriod;
-use tor_hscrypto::RevisionCounter;
 use tor_llcrypto::pk::rsa::RsaIdentity;
 use tor_rtcompat::Runtime;
 use tracing::{debug, error, info, warn};
 
 use super::publish::{self, BuildReason, Publication, Recorded, UploadJob};
-use super::uploading::PeekJob;
+use super::uploading::{PeekFinding, PeekJob};
 use super::{ServiceRunner, UploadFailure};
 use crate::config::ClientAuthConfig;
 use crate::descriptor::BuiltVariants;
@@ -283,31 +282,28 @@ impl Reporter {
         }
     }
 
-    /// A peek at a refusing HSDir found `held` (a verified revision of our address, or why
-    /// not); `outranked` when it is at or above the refused one.
-    pub(super) fn peeked(
-        &mut self,
-        job: &PeekJob,
-        held: &Result<RevisionCounter, String>,
-        outranked: bool,
-    ) {
+    /// A peek at a refusing HSDir found `finding`.
+    pub(super) fn peeked(&mut self, job: &PeekJob, finding: &PeekFinding) {
         let front = &self.frontend;
         let tp = job.period.interval_num();
         let hsdir = job.hsdir.id;
-        let refused = u64::from(job.refused);
-        match held {
-            Ok(held) if outranked => {
+        let refused = u64::from(job.refused.revision);
+        match finding {
+            PeekFinding::AlreadyStored => info!(
+                "{front}: time period {tp}: HSDir {hsdir} already holds revision {refused} (an earlier attempt got through): counted as stored"
+            ),
+            PeekFinding::Outranked(held) => {
                 self.counters.outranked += 1;
                 warn!(
-                    "{front}: time period {tp}: HSDir {hsdir} holds revision {} of this address, signed with its key but not by this process (C tor or Python Onionbalance before a move, or another onionbalance with this key), at or above ours ({refused}): the next descriptor goes above it",
+                    "{front}: time period {tp}: HSDir {hsdir} holds revision {} of this address, signed with its key but not by this process (C tor or Python Onionbalance before a move, or another onionbalance with this key), above ours ({refused}): the next descriptor goes above it",
                     u64::from(*held)
                 );
             }
-            Ok(held) => debug!(
+            PeekFinding::Below(held) => debug!(
                 "{front}: time period {tp}: HSDir {hsdir} holds revision {} (below the refused {refused}): the refusal had another cause",
                 u64::from(*held)
             ),
-            Err(why) => debug!(
+            PeekFinding::Unknown(why) => debug!(
                 "{front}: time period {tp}: cannot tell what HSDir {hsdir} holds after its refusal: {why}"
             ),
         }

@@ -26,7 +26,7 @@ use tor_hscrypto::RevisionCounter;
 
 use super::publish::{Recorded, UploadJob, UploadVerdict};
 use super::{Done, InFlight, ServiceRunner, UploadFailure};
-use crate::descriptor::verified_revision;
+use crate::descriptor::{verified_revision, BuiltDescriptor};
 use crate::error::HasKind as _;
 use crate::hsdir::HsDir;
 use crate::net::{DirTransport, TransferError};
@@ -91,7 +91,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             self.peeks.want(PeekJob {
                 period: job.period,
                 hsdir: job.hsdir.clone(),
-                refused: job.descriptor.revision,
+                refused: job.descriptor.clone(),
             });
         }
         self.report
@@ -128,17 +128,38 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         self.peeks
             .in_flight
             .retain(|p| *p != (job.period, job.hsdir.id));
-        let outranked = held
-            .as_ref()
-            .is_ok_and(|h| u64::from(*h) >= u64::from(job.refused));
-        if let (true, Ok(held)) = (outranked, &held) {
-            self.engine.raise_revision_floor(job.period, *held);
-            if let Err(e) = self.store.record(job.period, *held) {
-                warn!("{}: {e}", self.frontend);
+        let refused = u64::from(job.refused.revision);
+        let finding = match &held {
+            // Our counters never repeat within a period, so this is the very descriptor we
+            // sent: an earlier attempt was stored though we never heard (a timeout after
+            // the HSDir stored it), and the retry was refused as "not newer".
+            Ok(h) if u64::from(*h) == refused => PeekFinding::AlreadyStored,
+            Ok(h) if u64::from(*h) > refused => PeekFinding::Outranked(*h),
+            Ok(h) => PeekFinding::Below(*h),
+            Err(why) => PeekFinding::Unknown(why.clone()),
+        };
+        match &finding {
+            PeekFinding::AlreadyStored => {
+                let now = self.runtime.now();
+                let wall = self.runtime.wallclock();
+                let stored = UploadJob {
+                    period: job.period,
+                    hsdir: job.hsdir.clone(),
+                    descriptor: job.refused.clone(),
+                };
+                self.publish
+                    .record(&stored, UploadVerdict::Accepted, now, wall, &mut self.rng);
             }
-            self.publish.hsdir_holds(job.period, &job.hsdir.id, *held);
+            PeekFinding::Outranked(held) => {
+                self.engine.raise_revision_floor(job.period, *held);
+                if let Err(e) = self.store.record(job.period, *held) {
+                    warn!("{}: {e}", self.frontend);
+                }
+                self.publish.hsdir_holds(job.period, &job.hsdir.id, *held);
+            }
+            PeekFinding::Below(_) | PeekFinding::Unknown(_) => {}
         }
-        self.report.peeked(&job, &held, outranked);
+        self.report.peeked(&job, &finding);
     }
 
     /// Whether a peek for period `tp` is in flight (its refusal's rebuild waits for it).
@@ -154,8 +175,21 @@ pub(super) struct PeekJob {
     pub(super) period: TimePeriod,
     /// The HSDir that refused.
     pub(super) hsdir: HsDir,
-    /// The revision it refused.
-    pub(super) refused: RevisionCounter,
+    /// The descriptor it refused.
+    pub(super) refused: Arc<BuiltDescriptor>,
+}
+
+/// What a peek found, against the refused descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum PeekFinding {
+    /// The HSDir holds that very descriptor: stored by an earlier attempt.
+    AlreadyStored,
+    /// It holds a higher revision of our address from another publisher.
+    Outranked(RevisionCounter),
+    /// It holds a lower revision: the refusal had another cause.
+    Below(RevisionCounter),
+    /// It holds nothing we can read, or could not be asked: why.
+    Unknown(String),
 }
 
 /// Peeks wanted and in flight.
