@@ -135,6 +135,7 @@ pub mod service;
 /// One frontend kept published: the runner and its timers.
 #[cfg(not(feature = "testing"))]
 mod service;
+mod timefmt;
 
 /// The `onionbalance` command (the daemon and its subcommands), for the binary of that
 /// name: parses the process's arguments, runs the command and returns its exit status (see

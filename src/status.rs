@@ -7,11 +7,12 @@
 //! wall-clock and serialise as RFC 3339 strings.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
 
 use crate::error::ErrorKind;
+pub use crate::timefmt::{rfc3339, LATEST_FORMATTABLE};
 
 /// The phase a service is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -262,16 +263,6 @@ pub struct StatusDocument {
 /// HSDir; false for no services (nothing has reported yet).
 pub fn all_published(services: &[ServiceStatus]) -> bool {
     !services.is_empty() && services.iter().all(|s| s.first_published.is_some())
-}
-
-/// The latest time [`rfc3339`] writes: 9999-12-31T23:59:59Z (RFC 3339 has four-digit years).
-pub const LATEST_FORMATTABLE: Duration = Duration::from_secs(253_402_300_799);
-
-/// `t` as RFC 3339 (UTC, seconds), clamped to 1970–9999: times come from descriptors that
-/// anyone can sign with any date, and formatting must never fail on them.
-pub fn rfc3339(t: SystemTime) -> String {
-    let clamped = t.clamp(UNIX_EPOCH, UNIX_EPOCH + LATEST_FORMATTABLE);
-    humantime::format_rfc3339_seconds(clamped).to_string()
 }
 
 /// Serialises an optional time as upstream Onionbalance does: `YYYY-MM-DD HH:MM:SS` (UTC).

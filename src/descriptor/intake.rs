@@ -223,7 +223,7 @@ pub fn intake(
     // A backend signs its certificates with whatever dates it likes; keep them within
     // what every later computation and display handles (years 1970 to 9999).
     let (valid_from, valid_until) = bound.bounds_start_end();
-    let latest = std::time::UNIX_EPOCH + crate::status::LATEST_FORMATTABLE;
+    let latest = std::time::UNIX_EPOCH + crate::timefmt::LATEST_FORMATTABLE;
     let valid_from = valid_from.map(|t| t.clamp(std::time::UNIX_EPOCH, latest));
     let valid_until = valid_until.map(|t| t.clamp(std::time::UNIX_EPOCH, latest));
     let desc = bound
@@ -296,7 +296,7 @@ pub fn claimed_revision(text: &str) -> Option<RevisionCounter> {
 
 /// Formats an optional bound for an error message.
 fn fmt_time(t: Option<SystemTime>) -> String {
-    t.map(crate::status::rfc3339)
+    t.map(crate::timefmt::rfc3339)
         .unwrap_or_else(|| "unbounded".into())
 }
 
