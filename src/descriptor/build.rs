@@ -7,9 +7,11 @@
 //!   rebuild in that period with a fresh certificate (C tor and Arti do the same, so HSDirs
 //!   see what they see from any onion service);
 //! * re-certifies every intro point's `auth-key` and `enc-key-cert` with that signing key
-//!   (clients reject intro-point certificates signed by anyone else; Arti's builder does this
-//!   from the backends' *public* keys, which is all we have);
-//! * encrypts both layers with the frontend's subcredential;
+//!   (clients reject intro-point certificates signed by anyone else; this needs only the
+//!   backends' *public* keys, which is all we have), once per build even when several
+//!   variants list the intro point (see the `encode` module);
+//! * encrypts both layers with the frontend's subcredential, with fresh salts, descriptor
+//!   cookie, ephemeral key and `auth-client` entries in every descriptor;
 //! * refuses, rather than truncates, a descriptor larger than the network's maximum.
 //!
 //! The revision counter is the order-preserving encryption (OPE) of the number of seconds
@@ -23,14 +25,16 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+#[cfg(any(test, feature = "testing"))]
 use tor_cell::chancell::msg::HandshakeType;
 use tor_hscrypto::ope::{AesOpeKey, SrvPeriodOffset};
 use tor_hscrypto::pk::{HsBlindId, HsBlindIdKey, HsBlindIdKeypair};
 use tor_hscrypto::time::TimePeriod;
 use tor_hscrypto::{RevisionCounter, Subcredential};
 use tor_llcrypto::pk::{curve25519, ed25519};
-use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, HsDescBuilder, IntroPointDesc};
-use tor_netdoc::NetdocBuilder as _;
+use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, IntroPointDesc};
+#[cfg(any(test, feature = "testing"))]
+use tor_netdoc::{doc::hsdesc::HsDescBuilder, NetdocBuilder as _};
 use tor_protover::Protocols;
 use zeroize::Zeroizing;
 
@@ -52,7 +56,7 @@ pub struct FrontendPeriodKeys {
     /// Revision-counter key, from the blinded secret key.
     ope: AesOpeKey,
     /// The descriptor-signing key (`KP_hs_desc_sign`) for this period. Zeroized on drop.
-    desc_sign: ed25519::Keypair,
+    pub(super) desc_sign: ed25519::Keypair,
 }
 
 impl FrontendPeriodKeys {
@@ -199,38 +203,106 @@ impl crate::error::HasKind for BuildError {
     }
 }
 
-/// Builds, signs and encrypts a descriptor for the period of `keys`.
+/// Builds, signs and encrypts a descriptor for the period of `keys`: its intro points
+/// certified by the period's signing key (on all cores), then the three documents written,
+/// encrypted and signed as Arti's `HsDescBuilder` writes them.
 pub fn build_descriptor<R: rand::Rng + rand::CryptoRng>(
     keys: &FrontendPeriodKeys,
     req: &BuildRequest<'_>,
     rng: &mut R,
 ) -> Result<BuiltDescriptor, BuildError> {
-    let n = req.intro_points.len();
+    let n = check_count(req.intro_points.len())?;
+    let cert_expiry = req.now + CERT_LIFETIME;
+    let listed: Vec<(usize, &IntroPointDesc)> = req.intro_points.iter().enumerate().collect();
+    let certified = super::encode::certify(&keys.desc_sign, &listed, cert_expiry)?;
+    let sections: Vec<&super::encode::IntroSection> =
+        (0..n).filter_map(|i| certified.get(&i)).collect();
+    let sign_cert = keys.sign_cert(cert_expiry)?;
+    // Fresh random entries for every descriptor, as C tor: the same padding twice would let
+    // an observer holding two descriptors tell the random entries from the real ones.
+    let auth_clients = req
+        .auth_clients
+        .map(|real| crate::client_auth::padded_auth_clients(real, rng));
+    let encoding = super::encode::Encoding {
+        keys,
+        sign_cert: sign_cert.as_ref(),
+        revision: req.revision,
+        lifetime_minutes: lifetime_minutes(),
+        max_len: req.max_len,
+        flow_control: req.flow_control.as_ref(),
+        protocols: &req.protocols,
+        auth_clients: auth_clients.as_deref(),
+    };
+    let text = super::encode::encode(&encoding, &sections, rng)?;
+    Ok(keys.built(req.revision, n, text))
+}
+
+/// `n` if a descriptor may list that many intro points.
+pub(super) fn check_count(n: usize) -> Result<usize, BuildError> {
     if n == 0 {
         return Err(BuildError::NoIntroPoints);
     }
     if n > MAX_INTRO_POINTS {
         return Err(BuildError::TooManyIntroPoints(n));
     }
+    Ok(n)
+}
+
+/// The lifetime we declare, in minutes.
+pub(super) fn lifetime_minutes() -> u16 {
+    u16::try_from(DESCRIPTOR_LIFETIME.as_secs() / 60).unwrap_or(180)
+}
+
+impl FrontendPeriodKeys {
+    /// The period's signing key with a fresh certificate: as C tor and Arti, so an HSDir sees
+    /// one signing key per period whatever our rebuild rate.
+    pub(super) fn sign_cert(
+        &self,
+        expiry: SystemTime,
+    ) -> Result<tor_cert::EncodedEd25519Cert, BuildError> {
+        create_desc_sign_key_cert(
+            &self.desc_sign.verifying_key(),
+            &self.blinded_keypair,
+            expiry,
+        )
+        .map_err(BuildError::Certificate)
+    }
+
+    /// A finished descriptor of this period.
+    pub(super) fn built(
+        &self,
+        revision: RevisionCounter,
+        intro_points: usize,
+        text: String,
+    ) -> BuiltDescriptor {
+        BuiltDescriptor {
+            period: self.period,
+            blind_id: self.blind_id(),
+            revision,
+            intro_points,
+            text: Arc::from(text),
+        }
+    }
+}
+
+/// The same descriptor written by Arti's `HsDescBuilder`, which certifies the intro points
+/// itself: how a backend (C tor or Arti) makes its own, so synthetic backends use it, and the
+/// reference our encoder is compared with.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn build_with_arti<R: rand::Rng + rand::CryptoRng>(
+    keys: &FrontendPeriodKeys,
+    req: &BuildRequest<'_>,
+    rng: &mut R,
+) -> Result<BuiltDescriptor, BuildError> {
+    let n = check_count(req.intro_points.len())?;
     let cert_expiry = req.now + CERT_LIFETIME;
-    // The period's signing key with a fresh certificate: as C tor and Arti, so an HSDir sees
-    // one signing key per period whatever our rebuild rate.
-    let desc_sign = &keys.desc_sign;
-    let sign_cert = create_desc_sign_key_cert(
-        &desc_sign.verifying_key(),
-        &keys.blinded_keypair,
-        cert_expiry,
-    )
-    .map_err(BuildError::Certificate)?;
-    let lifetime_minutes = u16::try_from(DESCRIPTOR_LIFETIME.as_secs() / 60).unwrap_or(180);
-    // Fresh random entries for every descriptor, as C tor: the same padding twice would let
-    // an observer holding two descriptors tell the random entries from the real ones.
+    let sign_cert = keys.sign_cert(cert_expiry)?;
     let auth_clients = req
         .auth_clients
         .map(|real| crate::client_auth::padded_auth_clients(real, rng));
     let mut builder = HsDescBuilder::default()
         .blinded_id(&keys.blinded_public)
-        .hs_desc_sign(desc_sign)
+        .hs_desc_sign(&keys.desc_sign)
         .hs_desc_sign_cert(sign_cert)
         .create2_formats(&[HandshakeType::NTOR])
         .auth_required(None)
@@ -239,7 +311,7 @@ pub fn build_descriptor<R: rand::Rng + rand::CryptoRng>(
         .intro_points(req.intro_points)
         .intro_auth_key_cert_expiry(cert_expiry)
         .intro_enc_key_cert_expiry(cert_expiry)
-        .lifetime(lifetime_minutes.into())
+        .lifetime(lifetime_minutes().into())
         .revision_counter(req.revision)
         .subcredential(keys.subcredential)
         .supported_protocols(req.protocols.clone())
@@ -251,13 +323,7 @@ pub fn build_descriptor<R: rand::Rng + rand::CryptoRng>(
         tor_bytes::EncodeError::BadLengthValue => BuildError::TooLarge(req.max_len),
         other => BuildError::Encoding(other),
     })?;
-    Ok(BuiltDescriptor {
-        period: keys.period,
-        blind_id: keys.blind_id(),
-        revision: req.revision,
-        intro_points: n,
-        text: Arc::from(text),
-    })
+    Ok(keys.built(req.revision, n, text))
 }
 
 /// Convenience: the SRV-relative revision counter and the build, for one [`PublishPeriod`].

@@ -22,13 +22,17 @@ use tor_llcrypto::pk::curve25519;
 use tor_netdoc::doc::hsdesc::IntroPointDesc;
 use tor_protover::Protocols;
 
+use rand::rngs::StdRng;
+use rand::{RngExt as _, SeedableRng as _};
+
 use super::build::{
-    build_descriptor, BuildError, BuildRequest, BuiltDescriptor, FrontendPeriodKeys,
+    check_count, lifetime_minutes, BuildError, BuiltDescriptor, FrontendPeriodKeys,
 };
+use super::encode::{certify, encode, Encoding, IntroSection};
 use super::intake::BackendSnapshot;
 use super::select::{resolve, select_intro_points, Chosen};
 use super::variants::{plan_variants, RingFacts, VariantPlan};
-use super::{PublishPeriod, DEFAULT_MAX_DESCRIPTOR_LEN, MAX_INTRO_POINTS};
+use super::{PublishPeriod, CERT_LIFETIME, DEFAULT_MAX_DESCRIPTOR_LEN, MAX_INTRO_POINTS};
 use crate::keys::FrontendKey;
 
 /// A descriptor built from a selection, with the backends it lists.
@@ -156,7 +160,19 @@ impl Engine {
         let chosen = select_intro_points(&usable, MAX_INTRO_POINTS, rng);
         let keys = self.period_keys(period.time_period)?;
         let revision = self.next_revision(&keys, period, now)?;
-        let built = self.build_one(&keys, &usable, &usable_idx, &chosen, revision, now, rng)?;
+        let job = Job {
+            keys: &keys,
+            usable: &usable,
+            usable_idx: &usable_idx,
+            revision,
+            now,
+            max_len: self.max_len,
+            auth_clients: self.auth_clients.as_deref(),
+        };
+        let built = job
+            .build(std::slice::from_ref(&chosen), &mut HashMap::new(), rng)?
+            .pop()
+            .ok_or(BuildError::NoIntroPoints)?;
         self.raise_revision_floor(period.time_period, revision);
         Ok(built)
     }
@@ -173,50 +189,20 @@ impl Engine {
         now: SystemTime,
         rng: &mut R,
     ) -> Result<BuiltVariants, BuildError> {
-        let usable_idx = usable(snapshots, now);
-        let usable: Vec<&BackendSnapshot> = usable_idx.iter().map(|&i| snapshots[i]).collect();
         let keys = self.period_keys(period.time_period)?;
         let revision = self.next_revision(&keys, period, now)?;
-        // Each authorized client adds an entry to every descriptor: with many, 20 intro
-        // points no longer fit in the network's maximum size. Fewer intro points per
-        // descriptor, rather than no descriptor at all (what is published would expire).
-        let mut limit = MAX_INTRO_POINTS;
-        let (mut plan, variants) = loop {
-            let plan = plan_variants(&usable, ring, limit, rng);
-            if plan.variants.is_empty() {
-                return Err(BuildError::NoIntroPoints);
-            }
-            let built = plan
-                .variants
-                .iter()
-                .map(|chosen| {
-                    self.build_one(&keys, &usable, &usable_idx, chosen, revision, now, rng)
-                })
-                .collect::<Result<Vec<Built>, BuildError>>();
-            match built {
-                Ok(variants) => break (plan, variants),
-                Err(BuildError::TooLarge(_)) if limit > 1 => limit -= 1,
-                Err(e) => return Err(e),
-            }
-        };
+        let built = build_variants(
+            &keys,
+            revision,
+            snapshots,
+            ring,
+            now,
+            self.max_len,
+            self.auth_clients.as_deref(),
+            rng,
+        )?;
         self.raise_revision_floor(period.time_period, revision);
-        // Indices in the plan are into `usable`; callers know `snapshots`.
-        for list in &mut plan.variants {
-            for c in list {
-                c.backend = usable_idx[c.backend];
-            }
-        }
-        for b in &mut plan.left_out {
-            *b = usable_idx[*b];
-        }
-        let left_out_unusable = (0..snapshots.len()).filter(|i| !usable_idx.contains(i));
-        plan.left_out.extend(left_out_unusable);
-        plan.left_out.sort_unstable();
-        Ok(BuiltVariants {
-            variants,
-            plan,
-            intro_point_limit: limit,
-        })
+        Ok(built)
     }
 
     /// The revision counter for a build of `period` at `now`: above every one used before.
@@ -232,45 +218,153 @@ impl Engine {
             self.revision_floor(period.time_period),
         )
     }
+}
 
-    /// Builds one descriptor listing `chosen` (indices into `usable`).
-    #[allow(clippy::too_many_arguments)]
-    fn build_one<R: rand::Rng + rand::CryptoRng>(
-        &self,
-        keys: &FrontendPeriodKeys,
-        usable: &[&BackendSnapshot],
-        usable_idx: &[usize],
-        chosen: &[Chosen],
-        revision: RevisionCounter,
-        now: SystemTime,
-        rng: &mut R,
-    ) -> Result<Built, BuildError> {
-        if chosen.is_empty() {
+/// Plans variants and builds each (see [`Engine::build_variants`]).
+#[allow(clippy::too_many_arguments)]
+fn build_variants<R: rand::Rng + rand::CryptoRng>(
+    keys: &FrontendPeriodKeys,
+    revision: RevisionCounter,
+    snapshots: &[&BackendSnapshot],
+    ring: &RingFacts<'_>,
+    now: SystemTime,
+    max_len: usize,
+    auth_clients: Option<&[curve25519::PublicKey]>,
+    rng: &mut R,
+) -> Result<BuiltVariants, BuildError> {
+    let usable_idx = usable(snapshots, now);
+    let usable: Vec<&BackendSnapshot> = usable_idx.iter().map(|&i| snapshots[i]).collect();
+    let job = Job {
+        keys,
+        usable: &usable,
+        usable_idx: &usable_idx,
+        revision,
+        now,
+        max_len,
+        auth_clients,
+    };
+    // Intro points certified so far in this build: a retry with fewer intro points per
+    // descriptor lists the same ones again.
+    let mut certified = HashMap::new();
+    // Each authorized client adds an entry to every descriptor: with many, 20 intro
+    // points no longer fit in the network's maximum size. Fewer intro points per
+    // descriptor, rather than no descriptor at all (what is published would expire).
+    let mut limit = MAX_INTRO_POINTS;
+    let (mut plan, variants) = loop {
+        let plan = plan_variants(&usable, ring, limit, rng);
+        if plan.variants.is_empty() {
             return Err(BuildError::NoIntroPoints);
         }
-        let contributing: Vec<&BackendSnapshot> = {
-            let mut idx: Vec<usize> = chosen.iter().map(|c| c.backend).collect();
-            idx.sort_unstable();
-            idx.dedup();
-            idx.into_iter().map(|i| usable[i]).collect()
-        };
-        let (flow_control, protocols) = common_capabilities(&contributing);
-        let intro_points: Vec<IntroPointDesc> =
-            resolve(usable, chosen).into_iter().cloned().collect();
-        let req = BuildRequest {
-            intro_points: &intro_points,
-            revision,
-            now,
-            max_len: self.max_len,
-            flow_control,
-            protocols,
-            auth_clients: self.auth_clients.as_deref(),
-        };
-        let descriptor = build_descriptor(keys, &req, rng)?;
-        Ok(Built {
-            descriptor,
-            backends: chosen.iter().map(|c| usable_idx[c.backend]).collect(),
+        match job.build(&plan.variants, &mut certified, rng) {
+            Ok(variants) => break (plan, variants),
+            Err(BuildError::TooLarge(_)) if limit > 1 => limit -= 1,
+            Err(e) => return Err(e),
+        }
+    };
+    // Indices in the plan are into `usable`; callers know `snapshots`.
+    for list in &mut plan.variants {
+        for c in list {
+            c.backend = usable_idx[c.backend];
+        }
+    }
+    for b in &mut plan.left_out {
+        *b = usable_idx[*b];
+    }
+    let left_out_unusable = (0..snapshots.len()).filter(|i| !usable_idx.contains(i));
+    plan.left_out.extend(left_out_unusable);
+    plan.left_out.sort_unstable();
+    Ok(BuiltVariants {
+        variants,
+        plan,
+        intro_point_limit: limit,
+    })
+}
+
+/// One build: the descriptors of one period at one revision, from the usable snapshots.
+struct Job<'a> {
+    /// The period's keys.
+    keys: &'a FrontendPeriodKeys,
+    /// The snapshots a build may use.
+    usable: &'a [&'a BackendSnapshot],
+    /// Their indices among the snapshots the caller gave.
+    usable_idx: &'a [usize],
+    /// The revision counter.
+    revision: RevisionCounter,
+    /// Now: certificates run from here.
+    now: SystemTime,
+    /// Maximum descriptor size.
+    max_len: usize,
+    /// Restricted discovery's clients.
+    auth_clients: Option<&'a [curve25519::PublicKey]>,
+}
+
+impl Job<'_> {
+    /// Builds one descriptor per list of `variants` (indices into `usable`). Each intro point
+    /// is certified once, whatever the number of variants that list it (`certified` keeps
+    /// them, by backend and intro point), and the descriptors are encoded in parallel, each
+    /// with its own fresh randomness.
+    fn build<R: rand::Rng + rand::CryptoRng>(
+        &self,
+        variants: &[Vec<Chosen>],
+        certified: &mut HashMap<(usize, usize), IntroSection>,
+        rng: &mut R,
+    ) -> Result<Vec<Built>, BuildError> {
+        for chosen in variants {
+            check_count(chosen.len())?;
+        }
+        let cert_expiry = self.now + CERT_LIFETIME;
+        let mut missing: Vec<((usize, usize), &IntroPointDesc)> = Vec::new();
+        for c in variants.iter().flatten() {
+            let key = (c.backend, c.intro_point);
+            if certified.contains_key(&key) || missing.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            if let Some(ipt) = resolve(self.usable, std::slice::from_ref(c)).first() {
+                missing.push((key, ipt));
+            }
+        }
+        certified.extend(certify(&self.keys.desc_sign, &missing, cert_expiry)?);
+        let sign_cert = self.keys.sign_cert(cert_expiry)?;
+        // Each descriptor's randomness from its own generator, seeded here: the encodings
+        // run on other threads, and stay reproducible under a seeded `rng`.
+        let work: Vec<(&Vec<Chosen>, [u8; 32])> =
+            variants.iter().map(|v| (v, rng.random())).collect();
+        super::parallel::map(&work, |(chosen, seed)| {
+            let mut rng = StdRng::from_seed(*seed);
+            let contributing: Vec<&BackendSnapshot> = {
+                let mut idx: Vec<usize> = chosen.iter().map(|c| c.backend).collect();
+                idx.sort_unstable();
+                idx.dedup();
+                idx.into_iter().map(|i| self.usable[i]).collect()
+            };
+            let (flow_control, protocols) = common_capabilities(&contributing);
+            let sections: Vec<&IntroSection> = chosen
+                .iter()
+                .filter_map(|c| certified.get(&(c.backend, c.intro_point)))
+                .collect();
+            // Fresh random entries for every descriptor, as C tor: the same padding twice
+            // would let an observer holding two descriptors tell them from the real ones.
+            let auth_clients = self
+                .auth_clients
+                .map(|real| crate::client_auth::padded_auth_clients(real, &mut rng));
+            let encoding = Encoding {
+                keys: self.keys,
+                sign_cert: sign_cert.as_ref(),
+                revision: self.revision,
+                lifetime_minutes: lifetime_minutes(),
+                max_len: self.max_len,
+                flow_control: flow_control.as_ref(),
+                protocols: &protocols,
+                auth_clients: auth_clients.as_deref(),
+            };
+            let text = encode(&encoding, &sections, &mut rng)?;
+            Ok(Built {
+                descriptor: self.keys.built(self.revision, sections.len(), text),
+                backends: chosen.iter().map(|c| self.usable_idx[c.backend]).collect(),
+            })
         })
+        .into_iter()
+        .collect()
     }
 }
 

@@ -6,24 +6,16 @@
 //! The product builds descriptors with Arti's builder ([`super::build`]); nothing here is on
 //! its path.
 
-use digest::{ExtendableOutput as _, Update as _, XofReader as _};
-use rand::RngExt as _;
 use tor_hscrypto::pk::HsBlindId;
 use tor_hscrypto::{RevisionCounter, Subcredential};
 
 use super::build::{BuildError, FrontendPeriodKeys};
+use super::encode::{apply_keystream, encrypt_layer, mac, Layer, MAC_LEN, MIDDLE_ALIGN, SALT_LEN};
 
 /// String constant of the middle ("superencrypted") layer's keys.
-pub const MIDDLE_LAYER: &[u8] = b"hsdir-superencrypted-data";
+pub const MIDDLE_LAYER: &[u8] = super::encode::MIDDLE_LAYER;
 /// String constant of the inner ("encrypted") layer's keys.
-pub const INNER_LAYER: &[u8] = b"hsdir-encrypted-data";
-
-/// Length of the salt before each layer's ciphertext.
-const SALT_LEN: usize = 16;
-/// Length of the MAC after it.
-const MAC_LEN: usize = 32;
-/// The middle layer's plaintext is padded with NULs to a multiple of this.
-const MIDDLE_ALIGN: usize = 10 * 1024;
+pub const INNER_LAYER: &[u8] = super::encode::INNER_LAYER;
 
 /// What a layer's keys are derived from (besides the salt).
 #[derive(Debug, Clone, Copy)]
@@ -39,39 +31,16 @@ pub struct LayerKeys<'a> {
 }
 
 impl LayerKeys<'_> {
-    /// The cipher key, IV and MAC key for `salt`.
-    fn derive(&self, salt: &[u8]) -> ([u8; 32], [u8; 16], [u8; 32]) {
-        let mut kdf = tor_llcrypto::d::Shake256::default();
-        kdf.update(self.blind_id.as_ref());
-        kdf.update(self.subcredential.as_ref());
-        kdf.update(&u64::from(self.revision).to_be_bytes());
-        kdf.update(salt);
-        kdf.update(self.string_const);
-        let mut reader = kdf.finalize_xof();
-        let (mut key, mut iv, mut mac_key) = ([0u8; 32], [0u8; 16], [0u8; 32]);
-        reader.read(&mut key);
-        reader.read(&mut iv);
-        reader.read(&mut mac_key);
-        (key, iv, mac_key)
-    }
-
-    /// The MAC of `ciphertext` under `mac_key` and `salt`.
-    fn mac(mac_key: &[u8; 32], salt: &[u8], ciphertext: &[u8]) -> [u8; MAC_LEN] {
-        use digest::Digest as _;
-        let mut h = tor_llcrypto::d::Sha3_256::new();
-        digest::Digest::update(&mut h, (mac_key.len() as u64).to_be_bytes());
-        digest::Digest::update(&mut h, mac_key);
-        digest::Digest::update(&mut h, (salt.len() as u64).to_be_bytes());
-        digest::Digest::update(&mut h, salt);
-        digest::Digest::update(&mut h, ciphertext);
-        h.finalize().into()
-    }
-
-    /// Applies the layer's keystream to `data` in place.
-    fn apply(key: &[u8; 32], iv: &[u8; 16], data: &mut [u8]) {
-        use cipher::{KeyIvInit as _, StreamCipher as _};
-        tor_llcrypto::cipher::aes::Aes256Ctr::new(&(*key).into(), &(*iv).into())
-            .apply_keystream(data);
+    /// The layer as the product's encoder sees it (no descriptor cookie: this module reads
+    /// and writes descriptors without restricted discovery).
+    fn layer(&self) -> Layer<'_> {
+        Layer {
+            blind_id: self.blind_id,
+            cookie: None,
+            subcredential: self.subcredential,
+            revision: self.revision,
+            string_const: self.string_const,
+        }
     }
 
     /// Encrypts `plaintext`: salt, ciphertext, MAC.
@@ -80,15 +49,7 @@ impl LayerKeys<'_> {
         plaintext: &[u8],
         rng: &mut R,
     ) -> Vec<u8> {
-        let salt: [u8; SALT_LEN] = rng.random();
-        let (key, iv, mac_key) = self.derive(&salt);
-        let mut out = salt.to_vec();
-        let mut body = plaintext.to_vec();
-        Self::apply(&key, &iv, &mut body);
-        let mac = Self::mac(&mac_key, &salt, &body);
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&mac);
-        out
+        encrypt_layer(&self.layer(), plaintext, rng)
     }
 
     /// Decrypts a blob made by [`LayerKeys::encrypt`]; `None` if it is too short or its MAC
@@ -98,13 +59,13 @@ impl LayerKeys<'_> {
             return None;
         }
         let (salt, rest) = blob.split_at(SALT_LEN);
-        let (body, mac) = rest.split_at(rest.len() - MAC_LEN);
-        let (key, iv, mac_key) = self.derive(salt);
-        if Self::mac(&mac_key, salt, body)[..] != mac[..] {
+        let (body, tag) = rest.split_at(rest.len() - MAC_LEN);
+        let (key, iv, mac_key) = self.layer().derive(salt);
+        if mac(&mac_key, salt, body)[..] != tag[..] {
             return None;
         }
         let mut out = body.to_vec();
-        Self::apply(&key, &iv, &mut out);
+        apply_keystream(&key, &iv, &mut out);
         Some(out)
     }
 }

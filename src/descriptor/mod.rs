@@ -31,10 +31,12 @@ pub mod build;
 #[cfg(not(feature = "testing"))]
 mod build;
 mod capacity;
+mod encode;
 mod engine;
 mod intake;
 #[cfg(any(test, feature = "testing"))]
 pub mod layers;
+mod parallel;
 /// Choosing intro points.
 #[cfg(feature = "testing")]
 pub mod select;

@@ -11,7 +11,7 @@ use tor_hscrypto::time::TimePeriod;
 use tor_netdoc::doc::hsdesc::IntroPointDesc;
 use tor_protover::Protocols;
 
-use super::build::{build_descriptor, BuildError, BuildRequest, FrontendPeriodKeys};
+use super::build::{build_with_arti, BuildError, BuildRequest, FrontendPeriodKeys};
 use super::{PublishPeriod, DEFAULT_MAX_DESCRIPTOR_LEN};
 use crate::keys::FrontendKey;
 use crate::onion::OnionAddress;
@@ -69,7 +69,7 @@ impl SyntheticBackend {
             protocols: Protocols::default(),
             auth_clients: None,
         };
-        Ok(build_descriptor(keys, &req, rng)?.text.to_string())
+        Ok(build_with_arti(keys, &req, rng)?.text.to_string())
     }
 }
 
