@@ -16,6 +16,9 @@
 //!   the same HSDir asked again: without this, a fetch in the first second after start fails
 //!   at every HSDir at once, and `check --online` blames the network for a moment of
 //!   start-up.
+//! * Intake (verification and decryption, CPU work) runs on a blocking thread of the runtime
+//!   ([`on_blocking_thread`]), never on the reactor: the fetches of one round take
+//!   their descriptors in on several cores at once.
 
 use std::time::Duration;
 
@@ -23,7 +26,7 @@ use tor_hscrypto::time::TimePeriod;
 use tor_hscrypto::RevisionCounter;
 use tor_llcrypto::pk::rsa::RsaIdentity;
 use tor_netdir::NetDir;
-use tor_rtcompat::{SleepProvider, SleepProviderExt as _};
+use tor_rtcompat::{Blocking, SleepProvider, SleepProviderExt as _};
 
 use crate::descriptor::{claimed_revision, intake, BackendKeys, BackendSnapshot, IntakeError};
 use crate::error::{ErrorKind, HasKind as _};
@@ -140,7 +143,7 @@ pub(crate) fn hsdirs_for<R: rand::Rng + rand::CryptoRng>(
 }
 
 /// Asks `hsdirs` in order for the descriptor of `req.keys`, as described in the module docs.
-pub(crate) async fn fetch_descriptor<S: SleepProvider, T: DirTransport + ?Sized>(
+pub(crate) async fn fetch_descriptor<S: SleepProvider + Blocking, T: DirTransport + ?Sized>(
     sleeper: &S,
     transport: &T,
     netdir: &NetDir,
@@ -188,7 +191,12 @@ pub(crate) async fn fetch_descriptor<S: SleepProvider, T: DirTransport + ?Sized>
                 return report;
             }
         }
-        match intake(&req.keys, &text, sleeper.wallclock(), req.max_len) {
+        // Verifying and decrypting is CPU work (~0.5 ms): on a blocking thread, so that the
+        // reactor stays free and the intakes of one round run in parallel.
+        let (keys, now, max_len) = (req.keys.clone(), sleeper.wallclock(), req.max_len);
+        let taken_in =
+            on_blocking_thread(sleeper, move || intake(&keys, &text, now, max_len)).await;
+        match taken_in {
             Ok(snapshot) => {
                 report.outcome = FetchOutcome::Fetched(snapshot);
                 return report;
@@ -200,4 +208,30 @@ pub(crate) async fn fetch_descriptor<S: SleepProvider, T: DirTransport + ?Sized>
         report.outcome = FetchOutcome::NotFound;
     }
     report
+}
+
+/// `f()`, computed on a blocking thread of `runtime` (Arti's [`Blocking::spawn_blocking`]:
+/// tokio's blocking pool in the daemon, a deterministic subthread under `tor-rtmock`), so
+/// that CPU work does not hold up the reactor.
+///
+/// The runtime's handle is not `Send` for every runtime (`tor-rtmock`'s is not), and the
+/// futures that call this must be; so the handle is let go (the work goes on, as
+/// `spawn_blocking` promises) and the result comes back over a channel.
+pub(crate) async fn on_blocking_thread<B, F, T>(runtime: &B, f: F) -> T
+where
+    B: Blocking,
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = futures::channel::oneshot::channel();
+    drop(runtime.spawn_blocking(move || {
+        let _ = tx.send(f());
+    }));
+    match rx.await {
+        Ok(t) => t,
+        // The sender is dropped without sending only if `f` panicked: pass the panic on.
+        Err(futures::channel::oneshot::Canceled) => {
+            panic!("a computation on a blocking thread panicked")
+        }
+    }
 }

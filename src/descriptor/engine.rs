@@ -24,6 +24,7 @@ use tor_protover::Protocols;
 
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
+use tor_llcrypto::pk::rsa::RsaIdentity;
 
 use super::build::{
     check_count, lifetime_minutes, BuildError, BuiltDescriptor, FrontendPeriodKeys,
@@ -205,6 +206,39 @@ impl Engine {
         Ok(built)
     }
 
+    /// What [`Engine::build_variants`] does, split so that the work runs elsewhere: the
+    /// returned job owns its inputs (it can move to a blocking thread), and
+    /// [`Engine::record_built`] takes its result back.
+    pub(crate) fn variants_job(
+        &mut self,
+        period: &PublishPeriod,
+        snapshots: Vec<BackendSnapshot>,
+        ring: &RingFacts<'_>,
+        now: SystemTime,
+    ) -> Result<VariantsJob, BuildError> {
+        let keys = self.period_keys(period.time_period)?;
+        let revision = self.next_revision(&keys, period, now)?;
+        Ok(VariantsJob {
+            keys,
+            revision,
+            snapshots,
+            upload: ring.upload.to_vec(),
+            fetch: ring.fetch.to_vec(),
+            now,
+            max_len: self.max_len,
+            auth_clients: self.auth_clients.clone(),
+        })
+    }
+
+    /// Takes the result of a [`VariantsJob`]: later builds of its period get a higher
+    /// revision counter.
+    pub(crate) fn record_built(&mut self, built: &BuiltVariants) {
+        if let Some(first) = built.variants.first() {
+            let d = &first.descriptor;
+            self.raise_revision_floor(d.period, d.revision);
+        }
+    }
+
     /// The revision counter for a build of `period` at `now`: above every one used before.
     fn next_revision(
         &self,
@@ -216,6 +250,51 @@ impl Engine {
             period.srv_start,
             now,
             self.revision_floor(period.time_period),
+        )
+    }
+}
+
+/// A build of one period's variants with everything it needs, to run away from the
+/// [`Engine`] (on a blocking thread): see [`Engine::variants_job`].
+pub(crate) struct VariantsJob {
+    /// The period's keys.
+    keys: Arc<FrontendPeriodKeys>,
+    /// The revision counter every variant carries.
+    revision: RevisionCounter,
+    /// The backends' snapshots.
+    snapshots: Vec<BackendSnapshot>,
+    /// The HSDirs we upload to.
+    upload: Vec<RsaIdentity>,
+    /// The HSDirs clients fetch from.
+    fetch: Vec<RsaIdentity>,
+    /// Now.
+    now: SystemTime,
+    /// Maximum descriptor size.
+    max_len: usize,
+    /// Restricted discovery's clients.
+    auth_clients: Option<Vec<curve25519::PublicKey>>,
+}
+
+impl VariantsJob {
+    /// Plans and builds, as [`Engine::build_variants`] would have.
+    pub(crate) fn run<R: rand::Rng + rand::CryptoRng>(
+        self,
+        rng: &mut R,
+    ) -> Result<BuiltVariants, BuildError> {
+        let refs: Vec<&BackendSnapshot> = self.snapshots.iter().collect();
+        let ring = RingFacts {
+            upload: &self.upload,
+            fetch: &self.fetch,
+        };
+        build_variants(
+            &self.keys,
+            self.revision,
+            &refs,
+            &ring,
+            self.now,
+            self.max_len,
+            self.auth_clients.as_deref(),
+            rng,
         )
     }
 }

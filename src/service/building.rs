@@ -12,7 +12,11 @@ use super::backend::Backend;
 use super::publish::{self, BuildInputs, BuildReason};
 use super::report::publication;
 use super::ServiceRunner;
+use rand::rngs::StdRng;
+use rand::SeedableRng as _;
+
 use crate::descriptor::{BackendSnapshot, BuildError, RingFacts};
+use crate::fetch;
 use crate::net::DirTransport;
 use crate::status::ServicePhase;
 
@@ -68,7 +72,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
     }
 
     /// Builds every period whose build is due.
-    pub(super) fn build_due(&mut self, now: Instant, wall: SystemTime) {
+    pub(super) async fn build_due(&mut self, now: Instant, wall: SystemTime) {
         // Health changed, but not what a period lists (say, a backend without a descriptor
         // went down): nothing to rebuild there.
         let settled: Vec<TimePeriod> = self
@@ -110,7 +114,6 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             let names: Vec<String> = chosen.iter().map(|(b, _)| b.name.clone()).collect();
             let snapshots: Vec<BackendSnapshot> =
                 chosen.iter().map(|(_, s)| (*s).clone()).collect();
-            let refs: Vec<&BackendSnapshot> = snapshots.iter().collect();
             let Some(st) = self.publish.period(tp) else {
                 continue;
             };
@@ -120,10 +123,19 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 upload: &upload,
                 fetch: &fetch,
             };
-            match self
-                .engine
-                .build_variants(&period, &refs, &ring, wall, &mut self.rng)
-            {
+            // The build (certificates, signatures, encryption: milliseconds) runs on a
+            // blocking thread, not on the reactor.
+            let built = match self.engine.variants_job(&period, snapshots, &ring, wall) {
+                Ok(job) => {
+                    let mut rng = StdRng::from_rng(&mut self.rng);
+                    fetch::on_blocking_thread(&self.runtime, move || job.run(&mut rng)).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Ok(built) = &built {
+                self.engine.record_built(built);
+            }
+            match built {
                 Ok(built) => {
                     let publication = publication(built, &names, &fetch);
                     if let Some(rev) = publication.revision() {

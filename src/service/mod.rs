@@ -310,7 +310,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             self.backends.len()
         );
         loop {
-            self.step(&mut in_flight);
+            self.step(&mut in_flight).await;
             self.announce_membership();
             self.update_status();
             let wait = self
@@ -416,7 +416,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
     }
 
     /// Decides and starts whatever is due now.
-    fn step(&mut self, in_flight: &mut InFlight) {
+    async fn step(&mut self, in_flight: &mut InFlight) {
         let netdir = match self.netdirs.timely_netdir() {
             Ok(nd) => nd,
             Err(e) => {
@@ -438,7 +438,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         self.launch_fetches(&netdir, now, in_flight);
         self.launch_probes(now, in_flight);
         self.settle_health(now, wall);
-        self.build_due(now, wall);
+        self.build_due(now, wall).await;
         self.launch_uploads(&netdir, now, in_flight);
         self.launch_peeks(&netdir, in_flight);
     }
