@@ -5,13 +5,17 @@
 //! keys) and a signed, encrypted descriptor for the current period, as a backend uploads it.
 //!
 //! Timed, group `round`:
-//! * `k=K`: take in the K descriptors (parse, verify, decrypt with each backend's address:
-//!   every timed iteration verifies all K, which is checked once outside the timed loop),
+//! * `k=K`: take in the K descriptors (parse, verify, decrypt with each backend's address,
+//!   spread over the machine's cores as the daemon's blocking threads spread them: every
+//!   timed iteration verifies all K, and a failure panics),
 //!   select at most 20 intro points (one per relay), and build the frontend descriptor for
-//!   2 periods (period signing key re-certified, every intro point re-certified, signed,
-//!   encrypted). Per-period keys (blinded keys) are derived once, as the daemon does. For
-//!   K > 20 one descriptor cannot list every backend: `k=60` plans and builds 6 variants per
-//!   period (one per fetch HSDir, 20 intro points each, every backend in two of them).
+//!   2 periods (period signing key re-certified, every intro point re-certified once per
+//!   build on all cores, each descriptor signed and encrypted; variants in parallel).
+//!   Per-period keys (blinded keys) are derived once, as the daemon does. For K > 20 one
+//!   descriptor cannot list every backend: `k=40` and `k=60` plan and build 6 variants per
+//!   period (one per fetch HSDir, 20 intro points each, every backend in two or three).
+//! * `k=10-clients=100`: `k=10` with restricted discovery to 100 authorized clients (each
+//!   descriptor encrypts its cookie to each of them, plus random entries up to 112).
 //! * `k=10-unchanged`: the steady state, a round over the same descriptors the previous round
 //!   took in, each in other bytes (C tor encodes once per HSDir): recognising them by their
 //!   revision is all the work, and nothing is rebuilt.
@@ -35,6 +39,7 @@ use onionbalance::descriptor::{
 use onionbalance::FrontendKey;
 use rand::rngs::StdRng;
 use rand::SeedableRng as _;
+use tor_llcrypto::pk::curve25519;
 use tor_llcrypto::pk::rsa::RsaIdentity;
 
 /// K backends with their descriptors.
@@ -76,16 +81,31 @@ fn workload(k: usize, rng: &mut StdRng) -> Workload {
     }
 }
 
-/// Verifies and decrypts every descriptor of `set`: the intake half of a round. Every one
-/// must verify: a failure panics rather than shrink the timed work.
+/// Verifies and decrypts every descriptor of `set`: the intake half of a round, spread over
+/// the machine's cores as the daemon's fetches spread theirs over its blocking threads. Every
+/// one must verify: a failure panics rather than shrink the timed work.
 fn take_in_all(w: &Workload, set: usize) -> Vec<BackendSnapshot> {
-    w.keys
-        .iter()
-        .zip(&w.encodings[set])
-        .map(|(k, text)| {
-            intake(k, text, w.now, DEFAULT_MAX_DESCRIPTOR_LEN).expect("every descriptor verifies")
-        })
-        .collect()
+    let jobs: Vec<(&BackendKeys, &String)> = w.keys.iter().zip(&w.encodings[set]).collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = jobs.len().div_ceil(cores).max(1);
+    let take_in = |run: &[(&BackendKeys, &String)]| -> Vec<BackendSnapshot> {
+        run.iter()
+            .map(|(k, text)| {
+                intake(k, text, w.now, DEFAULT_MAX_DESCRIPTOR_LEN)
+                    .expect("every descriptor verifies")
+            })
+            .collect()
+    };
+    std::thread::scope(|s| {
+        let mut runs = jobs.chunks(per_thread);
+        let first = runs.next().unwrap_or_default();
+        let others: Vec<_> = runs.map(|run| s.spawn(move || take_in(run))).collect();
+        let mut all = take_in(first);
+        for h in others {
+            all.extend(h.join().expect("intake thread"));
+        }
+        all
+    })
 }
 
 /// A period's ring as the engine sees it: 8 upload HSDirs, clients fetch from 6 of them (the
@@ -130,7 +150,7 @@ fn round(c: &mut Criterion) {
     let mut g = c.benchmark_group("round");
     g.sample_size(30).measurement_time(Duration::from_secs(4));
     let ring = ring();
-    for k in [2usize, 5, 10, 20, 60] {
+    for k in [2usize, 5, 10, 20, 40, 60] {
         let w = workload(k, &mut rng);
         let mut engine = Engine::new(Arc::new(FrontendKey::generate(&mut rng)));
         // Outside the timed loop: one round verifies all K and lists every backend, in one
@@ -182,6 +202,37 @@ fn round(c: &mut Criterion) {
         assert_eq!(unchanged(1), 10, "other bytes, same revision: recognised");
         g.bench_function(BenchmarkId::from_parameter("k=10-unchanged"), |b| {
             b.iter(|| black_box(unchanged(1)))
+        });
+    }
+    {
+        // Restricted discovery: 100 authorized clients, each an `auth-client` entry (a key
+        // agreement) in every descriptor, padded to a multiple of 16 with random entries.
+        let w = workload(10, &mut rng);
+        let mut engine = Engine::new(Arc::new(FrontendKey::generate(&mut rng)));
+        let clients: Vec<curve25519::PublicKey> = (0..100)
+            .map(|_| (&curve25519::StaticSecret::random_from_rng(&mut rng)).into())
+            .collect();
+        engine.set_authorized_clients(Some(clients));
+        let snaps = take_in_all(&w, 0);
+        let built = build_all(&mut engine, &w, &ring, &snaps, &mut rng);
+        for b in &built {
+            assert_eq!(
+                b.variants.len(),
+                1,
+                "clients=100: one descriptor per period"
+            );
+            assert_eq!(
+                b.variants[0].descriptor.intro_points, 20,
+                "clients=100: 20 intro points still fit"
+            );
+        }
+        let mut set = 0;
+        g.bench_function(BenchmarkId::from_parameter("k=10-clients=100"), |b| {
+            b.iter(|| {
+                set ^= 1;
+                let snaps = take_in_all(&w, set);
+                black_box(build_all(&mut engine, &w, &ring, &snaps, &mut rng))
+            })
         });
     }
     g.finish();
