@@ -12,31 +12,13 @@
 //! started is stopped when it ends (also on Ctrl-C or an error).
 
 #![forbid(unsafe_code)]
-// The parts of the integration tests' support module that the network and the demo need,
-// included one by one as in `examples/testnet.rs`; they refer to each other as
-// `super::<module>`, which here is this crate's root.
-#![allow(dead_code)] // the demo uses only some of the harness
-#[path = "../tests/support/control.rs"]
-mod control;
-#[path = "../tests/support/demo.rs"]
-mod demo;
-#[path = "../tests/support/fixtures.rs"]
-mod fixtures;
-#[path = "../tests/support/http.rs"]
-mod http;
-#[path = "../tests/support/socks.rs"]
-mod socks;
-#[path = "../tests/support/testnet.rs"]
-mod testnet;
-#[path = "../tests/support/torrc.rs"]
-mod torrc;
 
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
-use testnet::TestNet;
+use onionbalance_testnet::{demo, TestNet};
 
 /// Command-line options.
 #[derive(Debug, Parser)]

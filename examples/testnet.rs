@@ -12,28 +12,12 @@
 //! Needs C tor (`apt-get install tor`).
 
 #![forbid(unsafe_code)]
-// The parts of the integration tests' support module that the network needs, included one by
-// one (not `tests/support/mod.rs`: other parts of it only build for tests). They refer to each
-// other as `super::<module>`, which here is this crate's root.
-#![allow(dead_code)] // the example uses only some of the harness
-#[path = "../tests/support/control.rs"]
-mod control;
-#[path = "../tests/support/fixtures.rs"]
-mod fixtures;
-#[path = "../tests/support/http.rs"]
-mod http;
-#[path = "../tests/support/socks.rs"]
-mod socks;
-#[path = "../tests/support/testnet.rs"]
-mod testnet;
-#[path = "../tests/support/torrc.rs"]
-mod torrc;
 
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
-use testnet::TestNet;
+use onionbalance_testnet::{fixtures, TestNet};
 
 /// Command-line options.
 #[derive(Debug, Parser)]

@@ -13,18 +13,16 @@
 
 #![forbid(unsafe_code)]
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use support::frontend::{
+use onionbalance_testnet::frontend::{
     arti_client, arti_fetch, assert_no_process_left, page_loads, revisions, tolerated_failures,
     with_storage, Daemon, FIRST_LOAD_BUDGET, PUBLISH_DEADLINE,
 };
-use support::TestNet;
+use onionbalance_testnet::TestNet;
 
 /// Page loads each authorized client makes: enough to count failures against
 /// [`tolerated_failures`], few enough to keep the test short.

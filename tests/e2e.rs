@@ -6,7 +6,7 @@
 //! (a real client keeps the descriptor it fetched until the next time period starts or all its
 //! intro points fail, design §3), page loads are single attempts that are counted, and every
 //! tolerated failure is bounded by a number justified where it is defined
-//! (`tests/support/frontend.rs`).
+//! (`crates/testnet/src/frontend.rs`).
 //!
 //! Needs C tor (`apt-get install tor`); without it these tests fail, they never skip.
 //! Each test prints its timings: network start, daemon start to first answered request,
@@ -14,17 +14,15 @@
 
 #![forbid(unsafe_code)]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use support::frontend::{
+use onionbalance_testnet::frontend::{
     arti_client, arti_fetch, assert_no_process_left, client_descriptor, first_page_load, page_load,
     page_loads, period_position, revisions, tolerated_failures, wait_for_room_in_period,
     with_storage, Daemon, PageLoads, PUBLISH_DEADLINE, STOP_DEADLINE,
 };
-use support::TestNet;
+use onionbalance_testnet::TestNet;
 
 /// Page loads by the early client (step 2 of the two-backend test). For each new
 /// introduction C tor picks one of the descriptor's usable intro points at random, so with

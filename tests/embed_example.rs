@@ -8,15 +8,13 @@
 
 #![forbid(unsafe_code)]
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use support::frontend::{first_page_load, with_storage, Daemon, PUBLISH_DEADLINE};
-use support::TestNet;
+use onionbalance_testnet::frontend::{first_page_load, with_storage, Daemon, PUBLISH_DEADLINE};
+use onionbalance_testnet::TestNet;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::sync::mpsc;
 

@@ -10,16 +10,14 @@
 
 #![forbid(unsafe_code)]
 
-mod support;
-
 use std::io::Read as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use support::frontend::{assert_no_process_left, Daemon};
-use support::TestNet;
+use onionbalance_testnet::frontend::{assert_no_process_left, Daemon};
+use onionbalance_testnet::TestNet;
 
 const OB: &str = env!("CARGO_BIN_EXE_onionbalance");
 const BACKEND_A: &str = "az6zyp4pcmodrlstxctjtrfguoofriku52llgrzklo5llznqowspqxad.onion";

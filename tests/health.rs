@@ -54,8 +54,6 @@
 
 #![forbid(unsafe_code)]
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,16 +61,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context as _, Result};
+use onionbalance_testnet::frontend::{assert_no_process_left, page_load, Daemon, PageLoads};
+use onionbalance_testnet::testnet::{read_descriptor, CircuitLog, HsDirAnswer, Observer};
+use onionbalance_testnet::TestNet;
 use serde_json::Value;
-use support::frontend::{assert_no_process_left, page_load, Daemon, PageLoads};
-use support::testnet::{read_descriptor, CircuitLog, HsDirAnswer, Observer};
-use support::TestNet;
 
 /// Backends of each network (the "3 backends with web servers").
 const BACKENDS: usize = 3;
 /// The path the probes ask for; the backends' web servers answer it `200 ok`.
 const HEALTH_PATH: &str = "/healthz";
-/// The port the backends' onion services forward to their web servers (`tests/support`).
+/// The port the backends' onion services forward to their web servers (`crates/testnet`).
 const SERVICE_PORT: u16 = 80;
 /// The bound: a backend that fails leaves every descriptor within this of the
 /// failure's start, at the default timing.
@@ -1133,7 +1131,7 @@ fn median(values: &[Duration]) -> Option<Duration> {
 }
 
 /// The intro-point authentication keys a decoded descriptor lists, in order.
-fn desc_keys(desc: &support::testnet::ReadDescriptor) -> Vec<String> {
+fn desc_keys(desc: &onionbalance_testnet::testnet::ReadDescriptor) -> Vec<String> {
     desc.intro_points
         .iter()
         .map(|ip| ip.auth_key.clone())

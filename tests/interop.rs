@@ -5,8 +5,6 @@
 
 #![forbid(unsafe_code)]
 
-mod support;
-
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -17,8 +15,8 @@ use onionbalance::descriptor::{
     DEFAULT_MAX_DESCRIPTOR_LEN,
 };
 use onionbalance::{FrontendKey, OnionAddress};
+use onionbalance_testnet::fixtures::{self, FixtureMeta};
 use rand::SeedableRng as _;
-use support::fixtures::{self, FixtureMeta};
 
 fn load() -> Vec<(FixtureMeta, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ctor-0.4.9");

@@ -19,20 +19,18 @@
 
 #![forbid(unsafe_code)]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use arti_client::TorClient;
 use onionbalance::OnionAddress;
-use rand::seq::IndexedRandom as _;
-use support::frontend::{
+use onionbalance_testnet::frontend::{
     arti_client, arti_fetch, assert_no_process_left, page_load, tolerated_failures, with_storage,
     Daemon, PageLoads,
 };
-use support::TestNet;
+use onionbalance_testnet::TestNet;
+use rand::seq::IndexedRandom as _;
 use tor_llcrypto::pk::rsa::RsaIdentity;
 use tor_netdir::Timeliness;
 
@@ -217,7 +215,7 @@ fn fetch_set(
 /// Waits for the C tor client's `HS_DESC RECEIVED` (true) or `FAILED` (false) for `bare`
 /// from the HSDir `fp`.
 async fn wait_fetched(
-    ctl: &mut support::control::ControlConnection,
+    ctl: &mut onionbalance_testnet::control::ControlConnection,
     bare: &str,
     fp: &str,
 ) -> Result<bool> {
@@ -437,7 +435,7 @@ struct RendCircuits {
 /// Counts a backend's service-side rendezvous circuits (`PURPOSE=HS_SERVICE_REND`) and
 /// their traffic for `window`, from its control port.
 async fn count_rend_circuits(
-    mut ctl: support::control::ControlConnection,
+    mut ctl: onionbalance_testnet::control::ControlConnection,
     window: Duration,
 ) -> Result<RendCircuits> {
     ctl.command_ok("SETEVENTS CIRC CIRC_BW").await?;

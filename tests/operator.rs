@@ -6,15 +6,13 @@
 
 #![forbid(unsafe_code)]
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use support::frontend::{assert_no_process_left, Daemon};
-use support::systemd::SystemdStandIn;
-use support::TestNet;
+use onionbalance_testnet::frontend::{assert_no_process_left, Daemon};
+use onionbalance_testnet::systemd::SystemdStandIn;
+use onionbalance_testnet::TestNet;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const BIN: &str = env!("CARGO_BIN_EXE_onionbalance");
@@ -326,7 +324,7 @@ async fn operator_features_on_a_private_network() -> Result<()> {
     // 7. check --online passes for the instance backends.
     std::fs::write(
         dir.join("check-arti.toml"),
-        support::frontend::with_storage(net.arti_toml(), &dir.join("check-arti"))?,
+        onionbalance_testnet::frontend::with_storage(net.arti_toml(), &dir.join("check-arti"))?,
     )?;
     // Three runs: the first with a fresh Arti state directory (a cold start), the others
     // from the state and cache the first left (the start that once failed: a consensus at

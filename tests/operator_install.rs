@@ -20,17 +20,17 @@
 
 #![forbid(unsafe_code)]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use support::frontend::{first_page_load, page_loads, tolerated_failures, with_storage};
-use support::systemd::SystemdStandIn;
-use support::TestNet;
+use onionbalance_testnet::frontend::{
+    first_page_load, page_loads, tolerated_failures, with_storage,
+};
+use onionbalance_testnet::systemd::SystemdStandIn;
+use onionbalance_testnet::TestNet;
 
 const README: &str = include_str!("../README.md");
 /// Where the drop-in for the private network goes, for either layout.
@@ -588,7 +588,7 @@ async fn container(net: &mut TestNet, image: &str) -> Result<()> {
         let status = podman(&["exec", &name, "onionbalance", "status", "--json"]);
         let published = status.as_ref().is_ok_and(|s| {
             serde_json::from_str::<serde_json::Value>(s)
-                .is_ok_and(|v| support::frontend::all_backends_published(&v))
+                .is_ok_and(|v| onionbalance_testnet::frontend::all_backends_published(&v))
         });
         if published {
             break;
@@ -665,6 +665,6 @@ async fn readme_install_paths_work_as_written() -> Result<()> {
     eprintln!("== the container image {image}, as docs/packaging.md runs it");
     container(&mut net, &image).await?;
     drop(net);
-    support::frontend::assert_no_process_left(&tor_pids);
+    onionbalance_testnet::frontend::assert_no_process_left(&tor_pids);
     Ok(())
 }

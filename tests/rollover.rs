@@ -11,16 +11,14 @@
 
 #![forbid(unsafe_code)]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use support::frontend::{
+use onionbalance_testnet::frontend::{
     arti_client, arti_fetch, client_descriptor, first_page_load, page_loads, tolerated_failures,
     unix_now, with_storage, Daemon,
 };
-use support::{fixtures, TestNet};
+use onionbalance_testnet::{fixtures, TestNet};
 
 /// Page loads after the rollover. For each new introduction C tor picks one of the
 /// descriptor's usable intro points at random: with every listed intro point working and the

@@ -19,7 +19,7 @@
 //! - **(d)** over the same window (at least [`QUIET_WINDOW_MIN`]), with the backends left
 //!   alone, the HSDirs store nothing from the frontend beyond one upload per time period that
 //!   newly needs publishing, counted from the HSDirs' own logs
-//!   ([`support::testnet::TestNet::hsdir_uploads_stored`]).
+//!   ([`onionbalance_testnet::testnet::TestNet::hsdir_uploads_stored`]).
 //!
 //! About 20–25 minutes: `cargo test --test steady_state -- --nocapture`. The checks share
 //! one network because (b) and (d) need two rotations (8-minute periods) and a shared random
@@ -38,8 +38,6 @@
 
 #![forbid(unsafe_code)]
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -49,10 +47,10 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use arti_client::{StreamPrefs, TorClient};
 use onionbalance::descriptor::BackendKeys;
 use onionbalance::OnionAddress;
-use support::fixtures::{TIME_PERIOD_LENGTH_SECS, TIME_PERIOD_OFFSET_SECS};
-use support::frontend::{arti_client, with_storage, Daemon};
-use support::testnet::read_descriptor;
-use support::{http, TestNet};
+use onionbalance_testnet::fixtures::{TIME_PERIOD_LENGTH_SECS, TIME_PERIOD_OFFSET_SECS};
+use onionbalance_testnet::frontend::{arti_client, with_storage, Daemon};
+use onionbalance_testnet::testnet::read_descriptor;
+use onionbalance_testnet::{http, TestNet};
 use tor_llcrypto::pk::rsa::RsaIdentity;
 use tor_rtcompat::PreferredRuntime;
 
@@ -353,7 +351,8 @@ async fn c_tor_requests(socks: u16, onion: &str, until: Instant) -> Requests {
         let began = Instant::now();
         let isolation = format!("request-{:016x}", rand::random::<u64>());
         let attempt = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            let mut stream = support::socks::connect(socks, onion, 80, &isolation).await?;
+            let mut stream =
+                onionbalance_testnet::socks::connect(socks, onion, 80, &isolation).await?;
             http::get(&mut stream, onion, "/").await
         })
         .await;

@@ -1,4 +1,4 @@
-//! The private test network of `tests/support` works: C tor onion services in Onionbalance
+//! The private test network of `crates/testnet` works: C tor onion services in Onionbalance
 //! instance mode come up, a C tor client reaches each by its own address, and an Arti
 //! client configured by the generated `arti.toml` (vanguards-lite, Arti's default) does too.
 //! A restarted backend keeps its address and is reachable again. When the network is
@@ -11,15 +11,13 @@
 
 #![forbid(unsafe_code)]
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use arti_client::config::TorClientConfigBuilder;
 use arti_client::{StreamPrefs, TorClient};
-use support::{fixtures, http, TestNet};
+use onionbalance_testnet::{fixtures, http, TestNet};
 
 /// The path the backends' web servers answer with `200 ok`.
 const HEALTH_PATH: &str = "/healthz";
@@ -301,7 +299,8 @@ fn committed_descriptor_fixtures_are_consistent() -> Result<()> {
             let pem = std::fs::read_to_string(dir.join(file))?;
             let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem)
                 .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-            let address = support::testnet::onion_address(&key.verifying_key().to_bytes());
+            let address =
+                onionbalance_testnet::testnet::onion_address(&key.verifying_key().to_bytes());
             assert_eq!(&address, master, "{file} is not the key of {master}");
         }
     }

@@ -20,7 +20,7 @@ use anyhow::{bail, Context as _, Result};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 /// How long the server waits for a client to send its request.
-const SERVER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const SERVER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request head the server reads.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// The largest response the client accepts (consensus documents of test networks are small).

@@ -16,8 +16,8 @@ use tor_hscrypto::pk::{HsId, HsIdKey};
 use tor_hscrypto::time::TimePeriod;
 use tor_netdoc::doc::hsdesc::HsDesc;
 
-use super::testnet::TestNet;
-use super::torrc::VOTING_INTERVAL_SECS;
+use crate::testnet::TestNet;
+use crate::torrc::VOTING_INTERVAL_SECS;
 
 /// Length of a time period on the test network: 24 voting intervals (8 minutes).
 pub const TIME_PERIOD_LENGTH_SECS: u64 = 24 * VOTING_INTERVAL_SECS as u64;
@@ -176,7 +176,7 @@ pub async fn capture(net: &TestNet, out_dir: &Path) -> Result<Vec<PathBuf>> {
             .with_context(|| format!("write {}", desc_path.display()))?;
         let meta_text = format!(
             "# Metadata of {name}.desc: a descriptor captured from C tor on a private test network\n\
-             # (tests/support/fixtures.rs; regenerate with\n\
+             # (crates/testnet/src/fixtures.rs; regenerate with\n\
              #  `cargo run --example testnet -- --plain-backends 1 --capture-fixtures tests/fixtures/ctor-0.4.9`).\n{}",
             toml::to_string(&meta).context("serialize fixture metadata")?
         );

@@ -19,13 +19,39 @@ use arti_client::config::TorClientConfigBuilder;
 use arti_client::{StreamPrefs, TorClient};
 use tor_hscrypto::time::TimePeriod;
 
-use super::fixtures::{self, TIME_PERIOD_LENGTH_SECS, TIME_PERIOD_OFFSET_SECS};
-use super::{http, socks, TestNet};
+use crate::fixtures::{self, TIME_PERIOD_LENGTH_SECS, TIME_PERIOD_OFFSET_SECS};
+use crate::{http, socks, TestNet};
 
 /// How long the daemon may take to have every service published.
 pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(60);
 /// How long a stopped daemon may take to exit (the requirement is 5 s).
 pub const STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The `onionbalance` binary the calling test runs against.
+///
+/// Cargo builds a package's binaries before its integration tests and gives their paths to
+/// the tests only (`CARGO_BIN_EXE_<name>`, at compile time), not to their dependencies such
+/// as this crate. A test binary lives in `<target>/<profile>/deps/`, the binary one level up,
+/// which is where that variable points; `ONIONBALANCE_BIN` overrides it.
+pub fn onionbalance_bin() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("ONIONBALANCE_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().context("the test's own path")?;
+    let mut dir = exe.parent().context("the test's directory")?;
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().context("the profile directory")?;
+    }
+    let bin = dir.join("onionbalance");
+    if !bin.is_file() {
+        bail!(
+            "no onionbalance binary at {} (cargo builds it for integration tests; \
+             elsewhere set ONIONBALANCE_BIN)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
 
 /// A running `onionbalance run` process; killed by PID when dropped.
 pub struct Daemon {
@@ -106,7 +132,7 @@ impl Daemon {
                 .as_millis()
         ));
         let started = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_onionbalance"))
+        let child = Command::new(onionbalance_bin()?)
             .arg("run")
             .arg("-c")
             .arg(dir.join("config.yaml"))
@@ -166,10 +192,12 @@ impl Daemon {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// The process id (0 once [`Daemon::stop`] has reaped it).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// The log so far (empty if it cannot be read).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -36,7 +36,7 @@
 //!
 //! # What it records
 //! * Every `HS_DESC` event of every backend, across restarts
-//!   ([`TestNet::backend_hs_desc_events`], [`TestNet::backend_uploads_acknowledged`]).
+//!   ([`TestNet::backend_uploads_acknowledged`]).
 //! * The descriptor uploads each HSDir stored or refused, from its own log, attributed to the
 //!   backends or else to the frontend ([`TestNet::hsdir_uploads_stored`], which says exactly
 //!   how it counts).
@@ -88,10 +88,10 @@ use tokio::time::{sleep, timeout, Instant};
 use tor_llcrypto::pk::ed25519::Ed25519Identity;
 use tor_llcrypto::pk::rsa::RsaIdentity;
 
-use super::control::ControlConnection;
-use super::http::{self, HttpServer};
-use super::socks;
-use super::torrc::{self, Torrc};
+use crate::control::ControlConnection;
+use crate::http::{self, HttpServer};
+use crate::socks;
+use crate::torrc::{self, Torrc};
 
 /// The C tor binary (Debian package `tor`).
 const TOR: &str = "tor";
@@ -357,7 +357,7 @@ struct Backend {
     /// Whether it runs in Onionbalance instance mode.
     instance: bool,
     /// Every `HS_DESC` event about its own address since it first started, across restarts
-    /// (see [`TestNet::backend_hs_desc_events`]).
+    /// (see [`TestNet::backend_uploads_acknowledged`]).
     hs_desc_events: Arc<Mutex<Vec<HsDescEvent>>>,
 }
 
@@ -401,20 +401,16 @@ pub struct TestNet {
     arti_toml: String,
     /// Where it is written.
     arti_toml_path: PathBuf,
-    /// How long each phase of [`TestNetBuilder::start`] took.
-    phases: Vec<(String, Duration)>,
     /// Everything on disk. Declared last: dropped after the processes are stopped.
     run_dir: RunDir,
 }
 
-/// Prints and records phase durations.
+/// Prints phase durations.
 struct PhaseClock {
     /// When the whole start began.
     started: Instant,
     /// When the current phase began.
     phase_started: Instant,
-    /// Finished phases.
-    phases: Vec<(String, Duration)>,
 }
 
 impl PhaseClock {
@@ -424,7 +420,6 @@ impl PhaseClock {
         PhaseClock {
             started: now,
             phase_started: now,
-            phases: Vec::new(),
         }
     }
 
@@ -436,7 +431,6 @@ impl PhaseClock {
             took.as_secs_f64(),
             self.started.elapsed().as_secs_f64()
         );
-        self.phases.push((phase.to_owned(), took));
         self.phase_started = Instant::now();
     }
 }
@@ -727,12 +721,10 @@ impl TestNet {
             frontend_key_path,
             arti_toml,
             arti_toml_path,
-            phases: Vec::new(),
             run_dir,
         };
         net.start_phases(&mut clock, cfg.authorities, &relay_ports)
             .await?;
-        net.phases = clock.phases;
         Ok(net)
     }
 
@@ -1317,11 +1309,6 @@ impl TestNet {
         &self.arti_toml
     }
 
-    /// How long each start phase took.
-    pub fn phase_timings(&self) -> &[(String, Duration)] {
-        &self.phases
-    }
-
     /// PIDs of every running tor of the network.
     pub fn tor_pids(&self) -> Vec<u32> {
         self.all_nodes().filter_map(TorNode::pid).collect()
@@ -1387,19 +1374,6 @@ impl TestNet {
             .ok()
             .and_then(|all| all.into_iter().find(|(_, r)| r == id))
             .map_or_else(|| id.as_hex_upper(), |(name, _)| name)
-    }
-
-    /// Every `HS_DESC` event backend `i`'s tor sent about its own descriptors since the
-    /// network started, across restarts, in order (`UPLOAD`, `UPLOADED`, `FAILED`, ...).
-    /// Recorded from the moment each start of its tor is allowed to connect (it starts with
-    /// `DisableNetwork 1`), until that tor stops, so no upload of it is missed.
-    pub fn backend_hs_desc_events(&self, i: usize) -> Result<Vec<HsDescEvent>> {
-        let backend = self.backend(i)?;
-        let events = backend
-            .hs_desc_events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        Ok(events.clone())
     }
 
     /// Every descriptor upload a backend's tor reported acknowledged by an HSDir (`HS_DESC

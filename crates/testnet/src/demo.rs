@@ -13,7 +13,7 @@ use arti_client::TorClient;
 use onionbalance::arti_toml::ArtiSources;
 use onionbalance::{Balancer, Config};
 
-use super::TestNet;
+use crate::TestNet;
 
 /// How long the balancer may take, once its Tor client has bootstrapped, to have every
 /// backend in every descriptor it published, on every HSDir.

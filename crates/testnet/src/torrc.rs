@@ -88,7 +88,7 @@ pub struct Common<'a> {
 pub fn common(c: &Common<'_>) -> Torrc {
     let dir = c.data_dir.display();
     let mut t = Torrc::new();
-    t.comment("written by onionbalance tests/support (private test network on 127.0.0.1)")
+    t.comment("written by onionbalance-testnet (private test network on 127.0.0.1)")
         .opt("TestingTorNetwork", 1)
         .opt("DataDirectory", &dir)
         .opt("Nickname", c.nickname)

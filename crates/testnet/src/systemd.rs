@@ -17,6 +17,8 @@ pub struct SystemdStandIn {
 }
 
 impl SystemdStandIn {
+    /// Listens on a datagram socket at `path` (give it to the daemon as `NOTIFY_SOCKET`),
+    /// keeping every message in a thread of its own.
     pub fn bind(path: &Path) -> Result<Self> {
         let socket = UnixDatagram::bind(path)?;
         let messages = Arc::new(Mutex::new(Vec::new()));
@@ -34,6 +36,7 @@ impl SystemdStandIn {
         Ok(SystemdStandIn { messages })
     }
 
+    /// Every message received so far, in order.
     pub fn messages(&self) -> Vec<String> {
         self.messages.lock().map(|m| m.clone()).unwrap_or_default()
     }
