@@ -15,6 +15,13 @@
 //!   page load in a new isolation group fetches the descriptor afresh from a random HSDir of
 //!   its fetch set, as a new client would.
 //!
+//! Every page load is one attempt and one result: nothing is retried, so the bar on failures
+//! ([`tolerated_failures`]) is a bar on attempts. Besides every backend answering, each
+//! backend's count of answers must fit its share of new clients as the daemon computed it
+//! (the status document's `shares`): a backend answering far more often than its share says
+//! the variants give clients something other than the daemon claims (see
+//! [`check_answer_counts`]).
+//!
 //! Needs C tor (`apt-get install tor`); without it the test fails, it never skips.
 
 #![forbid(unsafe_code)]
@@ -26,8 +33,8 @@ use anyhow::{bail, Context as _, Result};
 use arti_client::TorClient;
 use onionbalance::OnionAddress;
 use onionbalance_testnet::frontend::{
-    arti_client, arti_fetch, assert_no_process_left, page_load, tolerated_failures, with_storage,
-    Daemon, PageLoads,
+    arti_client, arti_page_load, assert_no_process_left, page_load, tolerated_failures,
+    with_storage, Daemon, PageLoads,
 };
 use onionbalance_testnet::TestNet;
 use rand::seq::IndexedRandom as _;
@@ -141,10 +148,11 @@ impl Run {
         eprintln!("C tor: {fetches_failed} HSFETCH without a descriptor");
         report_counts(&ctor, &names);
 
-        // Arti: a new isolation group per load, so a descriptor fetched afresh each time.
+        // Arti: a new isolation group per load, so a descriptor fetched afresh each time. One
+        // attempt per load, recorded: a failed load is not reloaded.
         let mut by_arti = PageLoads::new("Arti client, a new isolation group per load");
         while more(&by_arti) {
-            by_arti.record(arti_fetch(&arti, &front).await);
+            by_arti.record(arti_page_load(&arti, &front).await);
         }
         report_counts(&by_arti, &names);
         if let (Some(before), Some(after)) = (cpu_before, daemon_cpu_seconds(daemon.pid())) {
@@ -170,6 +178,10 @@ impl Run {
         }
         by_arti.check_every_backend_answered(&names)?;
         by_arti.check_failures(tolerated_failures(by_arti.attempts()), why)?;
+        // The shares of every period the loads may have met: listed at the start and now.
+        let shares = max_shares(&[&doc, &daemon.status().await?]);
+        check_answer_counts(&ctor, &names, &shares)?;
+        check_answer_counts(&by_arti, &names, &shares)?;
         daemon.stop()?;
         drop(net);
         assert_no_process_left(&tor_pids);
@@ -293,6 +305,82 @@ fn report_variants(doc: &serde_json::Value, backends: usize, relays: usize) -> R
         eprintln!("  computed shares: {}", shares.join(", "));
     }
     Ok(())
+}
+
+/// Each backend's largest share of new clients in any period of the status documents `docs`.
+fn max_shares(docs: &[&serde_json::Value]) -> BTreeMap<String, f64> {
+    let mut shares = BTreeMap::new();
+    for doc in docs {
+        for p in doc["services"][0]["periods"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            for s in p["shares"].as_array().into_iter().flatten() {
+                if let (Some(name), Some(share)) = (s["name"].as_str(), s["share"].as_f64()) {
+                    let max = shares.entry(name.to_owned()).or_insert(0.0_f64);
+                    *max = max.max(share);
+                }
+            }
+        }
+    }
+    shares
+}
+
+/// The chance of a false alarm that [`check_answer_counts`] accepts, per backend and client
+/// kind: 48 such checks in a run make a false failure about one run in 2,000.
+const ANSWER_COUNT_ALPHA: f64 = 1e-5;
+
+/// Fails if a backend answered more often than its share allows: with `n` answered loads,
+/// each reaching backend `b` with probability `share_b` (a new client picks a fetch HSDir,
+/// so a variant, uniformly, then an intro point of it uniformly), the chance of `k` or more
+/// answers from `b` is the binomial tail; below [`ANSWER_COUNT_ALPHA`] the daemon's shares
+/// do not describe what clients get. Uses each backend's largest share over the periods the
+/// loads may span (an upper tail: the larger share can only make the check more lenient).
+/// Only the upper side: the lower side is the every-backend-answered check.
+fn check_answer_counts(
+    loads: &PageLoads,
+    names: &[&str],
+    shares: &BTreeMap<String, f64>,
+) -> Result<()> {
+    let n = loads.bodies.len();
+    for name in names {
+        let share = *shares
+            .get(*name)
+            .with_context(|| format!("{name} has no computed share in the status: {shares:?}"))?;
+        let answer = format!("hello from backend {name}");
+        let k = loads.bodies.iter().filter(|b| **b == answer).count();
+        let tail = binomial_upper_tail(n, share, k);
+        if tail < ANSWER_COUNT_ALPHA {
+            bail!(
+                "{}: {name} answered {k} of {n} answered loads, with a computed share of                  {:.1} % (expected {:.1}); that many or more has probability {tail:.1e}, below                  {ANSWER_COUNT_ALPHA:e}: clients do not get the shares the daemon computed",
+                loads.what,
+                share * 100.0,
+                share * n as f64
+            );
+        }
+    }
+    Ok(())
+}
+
+/// P(X ≥ k) for X binomial with `n` trials of probability `p`.
+fn binomial_upper_tail(n: usize, p: f64, k: usize) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    // ln C(n, j), built up from ln C(n, 0) = 0.
+    let mut ln_choose = 0.0;
+    let mut tail = 0.0;
+    for j in 0..=n {
+        if j > 0 {
+            ln_choose += ((n - j + 1) as f64).ln() - (j as f64).ln();
+        }
+        if j >= k {
+            tail += (ln_choose + j as f64 * p.ln() + (n - j) as f64 * (1.0 - p).ln()).exp();
+        }
+    }
+    tail
 }
 
 /// Prints how often each backend answered.

@@ -10,12 +10,14 @@
 //!   [`MIN_ANSWERED`] of them answered, and the frontend descriptor it holds lists no relay
 //!   twice (a C tor client uses only the first intro point listed for a relay, design §3);
 //! - **(c)** a backend restarted (stop + start: new intro points) is reached through the
-//!   frontend, by a client arriving then, within [`RESTART_DEADLINE`] of its stop;
+//!   frontend, by a client arriving then, within [`RESTART_DEADLINE`] of its stop, with at
+//!   most one failed page load in ten;
 //! - **(b)** once the network has a shared random value, a C tor client and an Arti client,
 //!   each asking every [`REQUEST_INTERVAL`] across two time-period starts and two
 //!   descriptor rotations of the backends, are answered at least [`MIN_ANSWERED`] of the
 //!   time, none later than [`REQUEST_TIMEOUT`], and every backend answers each client in
-//!   every period;
+//!   every period; the Arti user's reloads are page loads too, and at most one in
+//!   [`ARTI_LOADS_PER_TOLERATED_FAILURE`] of all its loads may fail;
 //! - **(d)** over the same window (at least [`QUIET_WINDOW_MIN`]), with the backends left
 //!   alone, the HSDirs store nothing from the frontend beyond one upload per time period that
 //!   newly needs publishing, counted from the HSDirs' own logs
@@ -48,7 +50,7 @@ use arti_client::{StreamPrefs, TorClient};
 use onionbalance::descriptor::BackendKeys;
 use onionbalance::OnionAddress;
 use onionbalance_testnet::fixtures::{TIME_PERIOD_LENGTH_SECS, TIME_PERIOD_OFFSET_SECS};
-use onionbalance_testnet::frontend::{arti_client, with_storage, Daemon};
+use onionbalance_testnet::frontend::{arti_client, tolerated_failures, with_storage, Daemon};
 use onionbalance_testnet::testnet::read_descriptor;
 use onionbalance_testnet::{http, TestNet};
 use tor_llcrypto::pk::rsa::RsaIdentity;
@@ -72,6 +74,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const ARTI_RELOAD_AFTER: Duration = Duration::from_secs(10);
 /// The share of requests that must be answered within [`REQUEST_TIMEOUT`].
 const MIN_ANSWERED: f64 = 0.99;
+/// Arti page loads per tolerated failed one, over every load of a series (first clicks and
+/// reloads alike, see [`arti_requests`]). Measured straight to a C tor backend, 9 of 362 Arti
+/// loads stalled (1 in 40): of 200 loads (check (b) makes about that many), 5 failures are
+/// expected and the 14 tolerated are 4 standard deviations above; a frontend that made one
+/// load in ten fail would not pass, however well the reloads hid it from the answered share.
+const ARTI_LOADS_PER_TOLERATED_FAILURE: usize = 15;
 /// Requests of check (a): with every backend listed with at least two of the ≤ 8 intro
 /// points and C tor picking one at random per connection, a listed backend is missed in 24
 /// requests with probability ≤ (6/8)^24 ≈ 0.1 %.
@@ -299,6 +307,34 @@ impl Requests {
         Ok(())
     }
 
+    /// Page loads made: one per request, plus its reloads.
+    fn loads(&self) -> usize {
+        self.all.iter().map(|r| 1 + r.reloads).sum()
+    }
+
+    /// Failed page loads: each reload followed a failed load, and a failed request's last
+    /// load failed too.
+    fn failed_loads(&self) -> usize {
+        self.all
+            .iter()
+            .map(|r| r.reloads + usize::from(r.outcome.is_err()))
+            .sum()
+    }
+
+    /// Fails if more than one page load in `per` (counted from the first) failed: a bar on
+    /// attempts, which reloads cannot hide.
+    fn check_failed_loads(&self, per: usize) -> Result<()> {
+        let (loads, failed) = (self.loads(), self.failed_loads());
+        let tolerated = loads.div_ceil(per);
+        if failed > tolerated {
+            bail!(
+                "{failed} of {loads} page loads failed, {tolerated} tolerated (one in {per}):\n{}",
+                self.summary()
+            );
+        }
+        Ok(())
+    }
+
     /// Fails unless each of `names` answered at least once in every wall-clock time period
     /// in which this client had at least `min_answered` answers (a backend that drops out of
     /// the frontend's descriptor for a new period shows here).
@@ -381,7 +417,8 @@ async fn c_tor_requests(socks: u16, onion: &str, until: Instant) -> Requests {
 /// backend (no frontend), one load each 3 s for 26 min: Arti 9 of 362 loads never answered
 /// within 30 s, and the backend received no INTRODUCE2 for them, while answered loads took
 /// at most 3.5 s (p99 1.7 s); C tor 0 of 450 failed, at most 7.3 s. A user reloads such a
-/// page. Reloads are counted ([`Request::reloads`]) and printed.
+/// page. Reloads are counted ([`Request::reloads`]), printed, and bounded as page loads of
+/// their own ([`Requests::check_failed_loads`]).
 async fn arti_requests(
     arti: &TorClient<PreferredRuntime>,
     onion: &str,
@@ -768,6 +805,13 @@ async fn check_restarted_backend(net: &mut TestNet, front: &str, i: usize) -> Re
     let deadline = stopped + RESTART_DEADLINE;
     let mut tried = Requests::new("new C tor clients after the restart");
     let t0 = Instant::now();
+    // New users arrive one after the other until one of them lands on the restarted backend;
+    // each makes up to RESTART_REQUESTS_PER_CLIENT page loads (a visitor reloading a few
+    // times) and each load is one attempt. A load answered by another backend is a working
+    // page for that user, not a failure; loads that get no answer at all are failures, and
+    // at most one per started ten is tolerated (as [`tolerated_failures`] for a healthy
+    // frontend: the restarted backend's old intro points, still listed until the daemon
+    // refetches, must not cost users their page, C tor tries the other intro points).
     while Instant::now() < deadline {
         // A new client arrives: NEWNYM drops the C tor client's descriptor cache and intro
         // point failure history, so what follows is what a client that did not know the
@@ -789,6 +833,16 @@ async fn check_restarted_backend(net: &mut TestNet, front: &str, i: usize) -> Re
                 .map_err(|e| format!("{e:#}"));
             let reached = outcome.as_deref() == Ok(want.as_str());
             tried.record(t0, began, outcome);
+            let failed = tried.failed().count();
+            let tolerated = tolerated_failures(tried.all.len());
+            if failed > tolerated {
+                bail!(
+                    "after {name}'s restart, {failed} of {} page loads through the frontend \
+                     failed, {tolerated} tolerated (one per started ten):\n{}",
+                    tried.all.len(),
+                    tried.summary()
+                );
+            }
             if reached {
                 eprintln!(
                     "{name} answered through the frontend {:.1} s after its stop\n{}",
@@ -894,6 +948,10 @@ async fn across_rotations(
         (
             "(b) Arti client answered >= 99 %, each within 30 s",
             arti_reqs.check_answered(MIN_ANSWERED, REQUEST_TIMEOUT),
+        ),
+        (
+            "(b) at most one in 15 of the Arti client's page loads failed, reloads included",
+            arti_reqs.check_failed_loads(ARTI_LOADS_PER_TOLERATED_FAILURE),
         ),
         (
             "(b) every backend answers the C tor client in every period",

@@ -14,17 +14,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use arti_client::config::TorClientConfigBuilder;
-use arti_client::{StreamPrefs, TorClient};
+use arti_client::TorClient;
+use onionbalance_testnet::frontend::arti_fetch;
 use onionbalance_testnet::{fixtures, http, TestNet};
 
 /// The path the backends' web servers answer with `200 ok`.
 const HEALTH_PATH: &str = "/healthz";
-/// Time budget for one request through Arti, retries included.
-const ARTI_FETCH_BUDGET: Duration = Duration::from_secs(30);
-/// How long one Arti attempt may take before retrying on a fresh isolation group.
-const ARTI_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backends_are_reachable_on_a_private_network() -> Result<()> {
@@ -209,36 +206,6 @@ async fn arti_client_for(
     .context("Arti bootstrap timed out")?
     .context("Arti bootstrap")?;
     Ok(client)
-}
-
-/// `GET /` from `onion_host` through Arti, each attempt in a new isolation group (fresh
-/// circuits), retried for up to [`ARTI_FETCH_BUDGET`].
-async fn arti_fetch(
-    client: &TorClient<tor_rtcompat::PreferredRuntime>,
-    onion_host: &str,
-) -> Result<String> {
-    let deadline = Instant::now() + ARTI_FETCH_BUDGET;
-    let mut errors = Vec::new();
-    while Instant::now() < deadline {
-        let mut prefs = StreamPrefs::new();
-        prefs.new_isolation_group();
-        let attempt = tokio::time::timeout(ARTI_ATTEMPT_TIMEOUT, async {
-            let mut stream = client
-                .connect_with_prefs((onion_host, 80), &prefs)
-                .await
-                .context("connect")?;
-            http::get(&mut stream, onion_host, "/").await
-        })
-        .await;
-        match attempt {
-            Ok(Ok(resp)) if resp.status == 200 => return Ok(resp.body),
-            Ok(Ok(resp)) => errors.push(format!("HTTP {}", resp.status)),
-            Ok(Err(e)) => errors.push(format!("{e:#}")),
-            Err(_) => errors.push("attempt timed out".to_owned()),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    bail!("no answer from {onion_host} through Arti: {errors:#?}")
 }
 
 /// PIDs and command lines of processes whose command line mentions `needle`.

@@ -8,7 +8,8 @@
 //! are counted ([`PageLoads`]), and each test bounds the failures it tolerates with a number
 //! it justifies ([`tolerated_failures`]). Where a helper does retry ([`first_page_load`],
 //! [`arti_fetch`]) it counts and bounds the failures too, and says which real-client
-//! behaviour the retry stands for.
+//! behaviour the retry stands for; a series that measures how often clients get through
+//! records single loads ([`page_load`], [`arti_page_load`]), never such a helper's result.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -342,58 +343,68 @@ pub async fn arti_client(
     Ok(TorClient::create_bootstrapped(builder.build()?).await?)
 }
 
-/// Failed attempts [`arti_fetch`] tolerates before the one that must succeed.
+/// Failed loads [`arti_fetch`] tolerates before the one that must succeed.
 ///
-/// Each attempt is what a user's page load through Arti is: one `connect` (in which Arti
-/// itself already tries further HSDirs and intro points) and one HTTP request. On this small
+/// Each load is what a user's page load through Arti is: one `connect` (in which Arti itself
+/// already tries further HSDirs and intro points) and one HTTP request. On this small
 /// loopback network a rendezvous stalls now and then (design §5), so one failed load,
 /// reloaded, is tolerated; a second one in a row from a healthy frontend is what a user would
 /// call broken.
 pub const ARTI_TOLERATED_FAILURES: usize = 1;
-/// How long one Arti attempt may take: a working one takes seconds here; a stalled
+/// How long one Arti page load may take: a working one takes seconds here; a stalled
 /// rendezvous never completes.
-const ARTI_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+pub const ARTI_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// GET / from `onion` through Arti, each attempt in a new isolation group (fresh circuits,
-/// and in Arti a descriptor fetched for that group). Retries only as a user reloads a failed
-/// page: at most [`ARTI_TOLERATED_FAILURES`] failed attempts, counted and printed.
+/// One page load: `GET /` from `onion` through Arti, in a new isolation group (fresh
+/// circuits, and in Arti a descriptor fetched for that group), within
+/// [`ARTI_ATTEMPT_TIMEOUT`]; no retry. What a series of loads records, one result each.
+pub async fn arti_page_load(
+    client: &TorClient<tor_rtcompat::PreferredRuntime>,
+    onion: &str,
+) -> Result<String> {
+    let mut prefs = StreamPrefs::new();
+    prefs.new_isolation_group();
+    let attempt = tokio::time::timeout(ARTI_ATTEMPT_TIMEOUT, async {
+        let mut stream = client.connect_with_prefs((onion, 80), &prefs).await?;
+        http::get(&mut stream, onion, "/").await
+    })
+    .await;
+    match attempt {
+        Ok(Ok(resp)) if resp.status == 200 => Ok(resp.body),
+        Ok(Ok(resp)) => bail!("HTTP status {}", resp.status),
+        Ok(Err(e)) => Err(e),
+        Err(_) => bail!("no answer within {ARTI_ATTEMPT_TIMEOUT:?}"),
+    }
+}
+
+/// One user's page through Arti, reloaded as that user would reload a page that failed: at
+/// most [`ARTI_TOLERATED_FAILURES`] failed [`arti_page_load`]s before the one that must
+/// succeed. Every load is recorded and the counts printed; more failures fail.
+///
+/// For a single page a test needs (a new client got through). A series that measures how
+/// often clients get through records each [`arti_page_load`] instead: a retry inside one
+/// recorded result would hide failures from its bar.
 pub async fn arti_fetch(
     client: &TorClient<tor_rtcompat::PreferredRuntime>,
     onion: &str,
 ) -> Result<String> {
-    let started = Instant::now();
-    let mut errors = Vec::new();
-    while errors.len() <= ARTI_TOLERATED_FAILURES {
-        let mut prefs = StreamPrefs::new();
-        prefs.new_isolation_group();
-        let attempt = tokio::time::timeout(ARTI_ATTEMPT_TIMEOUT, async {
-            let mut stream = client.connect_with_prefs((onion, 80), &prefs).await?;
-            http::get(&mut stream, onion, "/").await
-        })
-        .await;
-        let at = started.elapsed().as_secs_f64();
-        let error = match attempt {
-            Ok(Ok(resp)) if resp.status == 200 => {
+    let mut loads = PageLoads::new(format!("Arti page load of {onion}, reloaded on failure"));
+    loop {
+        match arti_page_load(client, onion).await {
+            Ok(body) => {
+                loads.record(Ok(body.clone()));
                 eprintln!(
-                    "Arti page loads of {onion}: {} attempts, {} failed (tolerated: \
-                     {ARTI_TOLERATED_FAILURES}) {errors:?}",
-                    errors.len() + 1,
-                    errors.len()
+                    "{} (tolerated failures: {ARTI_TOLERATED_FAILURES})",
+                    loads.summary()
                 );
-                return Ok(resp.body);
+                return Ok(body);
             }
-            Ok(Ok(resp)) => format!("HTTP {}", resp.status),
-            Ok(Err(e)) => format!("{e:#}"),
-            Err(_) => format!("attempt timed out after {ARTI_ATTEMPT_TIMEOUT:?}"),
-        };
-        eprintln!("Arti page load of {onion} failed after {at:.1} s: {error}");
-        errors.push(format!("{at:.1} s: {error}"));
+            Err(e) => loads.record(Err(e)),
+        }
+        loads.check_failures(ARTI_TOLERATED_FAILURES, "one stalled rendezvous, reloaded")?;
+        // A user does not reload within the same instant.
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    bail!(
-        "Arti could not reach {onion}: {} failed attempts, {ARTI_TOLERATED_FAILURES} tolerated:\n  {}",
-        errors.len(),
-        errors.join("\n  ")
-    )
 }
 
 /// Revision counters per time period of the first service in the status document.
