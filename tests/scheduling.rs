@@ -573,6 +573,8 @@ impl World {
 }
 
 fn sim(test: impl Fn(MockRuntime) -> BoxFuture<'static, ()>) {
+    // The real time: runs at different hours meet the two halves of the day's time period
+    // (publishing with the previous or with the next period beside the current one).
     let start = SystemTime::now();
     let rt = MockRuntime::builder().starting_wallclock(start).build();
     rt.clone().block_on(test(rt));
@@ -838,6 +840,11 @@ fn a_higher_revision_from_another_publisher_is_passed_after_one_refusal() {
                 .find(|x| x.time_period == tp.interval_num())
                 .expect("period");
             assert_eq!(ps.refusals_in_a_row, 0, "reset by the acceptance");
+            assert_eq!(
+                ps.revision_counter,
+                Some(accepted[0].revision),
+                "the status shows the newest descriptor"
+            );
             handle.shutdown().await;
         })
     });

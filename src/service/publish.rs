@@ -463,6 +463,11 @@ impl PublishState {
                     h.not_before = None;
                 }
             }
+            // The others keep the descriptor they hold (same content, lower counter); this
+            // one is still the newest, which status shows and HSDirs joining the ring get.
+            st.published = Some(publication);
+            st.built_inputs = Some(inputs);
+            st.built_at = Some(wall);
             return;
         }
         for h in st.hsdirs.values_mut() {
