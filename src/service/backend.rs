@@ -135,6 +135,9 @@ pub(crate) struct Backend {
     pub changed_at: Option<SystemTime>,
     /// Its health: probes, drain, the application's signal.
     pub health: Monitor,
+    /// Since when its other periods are being checked after a change or a disappearance in
+    /// one (some period is `urgent`): builds wait for that check, briefly.
+    neighbours_checked_since: Option<SystemTime>,
 }
 
 impl Backend {
@@ -149,6 +152,7 @@ impl Backend {
             missing_rounds: 0,
             changed_at: None,
             health: Monitor::new(None, false),
+            neighbours_checked_since: None,
         }
     }
 
@@ -256,13 +260,32 @@ impl Backend {
             self.changed_at = Some(wall);
             // A restart or rotation changes every period: look at the others now rather than
             // one interval later.
-            for other in &mut self.periods {
-                if other.period != period {
-                    other.urgent = true;
-                }
-            }
+            self.check_other_periods(period, wall);
         }
         outcome
+    }
+
+    /// Marks every period but `period` for a fetch at once (a change or disappearance seen
+    /// in `period` at `wall` probably happened in all of them).
+    fn check_other_periods(&mut self, period: TimePeriod, wall: SystemTime) {
+        let mut any = false;
+        for other in &mut self.periods {
+            if other.period != period {
+                other.urgent = true;
+                any = true;
+            }
+        }
+        if any {
+            self.neighbours_checked_since.get_or_insert(wall);
+        }
+    }
+
+    /// While a change seen in one period is being checked in the others (their fetches are
+    /// due at once or under way): since when. A build that would list what this backend
+    /// published before that check ends may have to be redone a minute later.
+    pub(crate) fn checking_other_periods_since(&self) -> Option<SystemTime> {
+        self.neighbours_checked_since
+            .filter(|_| self.periods.iter().any(|p| p.urgent))
     }
 
     /// A fetch for `period` starts at `now`.
@@ -310,6 +333,9 @@ impl Backend {
             st.last_fetch = Some(now);
             st.urgent = false;
         }
+        if !self.periods.iter().any(|p| p.urgent) {
+            self.neighbours_checked_since = None;
+        }
         if self.is_usable(wall) {
             self.missing_rounds = 0;
         } else {
@@ -319,7 +345,7 @@ impl Backend {
 
     /// Every HSDir said it has no descriptor for `period`: the backend does not publish for
     /// it (stopped, or not started yet). Returns true if a snapshot was dropped.
-    pub(crate) fn not_found(&mut self, period: TimePeriod) -> bool {
+    pub(crate) fn not_found(&mut self, period: TimePeriod, wall: SystemTime) -> bool {
         let dropped = self
             .period_mut(period)
             .and_then(|st| st.snapshot.take())
@@ -327,11 +353,7 @@ impl Backend {
         if dropped {
             // A backend that vanished from one period's HSDirs has probably stopped: look
             // at its other periods now, so that one rebuild covers it.
-            for other in &mut self.periods {
-                if other.period != period {
-                    other.urgent = true;
-                }
-            }
+            self.check_other_periods(period, wall);
         }
         dropped
     }
@@ -418,6 +440,32 @@ mod tests {
             let keys = keys.unwrap_or_else(|e| panic!("{e}"));
             intake(&keys, &text, at, DEFAULT_MAX_DESCRIPTOR_LEN).unwrap_or_else(|e| panic!("{e}"))
         }
+    }
+
+    /// A disappearance in one period starts a check of the others, which lasts until their
+    /// fetches end: builds wait for it (see the runner's build rule).
+    #[test]
+    fn a_disappearance_is_checked_in_the_other_periods() {
+        let mut f = Fixture::new();
+        let ps = periods_around(f.t0);
+        let (p0, p1) = (ps[0].time_period, ps[1].time_period);
+        let mut b = Backend::new("b".into(), f.synthetic.address());
+        b.set_periods(&[p0, p1]);
+        let now = Instant::now();
+        assert_eq!(b.take_in(f.snapshot(10), f.t0), Intake::Changed);
+        // The first descriptor also made the other period urgent; its fetch ends.
+        b.fetch_finished(p1, now, f.t0);
+        b.fetch_finished(p0, now, f.t0);
+        assert_eq!(b.checking_other_periods_since(), None);
+        let later = f.t0 + Duration::from_secs(600);
+        assert!(b.not_found(p0, later), "its snapshot is dropped");
+        assert_eq!(b.checking_other_periods_since(), Some(later));
+        assert_eq!(
+            b.next_fetch(now, &crate::service::Timing::default().fetch_pacing()),
+            Some((now, p1))
+        );
+        b.fetch_finished(p1, now, later);
+        assert_eq!(b.checking_other_periods_since(), None, "the check is over");
     }
 
     #[test]

@@ -56,6 +56,23 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             // refused for the same reason. Its end wakes the loop.
             return None;
         }
+        if reason == BuildReason::Changed {
+            // A change or disappearance seen in one period of a backend is checked in its
+            // other periods at once; until that check ends, this period may list what the
+            // backend published for a neighbouring period (its own is gone), only to drop it
+            // a minute later. One rebuild covers both, within a bounded wait.
+            let checking = self
+                .backends
+                .iter()
+                .filter_map(Backend::checking_other_periods_since)
+                .min();
+            if let Some(since) = checking {
+                let until = since + self.timing.first_publication_wait;
+                if let Ok(left) = until.duration_since(wall) {
+                    return Some((at.max(now + left), reason));
+                }
+            }
+        }
         if reason == BuildReason::First {
             // As for the very first publication: a period's first descriptor waits until
             // every backend was asked for its own descriptor of that period (bounded), so it

@@ -125,7 +125,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             },
             FetchOutcome::NotFound => FetchSeen::NotFound {
                 hsdirs: report.not_found,
-                left_selection: b.not_found(report.period),
+                left_selection: b.not_found(report.period, wall),
             },
             FetchOutcome::Failed => FetchSeen::Failed {
                 kind: report.failure_kind(),
