@@ -283,7 +283,11 @@ impl Reporter {
     }
 
     /// A peek at a refusing HSDir found `finding`.
-    pub(super) fn peeked(&mut self, job: &PeekJob, finding: &PeekFinding) {
+    pub(super) fn peeked(&mut self, job: &PeekJob, finding: &PeekFinding, wall: SystemTime) {
+        if *finding == PeekFinding::AlreadyStored {
+            // Stored by an attempt whose answer was lost: published all the same.
+            self.first_published.get_or_insert(wall);
+        }
         let front = &self.frontend;
         let tp = job.period.interval_num();
         let hsdir = job.hsdir.id;

@@ -159,7 +159,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             }
             PeekFinding::Below(_) | PeekFinding::Unknown(_) => {}
         }
-        self.report.peeked(&job, &finding);
+        self.report.peeked(&job, &finding, self.runtime.wallclock());
     }
 
     /// Whether a peek for period `tp` is in flight (its refusal's rebuild waits for it).
