@@ -27,110 +27,19 @@ use std::time::SystemTime;
 
 #[cfg(any(test, feature = "testing"))]
 use tor_cell::chancell::msg::HandshakeType;
-use tor_hscrypto::ope::{AesOpeKey, SrvPeriodOffset};
-use tor_hscrypto::pk::{HsBlindId, HsBlindIdKey, HsBlindIdKeypair};
+use tor_hscrypto::pk::HsBlindId;
 use tor_hscrypto::time::TimePeriod;
-use tor_hscrypto::{RevisionCounter, Subcredential};
-use tor_llcrypto::pk::{curve25519, ed25519};
+use tor_hscrypto::RevisionCounter;
+use tor_llcrypto::pk::curve25519;
 use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, IntroPointDesc};
 #[cfg(any(test, feature = "testing"))]
 use tor_netdoc::{doc::hsdesc::HsDescBuilder, NetdocBuilder as _};
 use tor_protover::Protocols;
-use zeroize::Zeroizing;
 
+use super::period_keys::{BuildError, FrontendPeriodKeys};
 #[cfg(any(test, feature = "testing"))]
 use super::PublishPeriod;
 use super::{CERT_LIFETIME, DESCRIPTOR_LIFETIME, MAX_INTRO_POINTS};
-use crate::keys::FrontendKey;
-
-/// The frontend's keys for one time period, derived once per period.
-pub struct FrontendPeriodKeys {
-    /// The period.
-    period: TimePeriod,
-    /// Blinded public key (the descriptor's identity at the HSDirs).
-    blinded_public: HsBlindIdKey,
-    /// Blinded keypair (certifies the descriptor-signing key). Zeroized on drop.
-    blinded_keypair: HsBlindIdKeypair,
-    /// Subcredential (encrypts the descriptor).
-    subcredential: Subcredential,
-    /// Revision-counter key, from the blinded secret key.
-    ope: AesOpeKey,
-    /// The descriptor-signing key (`KP_hs_desc_sign`) for this period. Zeroized on drop.
-    pub(super) desc_sign: ed25519::Keypair,
-}
-
-impl FrontendPeriodKeys {
-    /// Derives the keys of `frontend` for `period`, with a new descriptor-signing key from the
-    /// operating system's random source.
-    pub fn derive(frontend: &FrontendKey, period: TimePeriod) -> Result<Self, BuildError> {
-        let (blinded_public, blinded_keypair, subcredential) = frontend
-            .keypair()
-            .compute_blinded_key(period)
-            .map_err(|e| BuildError::Blinding(Arc::new(e)))?;
-        // As tor-hsservice: the OPE key is the first 32 bytes of the blinded expanded secret
-        // key (C tor hashes a prefix and the whole key instead).
-        let ope = {
-            // The blinded keypair is not `Clone`; derive it a second time to consume it.
-            let (_, for_ope, _) = frontend
-                .keypair()
-                .compute_blinded_key(period)
-                .map_err(|e| BuildError::Blinding(Arc::new(e)))?;
-            let expanded: ed25519::ExpandedKeypair = for_ope.into();
-            let secret = Zeroizing::new(expanded.to_secret_key_bytes());
-            AesOpeKey::from_secret(&secret[..32])
-        };
-        Ok(FrontendPeriodKeys {
-            period,
-            blinded_public,
-            blinded_keypair,
-            subcredential,
-            ope,
-            desc_sign: ed25519::Keypair::generate(&mut rand::rng()),
-        })
-    }
-
-    /// The period these keys are for.
-    pub fn period(&self) -> TimePeriod {
-        self.period
-    }
-
-    /// The blinded identity that HSDirs index our descriptor by for this period.
-    pub fn blind_id(&self) -> HsBlindId {
-        self.blinded_public.id()
-    }
-
-    /// The descriptor-signing key, the blinded keypair that certifies it and the blinded
-    /// public key: for the `layers` module, which writes descriptors by hand for fuzzing.
-    #[cfg(any(test, feature = "testing"))]
-    pub(crate) fn signing_keys(&self) -> (&ed25519::Keypair, &HsBlindIdKeypair, &HsBlindIdKey) {
-        (&self.desc_sign, &self.blinded_keypair, &self.blinded_public)
-    }
-
-    /// The subcredential clients use to decrypt our descriptor for this period.
-    pub fn subcredential(&self) -> Subcredential {
-        self.subcredential
-    }
-
-    /// The revision counter for a descriptor built at `now`, strictly above `previous`.
-    ///
-    /// Fails if `now` is before the start of the SRV period (a clock or consensus problem).
-    pub fn revision_counter(
-        &self,
-        srv_start: SystemTime,
-        now: SystemTime,
-        previous: Option<RevisionCounter>,
-    ) -> Result<RevisionCounter, BuildError> {
-        let offset = now
-            .duration_since(srv_start)
-            .map_err(|_| BuildError::ClockBeforeSrvPeriod)?;
-        let secs = u32::try_from(offset.as_secs()).map_err(|_| BuildError::ClockBeforeSrvPeriod)?;
-        let ope = self.ope.encrypt(SrvPeriodOffset::from(secs));
-        let floor = previous
-            .map(|p| u64::from(p).saturating_add(1))
-            .unwrap_or(0);
-        Ok(RevisionCounter::from(ope.max(floor)))
-    }
-}
 
 /// Everything one descriptor build needs besides the keys and the RNG.
 #[derive(Debug, Clone)]
@@ -166,41 +75,6 @@ pub struct BuiltDescriptor {
     pub intro_points: usize,
     /// The text to upload.
     pub text: Arc<str>,
-}
-
-/// Why a descriptor could not be built.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// A descriptor without intro points is useless and would replace a working one.
-    #[error("no intro points to publish: no backend has a valid descriptor")]
-    NoIntroPoints,
-    /// More intro points than clients would use.
-    #[error("{0} intro points given, at most {MAX_INTRO_POINTS} fit in a descriptor")]
-    TooManyIntroPoints(usize),
-    /// The encoded descriptor would exceed the maximum size.
-    #[error(
-        "the descriptor would be larger than the {0}-byte maximum; publish fewer intro points"
-    )]
-    TooLarge(usize),
-    /// The clock is before the start of the shared-random period.
-    #[error("the current time is before the start of the shared-random period: check this machine's clock")]
-    ClockBeforeSrvPeriod,
-    /// The frontend key could not be blinded for the period.
-    #[error("cannot blind the frontend key for the time period")]
-    Blinding(#[source] Arc<tor_llcrypto::pk::keymanip::BlindingError>),
-    /// The descriptor-signing key could not be certified.
-    #[error("cannot certify the descriptor-signing key")]
-    Certificate(#[source] tor_cert::CertEncodeError),
-    /// The descriptor could not be encoded and signed.
-    #[error("cannot encode the descriptor")]
-    Encoding(#[source] tor_bytes::EncodeError),
-}
-
-impl crate::error::HasKind for BuildError {
-    fn kind(&self) -> crate::error::ErrorKind {
-        crate::error::ErrorKind::BuildFailed
-    }
 }
 
 /// Builds, signs and encrypts a descriptor for the period of `keys`: its intro points
@@ -313,7 +187,7 @@ pub(crate) fn build_with_arti<R: rand::Rng + rand::CryptoRng>(
         .intro_enc_key_cert_expiry(cert_expiry)
         .lifetime(lifetime_minutes().into())
         .revision_counter(req.revision)
-        .subcredential(keys.subcredential)
+        .subcredential(keys.subcredential())
         .supported_protocols(req.protocols.clone())
         .max_generated_len(req.max_len);
     if let Some(fc) = &req.flow_control {

@@ -19,7 +19,8 @@ use tor_llcrypto::pk::{curve25519, ed25519};
 use tor_netdoc::doc::hsdesc::IntroPointDesc;
 use tor_protover::Protocols;
 
-use super::build::{build_descriptor, BuildError, BuildRequest, FrontendPeriodKeys};
+use super::build::{build_descriptor, BuildRequest};
+use super::period_keys::{BuildError, FrontendPeriodKeys};
 use super::MAX_INTRO_POINTS;
 use crate::client_auth::AUTH_CLIENT_MULTIPLE;
 use crate::keys::FrontendKey;

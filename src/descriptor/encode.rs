@@ -33,7 +33,7 @@ use tor_llcrypto::pk::{curve25519, ed25519};
 use tor_netdoc::doc::hsdesc::IntroPointDesc;
 use tor_protover::Protocols;
 
-use super::build::{BuildError, FrontendPeriodKeys};
+use super::period_keys::{BuildError, FrontendPeriodKeys};
 
 /// String constant of the middle ("superencrypted") layer's keys (rend-spec-v3 §2.5.1.1).
 pub(crate) const MIDDLE_LAYER: &[u8] = b"hsdir-superencrypted-data";

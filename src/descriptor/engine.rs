@@ -26,11 +26,10 @@ use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 use tor_llcrypto::pk::rsa::RsaIdentity;
 
-use super::build::{
-    check_count, lifetime_minutes, BuildError, BuiltDescriptor, FrontendPeriodKeys,
-};
+use super::build::{check_count, lifetime_minutes, BuiltDescriptor};
 use super::encode::{certify, encode, Encoding, IntroSection};
 use super::intake::BackendSnapshot;
+use super::period_keys::{BuildError, FrontendPeriodKeys};
 use super::select::{resolve, select_intro_points, Chosen};
 use super::variants::{plan_variants, RingFacts, VariantPlan};
 use super::{PublishPeriod, CERT_LIFETIME, DEFAULT_MAX_DESCRIPTOR_LEN, MAX_INTRO_POINTS};

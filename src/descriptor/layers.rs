@@ -9,8 +9,8 @@
 use tor_hscrypto::pk::HsBlindId;
 use tor_hscrypto::{RevisionCounter, Subcredential};
 
-use super::build::{BuildError, FrontendPeriodKeys};
 use super::encode::{apply_keystream, encrypt_layer, mac, Layer, MAC_LEN, MIDDLE_ALIGN, SALT_LEN};
+use super::period_keys::{BuildError, FrontendPeriodKeys};
 
 /// String constant of the middle ("superencrypted") layer's keys.
 pub const MIDDLE_LAYER: &[u8] = super::encode::MIDDLE_LAYER;

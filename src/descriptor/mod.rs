@@ -37,6 +37,7 @@ mod intake;
 #[cfg(any(test, feature = "testing"))]
 pub mod layers;
 mod parallel;
+mod period_keys;
 /// Choosing intro points.
 #[cfg(feature = "testing")]
 pub mod select;
@@ -51,13 +52,14 @@ use std::time::{Duration, SystemTime};
 
 use tor_hscrypto::time::TimePeriod;
 
-pub use build::{build_descriptor, BuildError, BuildRequest, BuiltDescriptor, FrontendPeriodKeys};
+pub use build::{build_descriptor, BuildRequest, BuiltDescriptor};
 pub use capacity::{clients_that_fit, intro_points_for_clients};
 pub use engine::{Built, BuiltVariants, Engine};
 pub use intake::{
     claimed_revision, intake, verified_revision, BackendKeys, BackendSnapshot, ContentKey,
     IntakeError,
 };
+pub use period_keys::{BuildError, FrontendPeriodKeys};
 pub use select::{intro_point_relay, select_intro_points};
 pub use variants::{plan_variants, RingFacts, VariantPlan};
 

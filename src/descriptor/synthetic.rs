@@ -11,7 +11,8 @@ use tor_hscrypto::time::TimePeriod;
 use tor_netdoc::doc::hsdesc::IntroPointDesc;
 use tor_protover::Protocols;
 
-use super::build::{build_with_arti, BuildError, BuildRequest, FrontendPeriodKeys};
+use super::build::{build_with_arti, BuildRequest};
+use super::period_keys::{BuildError, FrontendPeriodKeys};
 use super::{PublishPeriod, DEFAULT_MAX_DESCRIPTOR_LEN};
 use crate::keys::FrontendKey;
 use crate::onion::OnionAddress;
