@@ -11,7 +11,7 @@ use tracing::warn;
 
 use super::backend::Intake;
 use super::report::FetchSeen;
-use super::{Done, InFlight, ServiceRunner};
+use super::{free_slots, Done, InFlight, ServiceRunner};
 use crate::error::HasKind as _;
 use crate::fetch::{self, FetchOutcome, FetchReport, FetchRequest};
 use crate::net::DirTransport;
@@ -37,11 +37,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         now: Instant,
         in_flight: &mut InFlight,
     ) {
-        let slots = self
-            .timing
-            .max_concurrent_fetches
-            .max(1)
-            .saturating_sub(self.fetches_in_flight);
+        let slots = free_slots(self.timing.max_concurrent_fetches, self.fetches_in_flight);
         let mut due: Vec<(Instant, usize, TimePeriod)> = self
             .backends
             .iter()

@@ -94,6 +94,12 @@ use report::{log_client_auth, Reporter};
 use revision_store::RevisionStore;
 pub use timing::Timing;
 
+/// How many more of something limited to `limit` at once (at least one, whatever the
+/// config says) may start while `in_flight` run.
+fn free_slots(limit: usize, in_flight: usize) -> usize {
+    limit.max(1).saturating_sub(in_flight)
+}
+
 /// Instructions to a running service.
 #[derive(Debug, Clone)]
 pub(crate) enum ServiceCommand {
@@ -363,12 +369,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
     /// Takes a new list of instances: known ones keep their records, new ones are fetched
     /// at once, removed ones leave (and what is built from now on no longer lists them).
     fn set_instances(&mut self, instances: Vec<InstanceConfig>) {
-        let periods: Vec<TimePeriod> = self
-            .publish
-            .publish_periods()
-            .iter()
-            .map(|p| p.time_period)
-            .collect();
+        let periods = self.publish.time_periods();
         let mut old = std::mem::take(&mut self.backends);
         for inst in instances {
             let mut b = match old.iter().position(|b| b.address == inst.address) {
@@ -454,7 +455,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         if self.directory_since.is_none() {
             return t;
         }
-        if self.fetches_in_flight < self.timing.max_concurrent_fetches.max(1) {
+        if free_slots(self.timing.max_concurrent_fetches, self.fetches_in_flight) > 0 {
             for b in &self.backends {
                 if let Some((at, _)) = b.next_fetch(now, &self.timing.fetch_pacing()) {
                     t = t.min(at);
@@ -466,7 +467,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 t = t.min(at);
             }
         }
-        if self.uploads_in_flight < self.timing.max_concurrent_uploads.max(1) {
+        if free_slots(self.timing.max_concurrent_uploads, self.uploads_in_flight) > 0 {
             if let Some(at) = self.publish.next_upload(now) {
                 t = t.min(at);
             }

@@ -12,7 +12,7 @@ use tor_hscrypto::time::TimePeriod;
 use tor_rtcompat::{Runtime, SleepProviderExt as _};
 use tracing::{debug, error, info, warn};
 
-use super::{Done, InFlight, ServiceRunner};
+use super::{free_slots, Done, InFlight, ServiceRunner};
 use crate::config::InstanceConfig;
 use crate::descriptor::BackendSnapshot;
 use crate::events::Event;
@@ -70,11 +70,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
 
     /// Starts the probes that are due, within the concurrency limit.
     pub(super) fn launch_probes(&mut self, now: Instant, in_flight: &mut InFlight) {
-        let slots = self
-            .timing
-            .max_concurrent_probes
-            .max(1)
-            .saturating_sub(self.probes_in_flight);
+        let slots = free_slots(self.timing.max_concurrent_probes, self.probes_in_flight);
         let mut due: Vec<(Instant, usize)> = self
             .backends
             .iter()
@@ -216,7 +212,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
 
     /// When a health timer is due next: a probe, or a listing change held down.
     pub(super) fn health_wakeup(&self, now: Instant) -> Option<Instant> {
-        let probes_free = self.probes_in_flight < self.timing.max_concurrent_probes.max(1);
+        let probes_free = free_slots(self.timing.max_concurrent_probes, self.probes_in_flight) > 0;
         self.backends
             .iter()
             .flat_map(|b| {

@@ -390,6 +390,14 @@ impl PublishState {
         v
     }
 
+    /// The time periods we publish for, in order.
+    pub(crate) fn time_periods(&self) -> Vec<TimePeriod> {
+        self.publish_periods()
+            .iter()
+            .map(|p| p.time_period)
+            .collect()
+    }
+
     /// One period's state.
     pub(crate) fn period(&self, tp: TimePeriod) -> Option<&PeriodState> {
         self.periods.get(&tp)

@@ -356,12 +356,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 }
             }
         }
-        let periods: Vec<TimePeriod> = self
-            .publish
-            .publish_periods()
-            .iter()
-            .map(|p| p.time_period)
-            .collect();
+        let periods = self.publish.time_periods();
         self.report.membership(present, &periods);
     }
 

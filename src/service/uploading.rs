@@ -25,7 +25,7 @@ use tor_hscrypto::time::TimePeriod;
 use tor_hscrypto::RevisionCounter;
 
 use super::publish::{Recorded, UploadJob, UploadVerdict};
-use super::{Done, InFlight, ServiceRunner, UploadFailure};
+use super::{free_slots, Done, InFlight, ServiceRunner, UploadFailure};
 use crate::descriptor::{verified_revision, BuiltDescriptor};
 use crate::error::HasKind as _;
 use crate::hsdir::HsDir;
@@ -39,11 +39,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         now: Instant,
         in_flight: &mut InFlight,
     ) {
-        let slots = self
-            .timing
-            .max_concurrent_uploads
-            .max(1)
-            .saturating_sub(self.uploads_in_flight);
+        let slots = free_slots(self.timing.max_concurrent_uploads, self.uploads_in_flight);
         for job in self.publish.take_due(now, slots) {
             self.uploads_in_flight += 1;
             let (runtime, transport, netdir) =
