@@ -157,7 +157,7 @@ impl Engine {
     ) -> Result<Built, BuildError> {
         let usable_idx = usable(snapshots, now);
         let usable: Vec<&BackendSnapshot> = usable_idx.iter().map(|&i| snapshots[i]).collect();
-        let chosen = select_intro_points(&usable, MAX_INTRO_POINTS, rng);
+        let chosen = select_intro_points(&usable, MAX_INTRO_POINTS);
         let keys = self.period_keys(period.time_period)?;
         let revision = self.next_revision(&keys, period, now)?;
         let job = Job {
@@ -329,7 +329,7 @@ fn build_variants<R: rand::Rng + rand::CryptoRng>(
     // descriptor, rather than no descriptor at all (what is published would expire).
     let mut limit = MAX_INTRO_POINTS;
     let (mut plan, variants) = loop {
-        let plan = plan_variants(&usable, ring, limit, rng);
+        let plan = plan_variants(&usable, ring, limit);
         if plan.variants.is_empty() {
             return Err(BuildError::NoIntroPoints);
         }

@@ -2,6 +2,8 @@
 //!
 //! This module is pure: no I/O, no clock reads (time is always an argument), and randomness
 //! comes from a caller-supplied RNG, so it is deterministic under test and benchmarkable.
+//! What a descriptor *lists* depends on no randomness at all (see [`select_intro_points`]):
+//! the RNG only salts, pads and encrypts.
 //!
 //! * [`intake()`]: parse, verify and decrypt a backend's descriptor with the backend's
 //!   address ([`BackendKeys`]), giving a [`BackendSnapshot`] of its intro points, revision

@@ -18,13 +18,23 @@
 //!    of its relays, never take an intro point away from it.
 //!
 //! Clients use only the first [`MAX_INTRO_POINTS`](super::MAX_INTRO_POINTS) intro points, so
-//! at most that many are chosen. Turn order and the order in which each backend's intro
-//! points are tried come from the caller's RNG: a seeded RNG gives a reproducible choice.
+//! at most that many are chosen.
+//!
+//! # No randomness in what is listed
+//!
+//! Turn order and the order in which each backend's intro points are tried come from hashes
+//! of the backends' addresses and the relays' identities ([`rank`]), not from an RNG. Two
+//! frontends with the same key and backends (see `docs/two-frontends.md`) then list the same
+//! intro points, and each one's descriptor is *equivalent* to the other's: an HSDir holding
+//! either serves clients alike, and neither has to overwrite the other. The hashes still
+//! spread the choice over backends and relays as a shuffle would, and the order of the
+//! configuration does not matter.
 
 use std::collections::HashMap;
 
-use rand::seq::SliceRandom as _;
+use digest::Digest as _;
 use tor_linkspec::LinkSpec;
+use tor_llcrypto::d::Sha3_256;
 use tor_llcrypto::pk::rsa::RsaIdentity;
 use tor_netdoc::doc::hsdesc::IntroPointDesc;
 
@@ -66,6 +76,31 @@ impl RelayKey {
     /// The relay of intro point `i` of backend `b`.
     pub(super) fn of(ipt: &IntroPointDesc, b: usize, i: usize) -> Self {
         intro_point_relay(ipt).map_or(RelayKey::Unnamed(b, i), RelayKey::Rsa)
+    }
+}
+
+/// A deterministic, well-spread rank for ordering: the first 8 bytes of SHA3-256 over
+/// `parts` (each length-prefixed, so that no two lists of parts collide by concatenation),
+/// under a constant of this project. Used wherever a shuffle would otherwise decide what a
+/// descriptor lists.
+pub(super) fn rank(parts: &[&[u8]]) -> u64 {
+    let mut h = Sha3_256::new();
+    h.update(b"onionbalance-variant-plan");
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    let d = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// The bytes that stand for a relay in a [`rank`].
+pub(super) fn relay_bytes(relay: &RelayKey) -> Vec<u8> {
+    match relay {
+        RelayKey::Rsa(id) => id.as_bytes().to_vec(),
+        RelayKey::Unnamed(b, i) => [(*b as u64).to_be_bytes(), (*i as u64).to_be_bytes()].concat(),
     }
 }
 
@@ -154,25 +189,29 @@ impl Matching {
 /// Chooses at most `max` intro points from `backends`, at most one per relay, every backend
 /// reachable where the relays allow it, shares equal within one intro point.
 ///
-/// The result lists backends in turns (one intro point of each backend per turn, in a random
-/// turn order), so the first entries come from distinct backends.
-pub fn select_intro_points<R: rand::Rng + ?Sized>(
-    backends: &[&BackendSnapshot],
-    max: usize,
-    rng: &mut R,
-) -> Vec<Chosen> {
+/// The result lists backends in turns (one intro point of each backend per turn), so the
+/// first entries come from distinct backends. The choice is a function of its inputs alone
+/// (see the module's "No randomness in what is listed"): the order of turns is ranked by the
+/// backends' addresses, and each backend's intro points are tried in an order ranked by its
+/// address and their relays, so the order of `backends` does not change what is chosen.
+pub fn select_intro_points(backends: &[&BackendSnapshot], max: usize) -> Vec<Chosen> {
     let candidates = backends
         .iter()
         .enumerate()
         .map(|(b, snap)| {
             let mut list = candidates_of(b, snap);
-            list.shuffle(rng);
+            list.sort_by_cached_key(|(i, relay)| {
+                (
+                    rank(&[snap.address.as_bytes(), &relay_bytes(relay), b"select"]),
+                    *i,
+                )
+            });
             list
         })
         .collect();
     let mut m = Matching::new(candidates);
     let mut order: Vec<usize> = (0..backends.len()).collect();
-    order.shuffle(rng);
+    order.sort_by_cached_key(|&b| (rank(&[backends[b].address.as_bytes(), b"turn"]), b));
     let mut count = vec![0usize; backends.len()];
     let mut exhausted = vec![false; backends.len()];
     let mut total = 0;

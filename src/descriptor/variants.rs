@@ -38,11 +38,11 @@
 
 use std::collections::HashSet;
 
-use digest::Digest as _;
-use tor_llcrypto::d::Sha3_256;
 use tor_llcrypto::pk::rsa::RsaIdentity;
 
-use super::select::{candidates_of, select_intro_points, Chosen, Matching, RelayKey};
+use super::select::{
+    candidates_of, rank, relay_bytes, select_intro_points, Chosen, Matching, RelayKey,
+};
 use super::BackendSnapshot;
 
 /// What the plan needs to know about one time period's hash ring.
@@ -158,29 +158,6 @@ fn upload_only(ring: &RingFacts<'_>, fetch: &[RsaIdentity]) -> Vec<RsaIdentity> 
     rest
 }
 
-/// A 64-bit rank from hashing `parts`: the basis of every choice the plan makes, so that the
-/// same inputs give the same plan and a small change in them changes few choices.
-fn rank(parts: &[&[u8]]) -> u64 {
-    let mut h = Sha3_256::new();
-    h.update(b"onionbalance-variant-plan");
-    for p in parts {
-        h.update((p.len() as u64).to_be_bytes());
-        h.update(p);
-    }
-    let d = h.finalize();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&d[..8]);
-    u64::from_be_bytes(first)
-}
-
-/// The bytes naming a relay key in a rank.
-fn relay_bytes(relay: &RelayKey) -> Vec<u8> {
-    match relay {
-        RelayKey::Rsa(id) => id.as_bytes().to_vec(),
-        RelayKey::Unnamed(b, i) => [(*b as u64).to_be_bytes(), (*i as u64).to_be_bytes()].concat(),
-    }
-}
-
 /// Plans which intro points each HSDir's descriptor lists, at most `max` per descriptor.
 ///
 /// A client fetches the descriptor from one HSDir of the period's fetch set, chosen at
@@ -190,15 +167,14 @@ fn relay_bytes(relay: &RelayKey) -> Vec<u8> {
 /// every backend's share of clients equal within a few percent. With one descriptor enough,
 /// the plan is that one descriptor everywhere.
 ///
-/// `rng` is used only when one descriptor serves every HSDir (for the order of turns, as
-/// [`select_intro_points`]); a plan with several variants depends on its inputs alone.
-pub fn plan_variants<R: rand::Rng + ?Sized>(
+/// The plan depends on its inputs alone (no RNG, as [`select_intro_points`]): frontends
+/// that share a key and see the same backends and consensus plan alike.
+pub fn plan_variants(
     backends: &[&BackendSnapshot],
     ring: &RingFacts<'_>,
     max: usize,
-    rng: &mut R,
 ) -> VariantPlan {
-    let single = select_intro_points(backends, max, rng);
+    let single = select_intro_points(backends, max);
     let listed: HashSet<usize> = single.iter().map(|c| c.backend).collect();
     let fetch = fetch_set(ring);
     if listed.len() == backends.len() || fetch.len() <= 1 {
@@ -523,12 +499,7 @@ mod tests {
     ) -> VariantPlan {
         let refs: Vec<&BackendSnapshot> = snaps.iter().collect();
         let ring = RingFacts { upload, fetch };
-        plan_variants(
-            &refs,
-            &ring,
-            MAX_INTRO_POINTS,
-            &mut StdRng::seed_from_u64(7),
-        )
+        plan_variants(&refs, &ring, MAX_INTRO_POINTS)
     }
 
     /// The checks every plan must pass, whatever the layout: each variant within the limit,
