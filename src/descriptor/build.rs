@@ -36,6 +36,8 @@ use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, IntroPointDesc};
 use tor_netdoc::{doc::hsdesc::HsDescBuilder, NetdocBuilder as _};
 use tor_protover::Protocols;
 
+use super::encode::Encoded;
+use super::listing::Listing;
 use super::period_keys::{BuildError, FrontendPeriodKeys};
 #[cfg(any(test, feature = "testing"))]
 use super::PublishPeriod;
@@ -73,6 +75,8 @@ pub struct BuiltDescriptor {
     pub revision: RevisionCounter,
     /// How many intro points it lists.
     pub intro_points: usize,
+    /// What it lists (see [`Listing`]): equal for descriptors that serve clients alike.
+    pub listing: Listing,
     /// The text to upload.
     pub text: Arc<str>,
 }
@@ -107,8 +111,8 @@ pub fn build_descriptor<R: rand::Rng + rand::CryptoRng>(
         protocols: &req.protocols,
         auth_clients: auth_clients.as_deref(),
     };
-    let text = super::encode::encode(&encoding, &sections, rng)?;
-    Ok(keys.built(req.revision, n, text))
+    let encoded = super::encode::encode(&encoding, &sections, rng)?;
+    Ok(keys.built(req.revision, n, encoded))
 }
 
 /// `n` if a descriptor may list that many intro points.
@@ -147,14 +151,15 @@ impl FrontendPeriodKeys {
         &self,
         revision: RevisionCounter,
         intro_points: usize,
-        text: String,
+        encoded: Encoded,
     ) -> BuiltDescriptor {
         BuiltDescriptor {
             period: self.period,
             blind_id: self.blind_id(),
             revision,
             intro_points,
-            text: Arc::from(text),
+            listing: encoded.listing,
+            text: Arc::from(encoded.text),
         }
     }
 }
@@ -197,7 +202,18 @@ pub(crate) fn build_with_arti<R: rand::Rng + rand::CryptoRng>(
         tor_bytes::EncodeError::BadLengthValue => BuildError::TooLarge(req.max_len),
         other => BuildError::Encoding(other),
     })?;
-    Ok(keys.built(req.revision, n, text))
+    // What it lists, from the same inner document as our encoder writes (the unit test of
+    // `encode` checks they are byte for byte the same).
+    let listed: Vec<(usize, &IntroPointDesc)> = req.intro_points.iter().enumerate().collect();
+    let certified = super::encode::certify(&keys.desc_sign, &listed, cert_expiry)?;
+    let sections: Vec<&super::encode::IntroSection> =
+        (0..n).filter_map(|i| certified.get(&i)).collect();
+    let inner = super::encode::inner_document(req.flow_control.as_ref(), &req.protocols, &sections);
+    let encoded = Encoded {
+        text,
+        listing: Listing::of_inner_document(&inner),
+    };
+    Ok(keys.built(req.revision, n, encoded))
 }
 
 /// Convenience: the SRV-relative revision counter and the build, for one [`PublishPeriod`].

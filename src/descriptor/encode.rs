@@ -11,9 +11,21 @@
 //!   to `enc-key-cert`), certified by the period's signing key, once per build, whatever the
 //!   number of descriptors that list it (spread over the machine's cores);
 //! * [`encode`]: per descriptor, the inner document from those sections (sorted as Arti
-//!   sorts them), and everything that must be fresh per descriptor: the descriptor cookie,
-//!   the ephemeral key and `auth-client` entries of restricted discovery (or the random
-//!   ones without it), the salts of both encryption layers, the padding, the outer signature.
+//!   sorts them), and everything that must be fresh per descriptor: the ephemeral key and
+//!   `auth-client` entries of restricted discovery (or the random ones without it), the salts
+//!   of both encryption layers, the padding, the outer signature.
+//!
+//! # The descriptor cookie
+//!
+//! With restricted discovery the inner document is encrypted with a descriptor cookie that
+//! only authorized clients can recover. C tor and Arti draw it at random; ours is derived from
+//! the frontend's blinded secret key and the revision counter
+//! ([`FrontendPeriodKeys::descriptor_cookie`]). To a client it is as good as random (it cannot
+//! compute it without the frontend's secret key, and it differs for every revision, so a
+//! client removed from the list cannot read later descriptors with an old cookie), and it
+//! lets another frontend holding the same key read what we published, which is how two
+//! frontends tell an *equivalent* descriptor from a different one (see
+//! [`listing`](super::listing)).
 //!
 //! The text is the one Arti's builder writes for the same inputs, item for item
 //! (`tor-netdoc` 0.47 `hsdesc/build`): a unit test decrypts both and compares them.
@@ -33,6 +45,7 @@ use tor_llcrypto::pk::{curve25519, ed25519};
 use tor_netdoc::doc::hsdesc::IntroPointDesc;
 use tor_protover::Protocols;
 
+use super::listing::Listing;
 use super::period_keys::{BuildError, FrontendPeriodKeys};
 
 /// String constant of the middle ("superencrypted") layer's keys (rend-spec-v3 §2.5.1.1).
@@ -47,7 +60,7 @@ pub(crate) const MAC_LEN: usize = 32;
 pub(crate) const MIDDLE_ALIGN: usize = 10 * 1024;
 /// Length of the descriptor cookie (`N_hs_desc_enc`) and of its encryption in an
 /// `auth-client` line, as Arti writes and reads them.
-const COOKIE_LEN: usize = 16;
+pub(crate) const COOKIE_LEN: usize = 16;
 /// What the outer signature covers starts with this (rend-spec-v3 §2.4).
 const SIGNATURE_PREFIX: &[u8] = b"Tor onion service descriptor sig v3";
 
@@ -147,36 +160,57 @@ pub(crate) struct Encoding<'a> {
     pub auth_clients: Option<&'a [curve25519::PublicKey]>,
 }
 
-/// The descriptor listing `sections`: inner document, both layers encrypted, outer document
-/// signed (see Arti's `HsDescBuilder::build_sign`, which this follows step by step).
-pub(crate) fn encode<R: rand::Rng + rand::CryptoRng>(
-    e: &Encoding<'_>,
+/// The inner document listing `sections` (sorted as Arti sorts them), after the lines that
+/// say what the service supports.
+pub(crate) fn inner_document(
+    flow_control: Option<&(Protocols, u8)>,
+    protocols: &Protocols,
     sections: &[&IntroSection],
-    rng: &mut R,
-) -> Result<String, BuildError> {
-    let keys = e.keys;
-    let blind_id = keys.blind_id();
-    let subcredential = keys.subcredential();
-
-    // The inner document.
+) -> String {
     let mut inner = String::with_capacity(64 + sections.len() * 1100);
     inner.push_str("create2-formats 2\n");
-    if let Some((protocols, increment)) = e.flow_control {
+    if let Some((protocols, increment)) = flow_control {
         if let Some(versions) = flowctrl_versions(protocols) {
             inner.push_str(&format!("flow-control {versions} {increment}\n"));
         }
     }
-    if !e.protocols.is_empty() {
-        inner.push_str(&format!("proto {}\n", e.protocols));
+    if !protocols.is_empty() {
+        inner.push_str(&format!("proto {protocols}\n"));
     }
     let mut sorted: Vec<&IntroSection> = sections.to_vec();
     sorted.sort_by_key(|s| s.sort_key);
     for s in sorted {
         inner.push_str(&s.text);
     }
+    inner
+}
 
-    // Restricted discovery: a fresh cookie and ephemeral key per descriptor, every entry new.
-    let cookie: Option<[u8; COOKIE_LEN]> = e.auth_clients.map(|_| rng.random());
+/// A descriptor written out, and what it lists.
+#[derive(Debug, Clone)]
+pub(crate) struct Encoded {
+    /// The signed, encrypted text.
+    pub text: String,
+    /// What its inner document lists.
+    pub listing: Listing,
+}
+
+/// The descriptor listing `sections`: inner document, both layers encrypted, outer document
+/// signed (see Arti's `HsDescBuilder::build_sign`, which this follows step by step).
+pub(crate) fn encode<R: rand::Rng + rand::CryptoRng>(
+    e: &Encoding<'_>,
+    sections: &[&IntroSection],
+    rng: &mut R,
+) -> Result<Encoded, BuildError> {
+    let keys = e.keys;
+    let blind_id = keys.blind_id();
+    let subcredential = keys.subcredential();
+
+    let inner = inner_document(e.flow_control, e.protocols, sections);
+    let listing = Listing::of_inner_document(&inner);
+
+    // Restricted discovery: the revision's cookie (see the module's "The descriptor
+    // cookie"), a fresh ephemeral key per descriptor, every entry new.
+    let cookie = e.auth_clients.map(|_| keys.descriptor_cookie(e.revision));
     let inner_blob = encrypt_layer(
         &Layer {
             blind_id: &blind_id,
@@ -204,7 +238,7 @@ pub(crate) fn encode<R: rand::Rng + rand::CryptoRng>(
             for client in clients {
                 let (client_id, cookie_key) = cookie_key(&ephemeral, client, &subcredential);
                 let iv: [u8; 16] = rng.random();
-                let mut encrypted = cookie;
+                let mut encrypted: [u8; COOKIE_LEN] = *cookie;
                 apply_keystream(&cookie_key, &iv, &mut encrypted);
                 middle.push_str(&format!(
                     "auth-client {} {} {}\n",
@@ -260,7 +294,10 @@ pub(crate) fn encode<R: rand::Rng + rand::CryptoRng>(
     if outer.len() > e.max_len {
         return Err(BuildError::TooLarge(e.max_len));
     }
-    Ok(outer)
+    Ok(Encoded {
+        text: outer,
+        listing,
+    })
 }
 
 /// The FlowCtrl versions (1–2, the ones this line carries) of `p`, as the `flow-control`
@@ -361,6 +398,36 @@ pub(crate) fn encrypt_layer<R: rand::Rng + rand::CryptoRng>(
     let tag = mac(&mac_key, &salt, &out[SALT_LEN..]);
     out.extend_from_slice(&tag);
     out
+}
+
+/// Decrypts a blob made by [`encrypt_layer`] for `layer`; `None` if it is too short or its
+/// MAC does not match (another key, another cookie, or damaged).
+pub(crate) fn decrypt_layer(layer: &Layer<'_>, blob: &[u8]) -> Option<Vec<u8>> {
+    if blob.len() < SALT_LEN + MAC_LEN {
+        return None;
+    }
+    let (salt, rest) = blob.split_at(SALT_LEN);
+    let (body, tag) = rest.split_at(rest.len() - MAC_LEN);
+    let (key, iv, mac_key) = layer.derive(salt);
+    if mac(&mac_key, salt, body)[..] != tag[..] {
+        return None;
+    }
+    let mut out = body.to_vec();
+    apply_keystream(&key, &iv, &mut out);
+    Some(out)
+}
+
+/// The bytes of the object (`-----BEGIN MESSAGE-----` ...) after the line `keyword` in
+/// `text`; `None` if there is none or it is not base64.
+pub(crate) fn object_after(text: &str, keyword: &str) -> Option<Vec<u8>> {
+    let b64: String = text
+        .lines()
+        .skip_while(|l| *l != keyword)
+        .skip(1)
+        .skip_while(|l| l.starts_with("-----BEGIN"))
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    data_encoding::BASE64.decode(b64.as_bytes()).ok()
 }
 
 /// Appends `bytes` as an object: base64 in 64-character lines between `-----BEGIN {tag}-----`

@@ -435,9 +435,9 @@ impl Job<'_> {
                 protocols: &protocols,
                 auth_clients: auth_clients.as_deref(),
             };
-            let text = encode(&encoding, &sections, &mut rng)?;
+            let encoded = encode(&encoding, &sections, &mut rng)?;
             Ok(Built {
-                descriptor: self.keys.built(self.revision, sections.len(), text),
+                descriptor: self.keys.built(self.revision, sections.len(), encoded),
                 backends: chosen.iter().map(|c| self.usable_idx[c.backend]).collect(),
             })
         })

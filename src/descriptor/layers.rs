@@ -9,7 +9,7 @@
 use tor_hscrypto::pk::HsBlindId;
 use tor_hscrypto::{RevisionCounter, Subcredential};
 
-use super::encode::{apply_keystream, encrypt_layer, mac, Layer, MAC_LEN, MIDDLE_ALIGN, SALT_LEN};
+use super::encode::{decrypt_layer, encrypt_layer, Layer, MIDDLE_ALIGN};
 use super::period_keys::{BuildError, FrontendPeriodKeys};
 
 /// String constant of the middle ("superencrypted") layer's keys.
@@ -55,33 +55,14 @@ impl LayerKeys<'_> {
     /// Decrypts a blob made by [`LayerKeys::encrypt`]; `None` if it is too short or its MAC
     /// does not match.
     pub fn decrypt(&self, blob: &[u8]) -> Option<Vec<u8>> {
-        if blob.len() < SALT_LEN + MAC_LEN {
-            return None;
-        }
-        let (salt, rest) = blob.split_at(SALT_LEN);
-        let (body, tag) = rest.split_at(rest.len() - MAC_LEN);
-        let (key, iv, mac_key) = self.layer().derive(salt);
-        if mac(&mac_key, salt, body)[..] != tag[..] {
-            return None;
-        }
-        let mut out = body.to_vec();
-        apply_keystream(&key, &iv, &mut out);
-        Some(out)
+        decrypt_layer(&self.layer(), blob)
     }
 }
 
 /// The bytes of the object (`-----BEGIN MESSAGE-----` ...) after the line `keyword` in `text`.
 pub fn object_after(text: &str, keyword: &str) -> Option<Vec<u8>> {
-    let b64: String = text
-        .lines()
-        .skip_while(|l| *l != keyword)
-        .skip(1)
-        .skip_while(|l| l.starts_with("-----BEGIN"))
-        .take_while(|l| !l.starts_with("-----END"))
-        .collect();
-    data_encoding::BASE64.decode(b64.as_bytes()).ok()
+    super::encode::object_after(text, keyword)
 }
-
 /// The middle layer of descriptor `text` as any client of the service can read it (it
 /// needs the subcredential only): text up to its NUL padding.
 pub fn middle_plaintext(

@@ -18,6 +18,8 @@
 //! * [`build_descriptor`]: sign and encrypt a descriptor for the frontend for one time period
 //!   ([`FrontendPeriodKeys`]), with the selected intro points re-certified by the period's
 //!   descriptor-signing key.
+//! * [`read_listing`]: read back what a descriptor of our own address lists ([`Listing`]),
+//!   whoever published it with our key: how two frontends recognise equivalent descriptors.
 //! * [`clients_that_fit`]: how many authorized clients one descriptor holds beside a number
 //!   of intro points.
 //! * [`Engine`]: the frontend's keys and revision counters per period, tying selection and
@@ -38,6 +40,7 @@ mod engine;
 mod intake;
 #[cfg(any(test, feature = "testing"))]
 pub mod layers;
+mod listing;
 mod parallel;
 mod period_keys;
 /// Choosing intro points.
@@ -61,6 +64,7 @@ pub use intake::{
     claimed_revision, intake, verified_revision, BackendKeys, BackendSnapshot, ContentKey,
     IntakeError,
 };
+pub use listing::{read_listing, Listing, PublishedDescriptor};
 pub use period_keys::{BuildError, FrontendPeriodKeys};
 pub use select::{intro_point_relay, select_intro_points};
 pub use variants::{plan_variants, RingFacts, VariantPlan};

@@ -7,14 +7,22 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use digest::Digest as _;
 use tor_hscrypto::ope::{AesOpeKey, SrvPeriodOffset};
 use tor_hscrypto::pk::{HsBlindId, HsBlindIdKey, HsBlindIdKeypair};
 use tor_hscrypto::time::TimePeriod;
 use tor_hscrypto::{RevisionCounter, Subcredential};
+use tor_llcrypto::d::Sha3_256;
 use tor_llcrypto::pk::ed25519;
 use zeroize::Zeroizing;
 
+use super::encode::COOKIE_LEN;
 use super::MAX_INTRO_POINTS;
+
+/// Domain separation of the descriptor-cookie key (see
+/// [`FrontendPeriodKeys::descriptor_cookie`]): a constant of this project, so that the key
+/// is unrelated to any other derived from the blinded secret key.
+const COOKIE_KEY_CONSTANT: &[u8] = b"onionbalance-descriptor-cookie-key-v1";
 use crate::keys::FrontendKey;
 
 /// The frontend's keys for one time period, derived once per period.
@@ -29,6 +37,9 @@ pub struct FrontendPeriodKeys {
     subcredential: Subcredential,
     /// Revision-counter key, from the blinded secret key.
     ope: AesOpeKey,
+    /// Descriptor-cookie key, from the blinded secret key (see
+    /// [`FrontendPeriodKeys::descriptor_cookie`]).
+    cookie_key: Zeroizing<[u8; 32]>,
     /// The descriptor-signing key (`KP_hs_desc_sign`) for this period. Zeroized on drop.
     pub(super) desc_sign: ed25519::Keypair,
 }
@@ -43,7 +54,7 @@ impl FrontendPeriodKeys {
             .map_err(|e| BuildError::Blinding(Arc::new(e)))?;
         // As tor-hsservice: the OPE key is the first 32 bytes of the blinded expanded secret
         // key (C tor hashes a prefix and the whole key instead).
-        let ope = {
+        let (ope, cookie_key) = {
             // The blinded keypair is not `Clone`; derive it a second time to consume it.
             let (_, for_ope, _) = frontend
                 .keypair()
@@ -51,7 +62,11 @@ impl FrontendPeriodKeys {
                 .map_err(|e| BuildError::Blinding(Arc::new(e)))?;
             let expanded: ed25519::ExpandedKeypair = for_ope.into();
             let secret = Zeroizing::new(expanded.to_secret_key_bytes());
-            AesOpeKey::from_secret(&secret[..32])
+            let mut h = Sha3_256::new();
+            h.update(COOKIE_KEY_CONSTANT);
+            h.update(&secret[..]);
+            let cookie_key = Zeroizing::new(<[u8; 32]>::from(h.finalize()));
+            (AesOpeKey::from_secret(&secret[..32]), cookie_key)
         };
         Ok(FrontendPeriodKeys {
             period,
@@ -59,8 +74,26 @@ impl FrontendPeriodKeys {
             blinded_keypair,
             subcredential,
             ope,
+            cookie_key,
             desc_sign: ed25519::Keypair::generate(&mut rand::rng()),
         })
+    }
+
+    /// The descriptor cookie of restricted discovery for the descriptors with `revision`
+    /// (see the `encode` module's "The descriptor cookie"): a keyed hash of the revision,
+    /// under a key derived from the blinded secret key. Every frontend holding the identity
+    /// key computes the same, nobody else can.
+    pub(crate) fn descriptor_cookie(
+        &self,
+        revision: RevisionCounter,
+    ) -> Zeroizing<[u8; COOKIE_LEN]> {
+        let mut h = Sha3_256::new();
+        h.update(&self.cookie_key[..]);
+        h.update(u64::from(revision).to_be_bytes());
+        let digest = Zeroizing::new(<[u8; 32]>::from(h.finalize()));
+        let mut cookie = Zeroizing::new([0u8; COOKIE_LEN]);
+        cookie.copy_from_slice(&digest[..COOKIE_LEN]);
+        cookie
     }
 
     /// The period these keys are for.
