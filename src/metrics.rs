@@ -169,6 +169,28 @@ pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -
         );
         push("builds_total", svc.clone(), c.builds.to_string());
         push("outranked_total", svc.clone(), c.outranked.to_string());
+        push("equivalent_total", svc.clone(), c.equivalent.to_string());
+        push(
+            "other_publisher_seen_total",
+            svc.clone(),
+            c.other_publisher_seen.to_string(),
+        );
+        if let Some(o) = &s.other_publisher {
+            let seen = o
+                .last_seen
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            push(
+                "other_publisher_last_seen_timestamp_seconds",
+                svc.clone(),
+                seen.to_string(),
+            );
+            push(
+                "other_publisher_ahead",
+                svc.clone(),
+                u8::from(o.ahead == crate::status::Ahead::OtherPublisher).to_string(),
+            );
+        }
         push(
             "uploads_total",
             format!("{svc},result=\"ok\""),
@@ -258,7 +280,27 @@ pub fn render(services: &[ServiceStatus], bootstrapped: bool, now: SystemTime) -
         (
             "outranked_total",
             "counter",
-            "refusals explained by a higher revision of this address from another publisher (C tor or Python Onionbalance before a move, another frontend with this key)",
+            "descriptors of this address from another publisher (C tor or Python Onionbalance before a move, another frontend with this key) found at or above our revision and listing something else",
+        ),
+        (
+            "equivalent_total",
+            "counter",
+            "descriptors of this address from another publisher (another frontend with this key) found at or above our revision and listing the same: counted as published",
+        ),
+        (
+            "other_publisher_seen_total",
+            "counter",
+            "looks at an HSDir that found a descriptor of this address that this process did not upload",
+        ),
+        (
+            "other_publisher_last_seen_timestamp_seconds",
+            "gauge",
+            "when a descriptor of this address from another publisher was last seen on an HSDir (absent: never since start)",
+        ),
+        (
+            "other_publisher_ahead",
+            "gauge",
+            "1 when the other publisher's revision counter was above ours when last seen and we have not published above it since",
         ),
         (
             "fail_open",

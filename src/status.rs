@@ -65,6 +65,44 @@ pub struct ServiceStatus {
     /// Health checks found every backend down (or drained), so all stay listed rather than
     /// none ("fail open"): clients may be sent to failing backends.
     pub fail_open: bool,
+    /// The last descriptor of this address seen on an HSDir from another publisher (another
+    /// frontend with this key, or C tor or Python Onionbalance before a move); absent if
+    /// none was seen since start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_publisher: Option<OtherPublisherStatus>,
+}
+
+/// A descriptor of this address that another publisher left on an HSDir.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OtherPublisherStatus {
+    /// When it was seen.
+    #[serde(serialize_with = "time")]
+    pub last_seen: SystemTime,
+    /// Its time period.
+    pub time_period: u64,
+    /// The HSDir that held it.
+    pub hsdir: String,
+    /// Its revision counter.
+    pub revision: u64,
+    /// Whether it lists the same intro points as ours (then it serves clients as ours
+    /// would, and counts as published).
+    pub same_listing: bool,
+    /// Our current revision for that period, if we have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub our_revision: Option<u64>,
+    /// Whose descriptor an HSDir keeps: the one with the higher revision counter.
+    pub ahead: Ahead,
+}
+
+/// Which publisher's descriptors the HSDirs keep (the higher revision counter wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ahead {
+    /// Ours: our current revision is above the one seen.
+    ThisFrontend,
+    /// Theirs, as far as we know.
+    OtherPublisher,
 }
 
 /// Event counts since the service started (for metrics).
@@ -86,11 +124,16 @@ pub struct Counters {
     pub uploads_ok: u64,
     /// Failed uploads, by kind (`rejected` when an HSDir refused the descriptor).
     pub upload_failures: BTreeMap<ErrorKind, u64>,
-    /// Refusals explained by another publisher of this address: the refusing HSDir held a
-    /// descriptor signed with the frontend's key, with a revision at or above ours (C tor
-    /// or Python Onionbalance before a move, or another onionbalance with the same key).
-    /// The next descriptor goes above it.
+    /// Peeks that found another publisher's descriptor of this address listing something
+    /// else, at or above our revision (C tor or Python Onionbalance before a move, or another
+    /// onionbalance with the same key that saw other backends): the next descriptor goes
+    /// above it, after every backend is fetched again.
     pub outranked: u64,
+    /// Peeks that found another publisher's descriptor listing what ours lists, at or above
+    /// our revision (another onionbalance with the same key): counted as published.
+    pub equivalent: u64,
+    /// Peeks that found another publisher's descriptor of this address, of either kind.
+    pub other_publisher_seen: u64,
 }
 
 /// Status of one time period's descriptor.

@@ -7,11 +7,14 @@
 //! publisher" here is an onionbalance daemon whose revision store says it already used
 //! 2,000,000,000 in this period: every HSDir then holds a counter far above what the new
 //! daemon's clock gives, deterministically (a C tor service's counters are above ours only
-//! by chance, a few seconds' worth either way). After the old one stops, the new one
-//! (fresh state, same key and config) must be refused once per HSDir, read what the HSDir
-//! holds, publish above it at its next rebuild, and not be refused again: counted from the
-//! HSDirs' own logs, not from the daemon's counters. A new C tor client then reaches the
-//! backend. Takes about 5 minutes.
+//! by chance, a few seconds' worth either way). It lists another backend than the new one,
+//! as the service before a move lists its own intro points: what it left is not equivalent
+//! to the new descriptor (an equivalent one would count as published, see
+//! `tests/two_frontends.rs`). After the old one stops, the new one (fresh state, same key)
+//! must be refused once per HSDir, read what the HSDir holds, publish above it at its next
+//! rebuild, and not be refused again: counted from the HSDirs' own logs, not from the
+//! daemon's counters. A new C tor client then reaches the new backend. Takes about 5
+//! minutes.
 //!
 //! Needs C tor (`apt-get install tor`); without it this test fails, it never skips.
 
@@ -92,17 +95,18 @@ fn all_hold(p: &serde_json::Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_from_a_publisher_ahead_is_refused_once_per_hsdir() -> Result<()> {
-    let net = TestNet::builder().backends(1).start().await?;
+    let net = TestNet::builder().backends(2).start().await?;
     let front = net.frontend_address().to_owned();
     let tp = wait_for_room_in_period(ROOM, "the move").await?;
 
-    // The old publisher: its store says it already published OLD_COUNTER in this period.
+    // The old publisher: its store says it already published OLD_COUNTER in this period; it
+    // lists backend 1 (the new frontend lists backend 0).
     let old_dir = net.run_dir().join("old-frontend");
     let old_data = old_dir.join("data");
     write_revision_store(&old_data, &front, &[tp, tp + 1], OLD_COUNTER)
         .context("writing the old publisher's revision store")?;
     let data_arg = old_data.display().to_string();
-    let mut old = Daemon::start_with(&net, &old_dir, &[0], &["--data-dir", &data_arg], &[])
+    let mut old = Daemon::start_with(&net, &old_dir, &[1], &["--data-dir", &data_arg], &[])
         .context("starting the old publisher")?;
     let t = Instant::now();
     loop {
@@ -185,7 +189,12 @@ async fn a_move_from_a_publisher_ahead_is_refused_once_per_hsdir() -> Result<()>
         new.log_text()
     );
 
-    // A new user reaches the backend through the frontend.
-    first_page_load(&net, &front).await?;
+    // A new user reaches the new frontend's backend through the frontend.
+    let (body, _) = first_page_load(&net, &front).await?;
+    ensure!(
+        body.trim().ends_with(net.backend_name(0)),
+        "answered by {body:?}, not by the new frontend's backend {}",
+        net.backend_name(0)
+    );
     Ok(())
 }

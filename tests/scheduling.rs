@@ -449,8 +449,12 @@ impl World {
     }
 
     fn launch_config(&self, config: Config) -> onionbalance::BalancerHandle {
+        self.launch_config_timing(config, Timing::default())
+    }
+
+    fn launch_config_timing(&self, config: Config, timing: Timing) -> onionbalance::BalancerHandle {
         let provider: Arc<dyn NetDirProvider> = self.provider.clone();
-        let mut b = Balancer::new(config).with_timing(Timing::default());
+        let mut b = Balancer::new(config).with_timing(timing);
         if let Some(d) = &self.state_dir {
             b = b.with_state_dir(d.clone());
         }
@@ -520,6 +524,31 @@ impl World {
             .stored
             .insert((keys.blind_id(), picky), built.text.to_string());
         (tp, picky, counter)
+    }
+
+    /// What the HSDirs hold for the frontend now: (period, HSDir, intro point keys listed),
+    /// decrypted as a client would.
+    fn frontend_held(&self) -> Vec<(TimePeriod, RsaIdentity, HashSet<[u8; 32]>)> {
+        let now = self.rt.wallclock();
+        let ours: HashSet<HsBlindId> = {
+            let s = self.transport.lock();
+            s.held.keys().map(|(_, b)| *b).collect()
+        };
+        let texts: Vec<(RsaIdentity, String)> = self
+            .transport
+            .lock()
+            .stored
+            .iter()
+            .filter(|((b, _), _)| ours.contains(b))
+            .map(|((_, h), t)| (*h, t.clone()))
+            .collect();
+        texts
+            .into_iter()
+            .map(|(h, t)| {
+                let (tp, _, sids) = self.decode(&t, now);
+                (tp, h, sids)
+            })
+            .collect()
     }
 
     fn uploads(&self) -> Vec<Upload> {
@@ -636,7 +665,22 @@ fn publishes_everywhere_then_refreshes_periodically() {
             // 59 simulated minutes: a fetch every minute per backend, each answered with
             // another encoding; nothing changed, nothing is uploaded.
             rt.advance_by(Duration::from_secs(59 * 60)).await;
-            let fetches = w.transport.lock().fetches.len();
+            let (fetches, looks) = {
+                let s = w.transport.lock();
+                let ours: HashSet<HsBlindId> = s.held.keys().map(|(_, b)| *b).collect();
+                let looks = s
+                    .fetches
+                    .iter()
+                    .filter(|(_, b, _)| ours.contains(b))
+                    .count();
+                (s.fetches.len() - looks, looks)
+            };
+            // The watch: one look per period at one of its HSDirs every 5 minutes, once every
+            // HSDir holds our descriptor; each finds ours, so nothing is uploaded again.
+            assert!(
+                (2 * 10..=2 * 12).contains(&looks),
+                "one look per period every 5 minutes: {looks}"
+            );
             assert!(
                 fetches >= 2 * 55,
                 "backends are followed: {fetches} fetches"
@@ -2213,6 +2257,190 @@ fn no_probes_without_health_checks() {
                 .all(|i| i.health == BackendHealth::Unchecked
                     && i.last_probe.is_none()
                     && i.listed));
+            handle.shutdown().await;
+        })
+    });
+}
+
+/// What one run of [`two_frontend_scenario`] saw at the HSDirs.
+#[derive(Debug)]
+struct ScenarioCounts {
+    /// Uploads that reached an HSDir (accepted or refused), per (period, HSDir).
+    uploads: HashMap<(TimePeriod, RsaIdentity), usize>,
+    /// Refused uploads.
+    refused: usize,
+    /// Samples (every 10 s) at which some HSDir held a descriptor listing the restarted
+    /// backend's old intro points, after one had held its new ones.
+    reverted: usize,
+    /// Seconds from the backend's restart until every HSDir held its new intro points.
+    converged_after: Option<u64>,
+}
+
+/// `frontends` frontends with one key and one config (`docs/two-frontends.md`), started
+/// 20 s apart, on one set of HSDirs, for 3 simulated hours with 7 backends of 3 intro points
+/// each (21: more than a descriptor lists, so *which* 20 is a choice both must make alike);
+/// a backend restarts (new intro points) after one hour. Every 10 s, what each HSDir holds
+/// is checked: once the first publication is done, 20 current intro points with every
+/// backend in; and once one HSDir has the restarted backend's new intro points, none may go
+/// back to the old ones.
+async fn two_frontend_scenario(rt: &MockRuntime, frontends: usize) -> ScenarioCounts {
+    const BACKENDS: usize = 7;
+    let mut w = World::new(rt.clone(), BACKENDS);
+    // Refreshes exactly 60 minutes apart (not 60–120 at random), so that one frontend's
+    // uploads are a fixed count to compare two frontends' with.
+    let timing = Timing {
+        republish_max: Timing::default().republish_min,
+        ..Timing::default()
+    };
+    let mut handles = Vec::new();
+    for _ in 0..frontends {
+        handles.push(w.launch_config_timing(w.config(), timing.clone()));
+        rt.advance_by(Duration::from_secs(20)).await;
+    }
+    rt.advance_by(Duration::from_secs(5 * 60)).await;
+    let (mut reverted, mut converged_after, mut restarted_at) = (0, None, None);
+    for step in 0..(3 * 360) {
+        if step == 360 {
+            let old: HashSet<[u8; 32]> = w.all_sids_of(1);
+            w.backend_restarts(1);
+            restarted_at = Some((rt.now(), old));
+        }
+        rt.advance_by(Duration::from_secs(10)).await;
+        let held = w.frontend_held();
+        assert!(!held.is_empty());
+        let mut all_new = true;
+        for (tp, _hsdir, sids) in &held {
+            let current: HashSet<[u8; 32]> =
+                (0..BACKENDS).flat_map(|i| w.sids_of(i, *tp)).collect();
+            match &restarted_at {
+                None => {
+                    assert_eq!(sids.len(), 20, "step {step}: 20 intro points");
+                    assert!(sids.is_subset(&current), "step {step}: all current");
+                    for i in 0..BACKENDS {
+                        assert!(!sids.is_disjoint(&w.sids_of(i, *tp)), "backend {i} listed");
+                    }
+                }
+                Some((_, old)) => {
+                    if !sids.is_disjoint(old) {
+                        all_new = false;
+                        if converged_after.is_some() {
+                            reverted += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if let (Some((at, _)), true, None) = (&restarted_at, all_new, converged_after) {
+            converged_after = Some(rt.now().duration_since(*at).as_secs());
+        }
+    }
+    for h in &handles {
+        let st = &h.status()[0];
+        for p in &st.periods {
+            assert_eq!(p.refusals_in_a_row, 0, "no refusal left: {p:?}");
+            assert_eq!(
+                p.hsdirs_accepted, p.hsdirs,
+                "every HSDir counts as holding ours"
+            );
+        }
+        if let Some(other) = &st.other_publisher {
+            assert!(frontends > 1, "alone, yet another publisher: {other:?}");
+            assert!(other.same_listing, "it listed what we list: {other:?}");
+        }
+    }
+    // The HSDirs keep only the higher counter: a frontend ahead sees nothing of the other
+    // until the other's next build passes it; over 3 hours, at least one has seen the other.
+    if frontends > 1 {
+        assert!(
+            handles
+                .iter()
+                .any(|h| h.status()[0].other_publisher.is_some()),
+            "neither frontend saw the other"
+        );
+    }
+    let ups = w.uploads();
+    let mut uploads: HashMap<(TimePeriod, RsaIdentity), usize> = HashMap::new();
+    for u in &ups {
+        if let Some(tp) = u.period {
+            *uploads.entry((tp, u.hsdir)).or_default() += 1;
+        }
+    }
+    for h in handles {
+        h.shutdown().await;
+    }
+    ScenarioCounts {
+        uploads,
+        refused: ups.iter().filter(|u| !u.accepted).count(),
+        reverted,
+        converged_after,
+    }
+}
+
+/// Two frontends with one key do not fight: they list the same intro points (no randomness
+/// in what is listed), so an HSDir holding either's descriptor counts for both; they upload
+/// at most twice what one frontend uploads, nearly never refused; a backend's new intro
+/// points are everywhere within two fetch intervals and never reverted by the frontend that
+/// saw them later; each sees the other in its status.
+#[test]
+fn two_frontends_with_one_key_publish_alike_without_fighting() {
+    sim(|rt| {
+        Box::pin(async move {
+            let one = two_frontend_scenario(&rt, 1).await;
+            let two = two_frontend_scenario(&rt, 2).await;
+            eprintln!("one frontend: {one:?}\ntwo frontends: {two:?}");
+            // Per HSDir and period, at most twice what one frontend uploads.
+            for (pair, n) in &two.uploads {
+                let alone = one.uploads.get(pair).copied().unwrap_or(0);
+                assert!(
+                    *n <= 2 * alone,
+                    "{pair:?}: {n} uploads by two frontends, {alone} by one"
+                );
+            }
+            let pairs = two.uploads.len();
+            assert!(
+                two.refused <= pairs,
+                "no refusal storm: {} refused uploads over {pairs} (period, HSDir) pairs",
+                two.refused
+            );
+            for c in [&one, &two] {
+                assert_eq!(c.reverted, 0, "went back to the old intro points: {c:?}");
+                let after = c.converged_after.expect("the new intro points arrived");
+                // Two fetch intervals, the 60-s rebuild gap at most, the uploads.
+                assert!(after <= 3 * 60, "converged after {after} s");
+            }
+        })
+    });
+}
+
+/// An HSDir that lost our descriptor (it restarted: C tor keeps its cache in memory) gets it
+/// again before the next refresh: the watch looks at each HSDir in turn (every 5 minutes
+/// one HSDir of each period, so each HSDir within 8 × 5 minutes) and finds nothing there.
+#[test]
+fn an_hsdir_that_lost_our_descriptor_gets_it_again() {
+    sim(|rt| {
+        Box::pin(async move {
+            let w = World::new(rt.clone(), 1);
+            let handle = w.launch();
+            rt.advance_by(Duration::from_secs(5 * 60)).await;
+            assert!(handle.all_published());
+            let before = w.uploads().len();
+            let (lost_hsdir, blind) = {
+                let mut s = w.transport.lock();
+                let key = *s.held.keys().next().expect("an HSDir holds ours");
+                s.held.remove(&key);
+                s.stored.remove(&(key.1, key.0));
+                key
+            };
+            rt.advance_by(Duration::from_secs(45 * 60)).await;
+            let again: Vec<Upload> = w.uploads().into_iter().skip(before).collect();
+            assert_eq!(
+                again.len(),
+                1,
+                "uploaded again there, and only there: {again:?}"
+            );
+            assert_eq!(again[0].hsdir, lost_hsdir);
+            assert!(again[0].accepted);
+            assert!(w.transport.lock().stored.contains_key(&(blind, lost_hsdir)));
             handle.shutdown().await;
         })
     });

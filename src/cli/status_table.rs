@@ -127,6 +127,27 @@ pub(crate) fn table(doc: &Value) -> String {
                 "  FAILING OPEN: every backend is down or drained, so all stay listed; clients may reach failing backends"
             );
         }
+        let other = &svc["otherPublisher"];
+        if other.is_object() {
+            let _ = writeln!(
+                out,
+                "  another publisher with this key: revision {} at HSDir {} (period {}, {}), {}; HSDirs keep {}",
+                n(&other["revision"]),
+                s(&other["hsdir"]).get(..9).unwrap_or("-"),
+                n(&other["timePeriod"]),
+                s(&other["lastSeen"]),
+                match other["sameListing"].as_bool() {
+                    Some(true) => "listing the same as ours",
+                    Some(false) => "LISTING SOMETHING ELSE (are the configs the same?)",
+                    None => "-",
+                },
+                match s(&other["ahead"]).as_str() {
+                    "this-frontend" => "ours",
+                    "other-publisher" => "theirs",
+                    _ => "-",
+                },
+            );
+        }
         let _ = writeln!(
             out,
             "  {:<12} {:<63} {:>5} {:<20} {:<20} {:<16} problem",
@@ -249,6 +270,7 @@ mod tests {
         });
         let out = table(&doc);
         assert!(out.contains("FAILING OPEN"), "{out}");
+        assert!(!out.contains("another publisher"), "{out}");
         assert!(
             out.contains("at most 12 intro points per descriptor"),
             "{out}"
@@ -289,5 +311,25 @@ mod tests {
             "{out}"
         );
         assert_eq!(out.matches("restricted discovery").count(), 2, "{out}");
+    }
+
+    /// Another frontend with the key, once seen, is one line: what it lists and whose
+    /// descriptor the HSDirs keep.
+    #[test]
+    fn table_shows_another_publisher() {
+        let doc = serde_json::json!({
+            "services": [{
+                "onionAddress": "f.onion", "phase": "publishing",
+                "otherPublisher": {"lastSeen": "2026-12-06T15:00:00Z", "timePeriod": 7,
+                    "hsdir": "$0101010101010101", "revision": 99, "sameListing": false,
+                    "ourRevision": 100, "ahead": "this-frontend"},
+                "instances": []
+            }]
+        });
+        let out = table(&doc);
+        assert!(
+            out.contains("another publisher with this key: revision 99 at HSDir $01010101 (period 7, 2026-12-06T15:00:00Z), LISTING SOMETHING ELSE (are the configs the same?); HSDirs keep ours"),
+            "{out}"
+        );
     }
 }

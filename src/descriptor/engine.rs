@@ -141,6 +141,14 @@ impl Engine {
         Ok(k)
     }
 
+    /// The frontend's keys for `period`, derived once per period.
+    pub(crate) fn period_keys_for(
+        &mut self,
+        period: TimePeriod,
+    ) -> Result<Arc<FrontendPeriodKeys>, BuildError> {
+        self.period_keys(period)
+    }
+
     /// The frontend's blinded identity for `period` (where its descriptor sits on the ring).
     pub fn frontend_blind_id(&mut self, period: TimePeriod) -> Result<HsBlindId, BuildError> {
         Ok(self.period_keys(period)?.blind_id())

@@ -135,9 +135,10 @@ pub(crate) struct Backend {
     pub changed_at: Option<SystemTime>,
     /// Its health: probes, drain, the application's signal.
     pub health: Monitor,
-    /// Since when its other periods are being checked after a change or a disappearance in
-    /// one (some period is `urgent`): builds wait for that check, briefly.
-    neighbours_checked_since: Option<SystemTime>,
+    /// Since when some of its periods are being checked again (some period is `urgent`):
+    /// after a change or a disappearance in a sibling period, or another frontend listing
+    /// something else. Builds wait for that check, briefly.
+    recheck_started: Option<SystemTime>,
 }
 
 impl Backend {
@@ -152,7 +153,7 @@ impl Backend {
             missing_rounds: 0,
             changed_at: None,
             health: Monitor::new(None, false),
-            neighbours_checked_since: None,
+            recheck_started: None,
         }
     }
 
@@ -276,15 +277,26 @@ impl Backend {
             }
         }
         if any {
-            self.neighbours_checked_since.get_or_insert(wall);
+            self.recheck_started.get_or_insert(wall);
         }
     }
 
-    /// While a change seen in one period is being checked in the others (their fetches are
-    /// due at once or under way): since when. A build that would list what this backend
-    /// published before that check ends may have to be redone a minute later.
-    pub(crate) fn checking_other_periods_since(&self) -> Option<SystemTime> {
-        self.neighbours_checked_since
+    /// Marks `period` for a fetch at once, and builds wait for it (bounded): another
+    /// frontend with our key published something else, perhaps after a change of this
+    /// backend we have not seen yet.
+    pub(crate) fn recheck(&mut self, period: TimePeriod, wall: SystemTime) {
+        if let Some(st) = self.period_mut(period) {
+            st.urgent = true;
+            self.recheck_started.get_or_insert(wall);
+        }
+    }
+
+    /// While some of its periods are being checked again (fetches due at once or under way:
+    /// a change seen in a sibling period, or another frontend listing something else), since
+    /// when. A build that would list what this backend published before that check ends may
+    /// have to be redone a minute later.
+    pub(crate) fn rechecking_since(&self) -> Option<SystemTime> {
+        self.recheck_started
             .filter(|_| self.periods.iter().any(|p| p.urgent))
     }
 
@@ -334,7 +346,7 @@ impl Backend {
             st.urgent = false;
         }
         if !self.periods.iter().any(|p| p.urgent) {
-            self.neighbours_checked_since = None;
+            self.recheck_started = None;
         }
         if self.is_usable(wall) {
             self.missing_rounds = 0;
@@ -456,16 +468,16 @@ mod tests {
         // The first descriptor also made the other period urgent; its fetch ends.
         b.fetch_finished(p1, now, f.t0);
         b.fetch_finished(p0, now, f.t0);
-        assert_eq!(b.checking_other_periods_since(), None);
+        assert_eq!(b.rechecking_since(), None);
         let later = f.t0 + Duration::from_secs(600);
         assert!(b.not_found(p0, later), "its snapshot is dropped");
-        assert_eq!(b.checking_other_periods_since(), Some(later));
+        assert_eq!(b.rechecking_since(), Some(later));
         assert_eq!(
             b.next_fetch(now, &crate::service::Timing::default().fetch_pacing()),
             Some((now, p1))
         );
         b.fetch_finished(p1, now, later);
-        assert_eq!(b.checking_other_periods_since(), None, "the check is over");
+        assert_eq!(b.rechecking_since(), None, "the check is over");
     }
 
     #[test]

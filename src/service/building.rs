@@ -56,15 +56,17 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             // refused for the same reason. Its end wakes the loop.
             return None;
         }
-        if reason == BuildReason::Changed {
+        if matches!(reason, BuildReason::Changed | BuildReason::Refused) {
             // A change or disappearance seen in one period of a backend is checked in its
             // other periods at once; until that check ends, this period may list what the
             // backend published for a neighbouring period (its own is gone), only to drop it
-            // a minute later. One rebuild covers both, within a bounded wait.
+            // a minute later. One rebuild covers both, within a bounded wait. Likewise, when
+            // another frontend listed something else, every backend is fetched again before
+            // we overwrite it (see `peeking`).
             let checking = self
                 .backends
                 .iter()
-                .filter_map(Backend::checking_other_periods_since)
+                .filter_map(Backend::rechecking_since)
                 .min();
             if let Some(since) = checking {
                 let until = since + self.timing.first_publication_wait;

@@ -56,6 +56,7 @@ pub(crate) mod backend;
 pub(crate) mod backoff;
 mod building;
 mod fetching;
+mod peeking;
 mod probing;
 pub(crate) mod publish;
 mod report;
@@ -129,12 +130,12 @@ enum Done {
         /// `Ok`, or why not.
         result: Result<(), UploadFailure>,
     },
-    /// A look at what a refusing HSDir holds for our address.
+    /// A look at what an HSDir holds for our address.
     Peek {
         /// What was looked at.
-        job: uploading::PeekJob,
-        /// The verified revision it holds, or why we cannot tell.
-        held: Result<tor_hscrypto::RevisionCounter, String>,
+        job: peeking::PeekJob,
+        /// What it holds (verified; `None`: nothing), or why we cannot tell.
+        held: Result<Option<crate::descriptor::PublishedDescriptor>, String>,
     },
     /// A health probe.
     Probe {
@@ -222,8 +223,8 @@ pub(crate) struct ServiceRunner<R: Runtime, T: DirTransport> {
     uploads_in_flight: usize,
     /// Probes in flight.
     probes_in_flight: usize,
-    /// Looks at what refusing HSDirs hold (see `uploading`).
-    peeks: uploading::Peeks,
+    /// Looks at what HSDirs hold for our address (see `peeking`).
+    peeks: peeking::Peeks,
     /// Whether some period's selection fails open (every backend down or drained).
     fail_open: bool,
     /// What health last let be listed (per backend, in order, and fail-open), to notice
@@ -294,7 +295,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             fetches_in_flight: 0,
             uploads_in_flight: 0,
             probes_in_flight: 0,
-            peeks: uploading::Peeks::default(),
+            peeks: peeking::Peeks::default(),
             fail_open: false,
             listing: None,
         }
@@ -441,6 +442,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         self.settle_health(now, wall);
         self.build_due(now, wall).await;
         self.launch_uploads(&netdir, now, in_flight);
+        self.plan_watches(now);
         self.launch_peeks(&netdir, in_flight);
     }
 
@@ -473,6 +475,9 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             }
         }
         if let Some(at) = self.health_wakeup(now) {
+            t = t.min(at);
+        }
+        if let Some(at) = self.peeks.next_watch() {
             t = t.min(at);
         }
         for b in &self.backends {

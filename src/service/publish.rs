@@ -176,7 +176,8 @@ pub(crate) enum BuildReason {
     Changed,
     /// The periodic refresh.
     Refresh,
-    /// An HSDir refused the descriptor: a new one with a higher counter for the refusers.
+    /// An HSDir refused the descriptor, or holds another publisher's that lists something
+    /// else: a new one with a higher counter for those HSDirs.
     Refused,
     /// The authorized clients changed (a reload): what was published lists the old ones.
     ClientsChanged,
@@ -192,7 +193,7 @@ impl BuildReason {
             BuildReason::First => "first descriptor for this period",
             BuildReason::Changed => "backends changed",
             BuildReason::Refresh => "periodic refresh",
-            BuildReason::Refused => "an HSDir refused the last one",
+            BuildReason::Refused => "an HSDir refused the last one or holds another",
             BuildReason::ClientsChanged => "authorized clients changed",
             BuildReason::Health => "backend health changed",
         }
@@ -336,6 +337,15 @@ impl PeriodState {
 
 /// How long a build for a health change waits for other verdicts to come with it.
 pub(crate) const HEALTH_COALESCE: Duration = Duration::from_secs(5);
+
+/// A period whose HSDirs all hold our descriptor (see [`PublishState::settled`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Settled {
+    /// The period.
+    pub period: TimePeriod,
+    /// Its HSDirs, sorted by identity, each with the descriptor it holds.
+    pub holders: Vec<(HsDir, Arc<BuiltDescriptor>)>,
+}
 
 /// One upload to do.
 #[derive(Debug, Clone)]
@@ -574,6 +584,79 @@ impl PublishState {
             .and_then(|st| st.hsdirs.get_mut(hsdir))
         {
             h.holds = Some(held);
+        }
+    }
+
+    /// The periods whose HSDirs all hold our descriptor (none dirty, none uploading).
+    pub(crate) fn settled(&self) -> Vec<Settled> {
+        let mut out = Vec::new();
+        for st in self.periods.values() {
+            if st.published.is_none() || st.hsdirs.is_empty() {
+                continue;
+            }
+            let holders: Option<Vec<(HsDir, Arc<BuiltDescriptor>)>> = st
+                .hsdirs
+                .values()
+                .map(|h| {
+                    let d = h.assigned.as_ref()?;
+                    (h.uploaded == Some(d.revision) && !h.uploading)
+                        .then(|| (h.hsdir.clone(), d.clone()))
+                })
+                .collect();
+            if let Some(mut holders) = holders {
+                holders.sort_by_key(|(h, _)| h.id);
+                out.push(Settled {
+                    period: st.period.time_period,
+                    holders,
+                });
+            }
+        }
+        out.sort_by_key(|s| s.period.interval_num());
+        out
+    }
+
+    /// HSDir `hsdir` of period `tp` refused `revision` because another publisher is ahead
+    /// there (a peek showed it): that refusal does not count towards the alarm, which is for
+    /// refusals nothing explains.
+    pub(crate) fn refusal_explained(
+        &mut self,
+        tp: TimePeriod,
+        hsdir: &RsaIdentity,
+        revision: RevisionCounter,
+    ) {
+        if let Some(h) = self
+            .periods
+            .get_mut(&tp)
+            .and_then(|st| st.hsdirs.get_mut(hsdir))
+        {
+            if h.last_refused == Some(revision) {
+                h.refusals_in_a_row = h.refusals_in_a_row.saturating_sub(1);
+            }
+        }
+    }
+
+    /// HSDir `hsdir` of period `tp` holds another publisher's descriptor that lists something
+    /// else, at or above our counter: it needs a rebuild above it, as after a refusal (the
+    /// rebuild goes to the HSDirs that need it, see [`PublishState::install`]).
+    pub(crate) fn needs_rebuild(&mut self, tp: TimePeriod, hsdir: &RsaIdentity) {
+        if let Some(st) = self.periods.get_mut(&tp) {
+            if let Some(h) = st.hsdirs.get_mut(hsdir) {
+                h.refused = true;
+                st.refusal_pending = true;
+            }
+        }
+    }
+
+    /// HSDir `hsdir` of period `tp` was found without our descriptor (nothing, or an older
+    /// revision): it is sent there again.
+    pub(crate) fn hsdir_lost(&mut self, tp: TimePeriod, hsdir: &RsaIdentity) {
+        if let Some(h) = self
+            .periods
+            .get_mut(&tp)
+            .and_then(|st| st.hsdirs.get_mut(hsdir))
+        {
+            h.uploaded = None;
+            h.not_before = None;
         }
     }
 

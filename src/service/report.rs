@@ -14,8 +14,8 @@ use tor_llcrypto::pk::rsa::RsaIdentity;
 use tor_rtcompat::Runtime;
 use tracing::{debug, error, info, warn};
 
+use super::peeking::{PeekFinding, PeekJob, PeekWhy};
 use super::publish::{self, BuildReason, Publication, Recorded, UploadJob};
-use super::uploading::{PeekFinding, PeekJob};
 use super::{ServiceRunner, UploadFailure};
 use crate::config::ClientAuthConfig;
 use crate::descriptor::BuiltVariants;
@@ -26,8 +26,8 @@ use crate::health::{HealthSignal, Monitor, LATENCY_BUCKETS};
 use crate::net::DirTransport;
 use crate::onion::OnionAddress;
 use crate::status::{
-    BackendHealth, BackendShare, Counters, InstanceStatus, LatencyHistogram, PeriodStatus,
-    ProbeStatus, ServiceStatus, StatusBoard, VariantStatus,
+    Ahead, BackendHealth, BackendShare, Counters, InstanceStatus, LatencyHistogram,
+    OtherPublisherStatus, PeriodStatus, ProbeStatus, ServiceStatus, StatusBoard, VariantStatus,
 };
 
 /// Where one runner's reports go, with what it has told so far.
@@ -51,6 +51,24 @@ pub(super) struct Reporter {
     first_published: Option<SystemTime>,
     /// When the last fetch started.
     last_fetch: Option<SystemTime>,
+    /// The last descriptor of our address seen on an HSDir from another publisher.
+    other_publisher: Option<OtherPublisherSeen>,
+}
+
+/// A descriptor of our address that another publisher left on an HSDir (see
+/// [`super::peeking`]).
+#[derive(Debug, Clone)]
+struct OtherPublisherSeen {
+    /// When we saw it.
+    at: SystemTime,
+    /// Its period.
+    period: TimePeriod,
+    /// Where.
+    hsdir: RsaIdentity,
+    /// Its revision counter.
+    revision: u64,
+    /// Whether it lists what ours lists.
+    same_listing: bool,
 }
 
 /// What one finished fetch of a backend's descriptor showed.
@@ -127,6 +145,7 @@ impl Reporter {
             counters: Counters::default(),
             first_published: None,
             last_fetch: None,
+            other_publisher: None,
         }
     }
 
@@ -282,33 +301,64 @@ impl Reporter {
         }
     }
 
-    /// A peek at a refusing HSDir found `finding`.
+    /// A peek at what an HSDir holds found `finding`.
     pub(super) fn peeked(&mut self, job: &PeekJob, finding: &PeekFinding, wall: SystemTime) {
-        if *finding == PeekFinding::AlreadyStored {
-            // Stored by an attempt whose answer was lost: published all the same.
-            self.first_published.get_or_insert(wall);
-        }
         let front = &self.frontend;
         let tp = job.period.interval_num();
         let hsdir = job.hsdir.id;
-        let refused = u64::from(job.refused.revision);
-        match finding {
-            PeekFinding::AlreadyStored => info!(
-                "{front}: time period {tp}: HSDir {hsdir} already holds revision {refused} (an earlier attempt got through): counted as stored"
+        let ours = u64::from(job.ours.revision);
+        if let Some((held, same_listing)) = finding.other_publisher() {
+            self.counters.other_publisher_seen += 1;
+            self.other_publisher = Some(OtherPublisherSeen {
+                at: wall,
+                period: job.period,
+                hsdir,
+                revision: u64::from(held),
+                same_listing,
+            });
+        }
+        match (finding, job.why) {
+            (PeekFinding::Ours, PeekWhy::Refused) => {
+                // Stored by an attempt whose answer was lost: published all the same.
+                self.first_published.get_or_insert(wall);
+                info!(
+                    "{front}: time period {tp}: HSDir {hsdir} already holds revision {ours}, listing what ours lists (an earlier attempt got through, or another frontend with this key built the same in the same second): counted as stored"
+                );
+            }
+            (PeekFinding::Ours, PeekWhy::Watch) => debug!(
+                "{front}: time period {tp}: HSDir {hsdir} holds our revision {ours}, as it should"
             ),
-            PeekFinding::Outranked(held) => {
-                self.counters.outranked += 1;
-                warn!(
-                    "{front}: time period {tp}: HSDir {hsdir} holds revision {} of this address, signed with its key but not by this process (C tor or Python Onionbalance before a move, or another onionbalance with this key), above ours ({refused}): the next descriptor goes above it",
+            (PeekFinding::Equivalent(held), _) => {
+                self.first_published.get_or_insert(wall);
+                self.counters.equivalent += 1;
+                info!(
+                    "{front}: time period {tp}: HSDir {hsdir} holds revision {} of this address from another publisher (another onionbalance with this key?), listing the same intro points as ours ({ours}): counted as stored",
                     u64::from(*held)
                 );
             }
-            PeekFinding::Below(held) => debug!(
-                "{front}: time period {tp}: HSDir {hsdir} holds revision {} (below the refused {refused}): the refusal had another cause",
+            (PeekFinding::Outranked(held), _) => {
+                self.counters.outranked += 1;
+                warn!(
+                    "{front}: time period {tp}: HSDir {hsdir} holds revision {} of this address, signed with its key but not by this process (C tor or Python Onionbalance before a move, or another onionbalance with this key), at or above ours ({ours}) and listing something else: fetching every backend again, then the next descriptor goes above it",
+                    u64::from(*held)
+                );
+            }
+            (PeekFinding::Below(held), PeekWhy::Refused) => debug!(
+                "{front}: time period {tp}: HSDir {hsdir} holds revision {} (below the refused {ours}): the refusal had another cause",
                 u64::from(*held)
             ),
-            PeekFinding::Unknown(why) => debug!(
-                "{front}: time period {tp}: cannot tell what HSDir {hsdir} holds after its refusal: {why}"
+            (PeekFinding::Below(held), PeekWhy::Watch) => warn!(
+                "{front}: time period {tp}: HSDir {hsdir} holds revision {}, older than the {ours} it accepted from us (did it restart?): uploading ours again",
+                u64::from(*held)
+            ),
+            (PeekFinding::Missing, PeekWhy::Refused) => debug!(
+                "{front}: time period {tp}: HSDir {hsdir} holds nothing for this address after refusing ours: the refusal had another cause"
+            ),
+            (PeekFinding::Missing, PeekWhy::Watch) => warn!(
+                "{front}: time period {tp}: HSDir {hsdir} holds no descriptor of this address though it accepted revision {ours} (did it restart?): uploading ours again"
+            ),
+            (PeekFinding::Unknown(why), _) => debug!(
+                "{front}: time period {tp}: cannot tell what HSDir {hsdir} holds: {why}"
             ),
         }
     }
@@ -476,6 +526,27 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             authorized_clients: self.engine.authorized_clients().map(<[_]>::len),
             counters: self.report.counters.clone(),
             fail_open: self.fail_open,
+            other_publisher: self.report.other_publisher.as_ref().map(|o| {
+                let ours = self
+                    .publish
+                    .period(o.period)
+                    .and_then(|p| p.published.as_ref())
+                    .and_then(|pb| pb.revision())
+                    .map(u64::from);
+                OtherPublisherStatus {
+                    last_seen: o.at,
+                    time_period: o.period.interval_num(),
+                    hsdir: o.hsdir.to_string(),
+                    revision: o.revision,
+                    same_listing: o.same_listing,
+                    our_revision: ours,
+                    ahead: if ours.is_some_and(|r| r > o.revision) {
+                        Ahead::ThisFrontend
+                    } else {
+                        Ahead::OtherPublisher
+                    },
+                }
+            }),
         };
         self.report.board.update(st);
     }

@@ -41,6 +41,11 @@ pub struct Timing {
     /// backend to be asked for its descriptor of that period before the period's first
     /// publication (default 30 s).
     pub first_publication_wait: Duration,
+    /// How often one HSDir of each period whose HSDirs all hold our descriptor is asked what
+    /// it holds, in turn (default 5 min; see `service::peeking`): how a frontend learns that
+    /// another one publishes with its key, and that an HSDir lost its descriptor. One 3-hop
+    /// descriptor fetch each.
+    pub watch_interval: Duration,
     /// Fetches in flight at the same time (default 8).
     pub max_concurrent_fetches: usize,
     /// Uploads in flight at the same time (default 16).
@@ -62,6 +67,7 @@ impl Default for Timing {
             min_rebuild_interval: Duration::from_secs(60),
             stale_after: Duration::from_secs(135 * 60),
             first_publication_wait: Duration::from_secs(30),
+            watch_interval: Duration::from_secs(5 * 60),
             max_concurrent_fetches: 8,
             max_concurrent_uploads: 16,
             max_concurrent_probes: 16,
