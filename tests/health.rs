@@ -62,7 +62,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use onionbalance_testnet::frontend::{
-    assert_no_process_left, page_load, period_position, Daemon, PageLoads, PERIOD_SWITCH_LAG,
+    assert_no_process_left, become_new_client, page_load, Daemon, PageLoads,
 };
 use onionbalance_testnet::testnet::{read_descriptor, CircuitLog, HsDirAnswer, Observer};
 use onionbalance_testnet::TestNet;
@@ -91,16 +91,6 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const INTERVAL_SLACK: Duration = Duration::from_secs(3);
 /// Page loads by new clients while a backend's web server is down (the issue's 30).
 const NEW_CLIENT_LOADS: usize = 30;
-/// Between two NEWNYMs. tor applies at most one NEWNYM per 10 s and delays the next one
-/// (design §3): a load sent sooner would reuse the previous client's descriptor and circuits.
-/// The wait models the time between two new users' visits; nothing in the product waits.
-const NEWNYM_GAP: Duration = Duration::from_millis(10_500);
-/// How long the C tor client may take to apply a NEWNYM (it empties its descriptor cache).
-/// The NEWNYM models a new user: a client that never fetched the frontend's descriptor and
-/// must take whatever the HSDirs serve now. The test only checks that the cache is really
-/// empty before the load (a load on the old cache would hide a descriptor still listing the
-/// failed backend); it never retries a load.
-const NEWNYM_APPLIED_WITHIN: Duration = Duration::from_secs(3);
 /// How long network B counts the probes' cost at the backends (then scaled to an hour): a
 /// dozen probes per backend at the default interval, and about as long as network A runs.
 const COST_WINDOW: Duration = Duration::from_secs(6 * 60);
@@ -760,42 +750,14 @@ async fn new_client_loads(bench: &mut Bench, n: usize, absent: usize) -> Result<
     let mut last_newnym: Option<Instant> = None;
     let mut answered_by: BTreeMap<String, usize> = BTreeMap::new();
     for k in 0..n {
-        if let Some(t) = last_newnym {
-            tokio::time::sleep_until((t + NEWNYM_GAP).into()).await;
-        }
-        // No new client starts from just before a time-period boundary until the daemon can
-        // have published the new period (PERIOD_SWITCH_LAG after it). This network is young:
-        // without a shared random value nobody publishes a period before the consensus
-        // begins it (a C tor service neither), so a client whose consensus moved first
-        // finds no descriptor (SOCKS 0xF0) for those seconds. On a network with a shared
-        // random value, as the public one, the next period's descriptor is on its HSDirs
-        // hours before it begins. Seen in CI: 2 of 30 loads, 9 and 20 s after a boundary.
-        let (_, since, until) = period_position();
-        let lag = PERIOD_SWITCH_LAG.as_secs();
-        let pause = if until < 10 {
-            until + lag
-        } else {
-            lag.saturating_sub(since)
-        };
+        // A new user per load (NEWNYM, see `become_new_client`), never across a time-period
+        // boundary on this young network. Seen in CI before that rule: 2 of 30 loads, 9 and
+        // 20 s after a boundary.
+        let pause = become_new_client(&bench.net, &front, &mut last_newnym).await?;
         if pause > 0 {
             bench.say(format!(
-                "page load {k}: waiting {pause} s, across a time-period boundary, before the next new client"
+                "page load {k}: waited {pause} s, across a time-period boundary, before this new client"
             ));
-            tokio::time::sleep(Duration::from_secs(pause)).await;
-        }
-        bench.net.newnym().await?;
-        last_newnym = Some(Instant::now());
-        // NEWNYM empties the client's descriptor cache: wait until it has, so that the load
-        // below is a new client's.
-        let applied_by = Instant::now() + NEWNYM_APPLIED_WITHIN;
-        while bench.net.client_cached_descriptor(&front).await?.is_some() {
-            if Instant::now() > applied_by {
-                bail!(
-                    "page load {k}: the C tor client still holds the frontend's descriptor \
-                     {NEWNYM_APPLIED_WITHIN:?} after NEWNYM"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let outcome = page_load(&bench.net, &front).await;
         if let Ok(body) = &outcome {

@@ -300,6 +300,18 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Kills the daemon with SIGKILL (a crash or a lost machine: nothing is closed in
+    /// order) and reaps it.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().context("SIGKILL onionbalance")?;
+            child.wait().context("reap onionbalance")?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -783,6 +795,60 @@ pub async fn wait_for_room_in_period(room: Duration, why: &str) -> Result<u64> {
         );
         tokio::time::sleep(Duration::from_secs(wait)).await;
     }
+}
+
+/// Between two NEWNYMs. tor applies at most one NEWNYM per 10 s and delays the next one
+/// (design §3): a load sent sooner would reuse the previous client's descriptor and circuits.
+/// The wait models the time between two new users' visits; nothing in the product waits.
+pub const NEWNYM_GAP: Duration = Duration::from_millis(10_500);
+
+/// How long the C tor client may take to apply a NEWNYM (it empties its descriptor cache).
+/// The NEWNYM models a new user: a client that never fetched the frontend's descriptor and
+/// must take whatever the HSDirs serve now. Only checked, never retried.
+pub const NEWNYM_APPLIED_WITHIN: Duration = Duration::from_secs(3);
+
+/// Makes the network's C tor client a new user of `onion`: waits out [`NEWNYM_GAP`] since
+/// `last_newnym`, sends NEWNYM (recorded in `last_newnym`) and waits until its descriptor
+/// cache no longer holds `onion`'s, failing if that takes more than [`NEWNYM_APPLIED_WITHIN`].
+///
+/// Before that, no new client starts from 10 s before a time-period boundary until
+/// [`PERIOD_SWITCH_LAG`] after it; returns the seconds paused for that, which callers say.
+/// These networks are young: without a shared random value nobody publishes a period before
+/// the consensus begins it (a C tor service neither), so a client whose consensus moved
+/// first finds no descriptor (SOCKS 0xF0) for those seconds. On a network with a shared
+/// random value, as the public one, the next period's descriptor is on its HSDirs hours
+/// before it begins.
+pub async fn become_new_client(
+    net: &TestNet,
+    onion: &str,
+    last_newnym: &mut Option<Instant>,
+) -> Result<u64> {
+    if let Some(t) = *last_newnym {
+        tokio::time::sleep_until((t + NEWNYM_GAP).into()).await;
+    }
+    let (_, since, until) = period_position();
+    let lag = PERIOD_SWITCH_LAG.as_secs();
+    let pause = if until < 10 {
+        until + lag
+    } else {
+        lag.saturating_sub(since)
+    };
+    if pause > 0 {
+        tokio::time::sleep(Duration::from_secs(pause)).await;
+    }
+    net.newnym().await?;
+    *last_newnym = Some(Instant::now());
+    let applied_by = Instant::now() + NEWNYM_APPLIED_WITHIN;
+    while net.client_cached_descriptor(onion).await?.is_some() {
+        if Instant::now() > applied_by {
+            bail!(
+                "the C tor client still holds the descriptor of {onion} \
+                 {NEWNYM_APPLIED_WITHIN:?} after NEWNYM"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(pause)
 }
 
 /// Asserts that none of `pids` (a network's tor processes) is still running.
