@@ -246,6 +246,13 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
         self.peeks
             .in_flight
             .retain(|p| *p != (job.period, job.hsdir.id));
+        // A build may have given this HSDir a newer descriptor while we looked (and it may
+        // hold that one already): what it holds is judged against what it should hold now,
+        // or our own newer upload would pass for another publisher's.
+        let mut job = job;
+        if let Some(now_assigned) = self.publish.assigned_to(job.period, &job.hsdir.id) {
+            job.ours = now_assigned;
+        }
         let finding = PeekFinding::of(&job.ours, &held);
         let (now, wall) = (self.runtime.now(), self.runtime.wallclock());
         let tp = job.period;

@@ -615,6 +615,15 @@ impl PublishState {
         out
     }
 
+    /// The descriptor HSDir `hsdir` of period `tp` should hold now, if any.
+    pub(crate) fn assigned_to(
+        &self,
+        tp: TimePeriod,
+        hsdir: &RsaIdentity,
+    ) -> Option<Arc<BuiltDescriptor>> {
+        self.periods.get(&tp)?.hsdirs.get(hsdir)?.assigned.clone()
+    }
+
     /// HSDir `hsdir` of period `tp` refused `revision` because another publisher is ahead
     /// there (a peek showed it): that refusal does not count towards the alarm, which is for
     /// refusals nothing explains.
