@@ -97,6 +97,8 @@ use crate::torrc::{self, Torrc};
 const TOR: &str = "tor";
 /// The authority key generator (Debian package `tor`).
 const TOR_GENCERT: &str = "tor-gencert";
+/// What tor logs when a port it should listen on is taken.
+const PORT_TAKEN: &str = "Address already in use";
 
 /// Deadline for the authorities' DirPorts to listen.
 const AUTHORITIES_TIMEOUT: Duration = Duration::from_secs(20);
@@ -231,8 +233,25 @@ impl TestNetBuilder {
 
     /// Builds the network and waits until every backend is reachable in principle (see the
     /// module docs for the phases). On failure, everything started so far is stopped.
+    ///
+    /// A port is held until the instant before its tor binds it (see the port allocator in
+    /// the source); with several networks starting and stopping on one machine (CI runs
+    /// five at once), another process can take it in that instant, and that tor exits with
+    /// "Address already in use" (seen once in CI, an authority's three ports at once). That is the harness
+    /// losing a race, not anything under test: the network is then built once more from the
+    /// start, with new ports, and said so. Any other failure, or a second one, is returned.
     pub async fn start(self) -> Result<TestNet> {
-        TestNet::start(self).await
+        match TestNet::start(self.clone()).await {
+            Err(e) if format!("{e:#}").contains(PORT_TAKEN) => {
+                eprintln!(
+                    "testnet: a tor could not bind a port reserved for it (another process \
+                     took it as it was released): building the network once more with new \
+                     ports. The first attempt: {e:#}"
+                );
+                TestNet::start(self).await
+            }
+            result => result,
+        }
     }
 }
 
