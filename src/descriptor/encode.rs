@@ -46,7 +46,7 @@ use tor_netdoc::doc::hsdesc::IntroPointDesc;
 use tor_protover::Protocols;
 
 use super::listing::Listing;
-use super::period_keys::{BuildError, FrontendPeriodKeys};
+use super::period_keys::{BuildError, FrontendPeriodKeys, COOKIE_LEN};
 
 /// String constant of the middle ("superencrypted") layer's keys (rend-spec-v3 §2.5.1.1).
 pub(crate) const MIDDLE_LAYER: &[u8] = b"hsdir-superencrypted-data";
@@ -58,9 +58,6 @@ pub(crate) const SALT_LEN: usize = 16;
 pub(crate) const MAC_LEN: usize = 32;
 /// The middle layer's plaintext is padded with NULs to a multiple of this.
 pub(crate) const MIDDLE_ALIGN: usize = 10 * 1024;
-/// Length of the descriptor cookie (`N_hs_desc_enc`) and of its encryption in an
-/// `auth-client` line, as Arti writes and reads them.
-pub(crate) const COOKIE_LEN: usize = 16;
 /// What the outer signature covers starts with this (rend-spec-v3 §2.4).
 const SIGNATURE_PREFIX: &[u8] = b"Tor onion service descriptor sig v3";
 

@@ -43,6 +43,7 @@ pub mod layers;
 mod listing;
 mod parallel;
 mod period_keys;
+mod published;
 /// Choosing intro points.
 #[cfg(feature = "testing")]
 pub mod select;
@@ -64,8 +65,9 @@ pub use intake::{
     claimed_revision, intake, verified_revision, BackendKeys, BackendSnapshot, ContentKey,
     IntakeError,
 };
-pub use listing::{read_listing, Listing, PublishedDescriptor};
+pub use listing::Listing;
 pub use period_keys::{BuildError, FrontendPeriodKeys};
+pub use published::{read_listing, PublishedDescriptor};
 pub use select::{intro_point_relay, select_intro_points};
 pub use variants::{plan_variants, RingFacts, VariantPlan};
 

@@ -16,8 +16,11 @@ use tor_llcrypto::d::Sha3_256;
 use tor_llcrypto::pk::ed25519;
 use zeroize::Zeroizing;
 
-use super::encode::COOKIE_LEN;
 use super::MAX_INTRO_POINTS;
+
+/// Length of the descriptor cookie (`N_hs_desc_enc`) and of its encryption in an
+/// `auth-client` line, as Arti writes and reads them.
+pub(crate) const COOKIE_LEN: usize = 16;
 
 /// Domain separation of the descriptor-cookie key (see
 /// [`FrontendPeriodKeys::descriptor_cookie`]): a constant of this project, so that the key
