@@ -570,6 +570,11 @@ impl PublishState {
             .min()
     }
 
+    /// The state of HSDir `hsdir` in period `tp`, if both are known.
+    fn hsdir_mut(&mut self, tp: TimePeriod, hsdir: &RsaIdentity) -> Option<&mut HsDirState> {
+        self.periods.get_mut(&tp)?.hsdirs.get_mut(hsdir)
+    }
+
     /// HSDir `hsdir` of period `tp` holds revision `held`, not ours: what we have built so
     /// far is not sent there again (the rebuild after its refusal goes above `held`).
     pub(crate) fn hsdir_holds(
@@ -578,11 +583,7 @@ impl PublishState {
         hsdir: &RsaIdentity,
         held: RevisionCounter,
     ) {
-        if let Some(h) = self
-            .periods
-            .get_mut(&tp)
-            .and_then(|st| st.hsdirs.get_mut(hsdir))
-        {
+        if let Some(h) = self.hsdir_mut(tp, hsdir) {
             h.holds = Some(held);
         }
     }
@@ -633,11 +634,7 @@ impl PublishState {
         hsdir: &RsaIdentity,
         revision: RevisionCounter,
     ) {
-        if let Some(h) = self
-            .periods
-            .get_mut(&tp)
-            .and_then(|st| st.hsdirs.get_mut(hsdir))
-        {
+        if let Some(h) = self.hsdir_mut(tp, hsdir) {
             if h.last_refused == Some(revision) {
                 h.refusals_in_a_row = h.refusals_in_a_row.saturating_sub(1);
             }
@@ -659,11 +656,7 @@ impl PublishState {
     /// HSDir `hsdir` of period `tp` was found without our descriptor (nothing, or an older
     /// revision): it is sent there again.
     pub(crate) fn hsdir_lost(&mut self, tp: TimePeriod, hsdir: &RsaIdentity) {
-        if let Some(h) = self
-            .periods
-            .get_mut(&tp)
-            .and_then(|st| st.hsdirs.get_mut(hsdir))
-        {
+        if let Some(h) = self.hsdir_mut(tp, hsdir) {
             h.uploaded = None;
             h.not_before = None;
         }
