@@ -178,6 +178,11 @@ async fn serve_and_watch(
                 rounds.push(round);
             }
         }
+        // Each load is a new user: NEWNYM empties the C tor client's descriptor cache (a
+        // user who never fetched the frontend's descriptor takes whatever the HSDirs serve
+        // now, which is what this test is about), and each Arti load is a new isolation
+        // group, which fetches the descriptor afresh. One attempt each, recorded; a failed
+        // load is never retried.
         become_new_client(net, &front, &mut last_newnym).await?;
         ctor.record(page_load(net, &front).await);
         by_arti.record(arti_page_load(arti, &front).await);
