@@ -31,6 +31,7 @@ use tor_hscrypto::pk::HsBlindId;
 use tor_hscrypto::time::TimePeriod;
 use tor_hscrypto::RevisionCounter;
 use tor_llcrypto::pk::curve25519;
+use tor_llcrypto::pk::ed25519::Ed25519Identity;
 use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, IntroPointDesc};
 #[cfg(any(test, feature = "testing"))]
 use tor_netdoc::{doc::hsdesc::HsDescBuilder, NetdocBuilder as _};
@@ -77,6 +78,10 @@ pub struct BuiltDescriptor {
     pub intro_points: usize,
     /// What it lists (see [`Listing`]): equal for descriptors that serve clients alike.
     pub listing: Listing,
+    /// The descriptor-signing key it is signed with (public). Each frontend makes its own
+    /// per period, so this is what tells our descriptor from an equivalent one another
+    /// frontend with our key built with the same counter.
+    pub signing_key: Ed25519Identity,
     /// The text to upload.
     pub text: Arc<str>,
 }
@@ -159,6 +164,7 @@ impl FrontendPeriodKeys {
             revision,
             intro_points,
             listing: encoded.listing,
+            signing_key: self.desc_sign.verifying_key().into(),
             text: Arc::from(encoded.text),
         }
     }

@@ -172,6 +172,10 @@ pub enum IntakeError {
     /// The outer document verifies, but its revision counter cannot be read.
     #[error("descriptor has no readable revision-counter line")]
     NoRevision,
+    /// The outer document verifies, but its descriptor-signing-key certificate cannot be
+    /// read again.
+    #[error("descriptor has no readable descriptor-signing-key-cert")]
+    NoSigningKey,
     /// The descriptor is not valid at the given time (expired or not yet valid).
     #[error("descriptor is not valid at this time (valid {from} to {until}); is the backend running, and is this machine's clock right?")]
     NotValidNow {
@@ -189,7 +193,8 @@ impl HasKind for IntakeError {
             IntakeError::Oversized { .. }
             | IntakeError::Malformed(_)
             | IntakeError::InnerMalformed(_)
-            | IntakeError::NoRevision => ErrorKind::DescriptorMalformed,
+            | IntakeError::NoRevision
+            | IntakeError::NoSigningKey => ErrorKind::DescriptorMalformed,
             IntakeError::WrongService(_) => ErrorKind::DescriptorWrongService,
             IntakeError::BadSignature(_) => ErrorKind::DescriptorBadSignature,
             IntakeError::NotDecryptable(_) => ErrorKind::DescriptorNotDecryptable,

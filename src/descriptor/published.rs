@@ -4,10 +4,13 @@
 //! the period's blinded key, the middle layer is opened with the subcredential, and the inner
 //! one either without a descriptor cookie or, with restricted discovery, with the cookie
 //! every frontend derives from the key and the revision counter (see
-//! [`FrontendPeriodKeys::descriptor_cookie`]). What comes out is the revision counter and the
-//! [`Listing`]: how two frontends with one key tell an equivalent descriptor from another.
+//! [`FrontendPeriodKeys::descriptor_cookie`]). What comes out is the revision counter, the
+//! descriptor-signing key and the [`Listing`]: how two frontends with one key tell an
+//! equivalent descriptor from another, and each other's descriptors from their own.
 
+use tor_cert::Ed25519Cert;
 use tor_hscrypto::RevisionCounter;
+use tor_llcrypto::pk::ed25519::Ed25519Identity;
 
 use super::encode::{decrypt_layer, object_after, Layer, INNER_LAYER, MIDDLE_LAYER};
 use super::intake::{verified_revision, IntakeError};
@@ -19,6 +22,9 @@ use super::period_keys::FrontendPeriodKeys;
 pub struct PublishedDescriptor {
     /// Its revision counter (verified: the outer signature covers it).
     pub revision: RevisionCounter,
+    /// The descriptor-signing key it is signed with (verified: certified by our blinded key,
+    /// and the outer signature made with it). Every frontend makes its own per period.
+    pub signing_key: Ed25519Identity,
     /// What it lists; `None` when its inner layer cannot be opened with our key (a publisher
     /// that used a random descriptor cookie: C tor or Python Onionbalance before a move).
     pub listing: Option<Listing>,
@@ -34,6 +40,12 @@ pub fn read_listing(
 ) -> Result<PublishedDescriptor, IntakeError> {
     let blind_id = keys.blind_id();
     let revision = verified_revision(text, &blind_id, max_len)?;
+    // The certificate is the one the signature was just verified with: the outer document
+    // has exactly one.
+    let signing_key = object_after(text, "descriptor-signing-key-cert")
+        .and_then(|cert| Ed25519Cert::decode(&cert).ok())
+        .and_then(|cert| cert.peek_subject_key().as_ed25519().copied())
+        .ok_or(IntakeError::NoSigningKey)?;
     let subcredential = keys.subcredential();
     fn layer<'a>(
         blind_id: &'a tor_hscrypto::pk::HsBlindId,
@@ -65,7 +77,11 @@ pub fn read_listing(
             })?;
         Some(Listing::of_inner_document(&String::from_utf8_lossy(&inner)))
     })();
-    Ok(PublishedDescriptor { revision, listing })
+    Ok(PublishedDescriptor {
+        revision,
+        signing_key,
+        listing,
+    })
 }
 
 #[cfg(test)]
@@ -116,6 +132,10 @@ mod tests {
                 read_listing(&ours, &d.text, DEFAULT_MAX_DESCRIPTOR_LEN).expect("read")
             };
             assert_eq!(read(&mine).listing, Some(mine.listing), "auth {auth:?}");
+            // Each tells whose it is by the signing key.
+            assert_eq!(read(&mine).signing_key, mine.signing_key);
+            assert_eq!(read(&same).signing_key, same.signing_key);
+            assert_ne!(read(&same).signing_key, mine.signing_key);
             assert_eq!(read(&same).revision, 11.into());
             assert_eq!(read(&same).listing, Some(mine.listing), "auth {auth:?}");
             assert_eq!(mine.listing, same.listing);

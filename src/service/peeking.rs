@@ -14,12 +14,15 @@
 //!   lost our descriptor (restarted) would go without it until the next refresh.
 //!
 //! What it holds is verified (signed for our address) and read back with our key
-//! ([`read_listing`]): its revision counter and what it lists. Against what we sent there:
+//! ([`read_listing`]): its revision counter, its descriptor-signing key and what it lists.
+//! Every frontend makes its own signing key for each period, so the key tells our
+//! descriptor from a peer's even when both carry the same counter (built in the same
+//! second) and list the same. Against what we sent there:
 //!
 //! | held                                     | finding                     | we do                                                                               |
 //! |------------------------------------------|-----------------------------|-------------------------------------------------------------------------------------|
-//! | our revision, our listing                | [`PeekFinding::Ours`]       | after a refusal: count it stored (an earlier attempt got through, or a peer built the same in the same second) |
-//! | a revision at or above ours, our listing | [`PeekFinding::Equivalent`] | count it stored: it serves clients as ours would; our next counter goes above it   |
+//! | our revision and signing key             | [`PeekFinding::Ours`]       | after a refusal: count it stored (an earlier attempt got through)                   |
+//! | a revision at or above ours from another signer, our listing | [`PeekFinding::Equivalent`] | count it stored: it serves clients as ours would; our next counter goes above it   |
 //! | a revision at or above ours, another or unreadable listing | [`PeekFinding::Outranked`] | check every backend again, then rebuild above it for that HSDir |
 //! | a lower revision                         | [`PeekFinding::Below`]      | on watch: upload ours again (the HSDir lost it)                                     |
 //! | nothing                                  | [`PeekFinding::Missing`]    | on watch: upload ours again                                                         |
@@ -72,9 +75,8 @@ pub(super) struct PeekJob {
 /// What a peek found, against the descriptor we sent there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum PeekFinding {
-    /// The HSDir holds our revision listing what ours lists: that very descriptor (an
-    /// earlier attempt got through), or one another frontend with our key built in the same
-    /// second from the same backends (indistinguishable, and equally good).
+    /// The HSDir holds the descriptor we sent: our revision, signed with our key (an
+    /// earlier attempt got through).
     Ours,
     /// It holds another publisher's descriptor of our address with this revision, at or
     /// above ours, listing what ours lists.
@@ -105,7 +107,8 @@ impl PeekFinding {
                 let same = d.listing == Some(ours.listing);
                 if rev < sent {
                     PeekFinding::Below(d.revision)
-                } else if rev == sent && same {
+                } else if rev == sent && d.signing_key == ours.signing_key {
+                    // Never two texts of ours with one revision: each build has a new one.
                     PeekFinding::Ours
                 } else if same {
                     PeekFinding::Equivalent(d.revision)
@@ -303,5 +306,73 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
     /// waits for it).
     pub(super) fn peeking(&self, tp: TimePeriod) -> bool {
         self.peeks.in_flight.iter().any(|(p, _)| *p == tp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::SeedableRng as _;
+    use tor_protover::Protocols;
+
+    use super::*;
+    use crate::descriptor::build::{build_descriptor, BuildRequest};
+    use crate::descriptor::synthetic::{periods_around, SyntheticBackend};
+    use crate::descriptor::{FrontendPeriodKeys, DEFAULT_MAX_DESCRIPTOR_LEN};
+
+    /// Each finding from real descriptors of one address, read back as a peek reads them;
+    /// above all, a peer's descriptor with our very counter and listing (both built in the
+    /// same second from the same backends) is told from ours by its signing key.
+    #[test]
+    fn a_peer_with_our_counter_and_listing_is_seen_as_a_peer() {
+        let mut r = StdRng::seed_from_u64(23);
+        let now = std::time::SystemTime::now();
+        let tp = periods_around(now)[0].time_period;
+        let frontend = SyntheticBackend::generate(&mut r, 0).key;
+        let ours = FrontendPeriodKeys::derive(&frontend, tp).expect("keys");
+        let peer = FrontendPeriodKeys::derive(&frontend, tp).expect("keys");
+        let ipts = SyntheticBackend::generate(&mut r, 3).intro_points;
+        let others = SyntheticBackend::generate(&mut r, 3).intro_points;
+        let mut build = |keys: &FrontendPeriodKeys, intro_points, revision: u64| {
+            let req = BuildRequest {
+                intro_points,
+                revision: revision.into(),
+                now,
+                max_len: DEFAULT_MAX_DESCRIPTOR_LEN,
+                flow_control: None,
+                protocols: Protocols::default(),
+                auth_clients: None,
+            };
+            build_descriptor(keys, &req, &mut r).expect("build")
+        };
+        let sent = build(&ours, &ipts, 100);
+        let held = |d: &BuiltDescriptor| -> Result<Option<PublishedDescriptor>, String> {
+            Ok(Some(
+                read_listing(&ours, &d.text, DEFAULT_MAX_DESCRIPTOR_LEN).expect("read"),
+            ))
+        };
+        let finding = |d: &BuiltDescriptor| PeekFinding::of(&sent, &held(d));
+        assert_eq!(finding(&sent), PeekFinding::Ours);
+        let twin = build(&peer, &ipts, 100);
+        assert_eq!(twin.listing, sent.listing);
+        assert_eq!(finding(&twin), PeekFinding::Equivalent(100.into()));
+        assert_eq!(finding(&twin).other_publisher(), Some((100.into(), true)));
+        assert_eq!(
+            finding(&build(&peer, &ipts, 101)),
+            PeekFinding::Equivalent(101.into())
+        );
+        assert_eq!(
+            finding(&build(&peer, &others, 100)),
+            PeekFinding::Outranked(100.into())
+        );
+        assert_eq!(
+            finding(&build(&peer, &ipts, 99)),
+            PeekFinding::Below(99.into())
+        );
+        assert_eq!(PeekFinding::of(&sent, &Ok(None)), PeekFinding::Missing);
+        assert_eq!(
+            PeekFinding::of(&sent, &Err("timeout".into())),
+            PeekFinding::Unknown("timeout".into())
+        );
     }
 }
