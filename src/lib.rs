@@ -122,6 +122,7 @@ pub mod net;
 /// Moving descriptors over Tor (the transport seam).
 #[cfg(not(feature = "testing"))]
 mod net;
+mod process_metrics;
 mod redact;
 /// The HSDir hash ring.
 #[cfg(feature = "testing")]

@@ -5,6 +5,9 @@
 //! anyone who can connect learns the address, which for an unlisted or restricted service is
 //! the secret that keeps it private. Bind it to loopback (the daemon warns otherwise).
 //!
+//! The standard process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+//! ...) follow ours, unprefixed as every Prometheus client library writes them.
+//!
 //! The endpoint answers `GET /metrics` (404 for other paths, 405 for other methods) and
 //! nothing else, and cannot be made to hold resources: at most [`MAX_CONNECTIONS`] are
 //! served at once (more are closed at once), each within [`CONNECTION_DEADLINE`], and a
@@ -473,14 +476,17 @@ async fn answer(
         }
     }
     let (status, body) = match parse_request(&head) {
-        Request::Metrics => (
-            "200 OK",
-            render(
+        Request::Metrics => {
+            let mut body = render(
                 &source.borrow(),
                 bootstrapped.load(Ordering::Relaxed),
                 SystemTime::now(),
-            ),
-        ),
+            );
+            if let Some(stats) = crate::process_metrics::read() {
+                crate::process_metrics::render(&stats, &mut body);
+            }
+            ("200 OK", body)
+        }
         Request::NotFound => ("404 Not Found", "only /metrics is served here\n".to_owned()),
         Request::MethodNotAllowed => ("405 Method Not Allowed", "use GET\n".to_owned()),
         Request::Bad => ("400 Bad Request", "not an HTTP request\n".to_owned()),

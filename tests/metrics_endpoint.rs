@@ -138,8 +138,19 @@ async fn metrics_endpoint_survives_idle_floods_and_running_out_of_descriptors() 
         "the server holds {server_side} descriptors for idle clients (cap {MAX_CONNECTIONS})"
     );
     // A scraper still gets its answer: at worst once the slots' deadline has passed.
-    let (_, took) = scrape(port, metrics::CONNECTION_DEADLINE * 3).await;
+    let (answer, took) = scrape(port, metrics::CONNECTION_DEADLINE * 3).await;
     eprintln!("scrape answered {:.1} s into the flood", took.as_secs_f64());
+    // The process's own metrics come with ours, and see the flood's descriptors.
+    let reported_fds: usize = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("process_open_fds "))
+        .and_then(|v| v.parse().ok())
+        .expect("process_open_fds in the scrape");
+    assert!(
+        reported_fds >= IDLE,
+        "{reported_fds} descriptors while {IDLE} idle connections are open"
+    );
+    assert!(answer.contains("\nprocess_resident_memory_bytes "));
     assert!(
         rss_kb().saturating_sub(rss_before) < 50_000,
         "memory grew by more than 50 MB"
