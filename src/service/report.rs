@@ -322,7 +322,7 @@ impl Reporter {
                 // Stored by an attempt whose answer was lost: published all the same.
                 self.first_published.get_or_insert(wall);
                 info!(
-                    "{front}: time period {tp}: HSDir {hsdir} already holds revision {ours}, (an earlier attempt got through): counted as stored"
+                    "{front}: time period {tp}: HSDir {hsdir} already holds revision {ours}, our own (an earlier attempt got through): counted as stored"
                 );
             }
             (PeekFinding::Ours, PeekWhy::Watch) => debug!(
