@@ -487,6 +487,8 @@ fn sanitize_comment(s: &str) -> String {
 /// Where one piece of an Arti configuration came from, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArtiSource {
+    /// What the balancer changes in Arti's defaults ([`BALANCER_ARTI_DEFAULTS`]).
+    BalancerDefaults,
     /// The data directory onionbalance chose (the base under every other source).
     Storage,
     /// An Arti TOML file.
@@ -498,6 +500,7 @@ pub enum ArtiSource {
 impl std::fmt::Display for ArtiSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            ArtiSource::BalancerDefaults => write!(f, "onionbalance's defaults for Arti"),
             ArtiSource::Storage => write!(f, "the data directory setting"),
             ArtiSource::File(p) => write!(f, "{}", p.display()),
             ArtiSource::Option(o) => write!(f, "-o {o}"),
@@ -550,6 +553,22 @@ impl LoadedArtiConfig {
     }
 }
 
+/// What the `onionbalance` program changes in Arti's defaults, under every configuration
+/// file and option (see [`ArtiSources::balancer_defaults`]); an application that embeds the
+/// balancer in its own Tor client decides for itself.
+///
+/// * **No preemptive exit circuits.** Arti builds exit circuits ahead of need: two for each
+///   port it predicts (80 and 443 from the start, and DNS), kept for an hour and rebuilt as
+///   they expire. The balancer never opens an exit stream; its circuits all end at HSDirs and
+///   come from the onion-service pool. Those circuits would be built, kept and rebuilt for
+///   nothing: CPU, and circuits through exits that a relay operator sees for no traffic.
+pub const BALANCER_ARTI_DEFAULTS: &str = "\
+# onionbalance opens no exit streams: build no exit circuits ahead of need.
+[preemptive_circuits]
+disable_at_threshold = 0
+initial_predicted_ports = []
+";
+
 /// An Arti client configuration assembled as the `arti` program assembles its own: any
 /// number of TOML files, later ones overriding earlier ones, then `-o KEY=VALUE` overrides,
 /// all through Arti's configuration loader (`tor-config`), which reports the keys it does
@@ -560,6 +579,8 @@ impl LoadedArtiConfig {
 /// them itself.
 #[derive(Debug, Clone, Default)]
 pub struct ArtiSources {
+    /// Whether [`BALANCER_ARTI_DEFAULTS`] go under everything else.
+    balancer_defaults: bool,
     /// Storage directories to set under every other source.
     storage: Option<Storage>,
     /// TOML files, in order.
@@ -572,6 +593,13 @@ impl ArtiSources {
     /// No sources: Arti's defaults (the public Tor network, Arti's default directories).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Puts [`BALANCER_ARTI_DEFAULTS`] under every other source (which may still set them
+    /// otherwise): for a Tor client that does nothing but balance.
+    pub fn balancer_defaults(mut self) -> Self {
+        self.balancer_defaults = true;
+        self
     }
 
     /// Sets Arti's state and cache directories before any file or option (which may
@@ -598,6 +626,12 @@ impl ArtiSources {
     /// Reads the files and resolves everything into a client configuration.
     pub fn load(&self) -> Result<LoadedArtiConfig, ArtiTomlError> {
         let mut texts: Vec<(ArtiSource, SourceText)> = Vec::new();
+        if self.balancer_defaults {
+            texts.push((
+                ArtiSource::BalancerDefaults,
+                SourceText::Toml(BALANCER_ARTI_DEFAULTS.to_owned()),
+            ));
+        }
         if let Some(storage) = &self.storage {
             texts.push((
                 ArtiSource::Storage,
@@ -1140,6 +1174,35 @@ mod tests {
             .load()
             .expect("loads");
         assert!(format!("{:?}", loaded.config).contains("/elsewhere"));
+    }
+
+    /// The balancer's defaults turn Arti's preemptive exit circuits off, stay under what an
+    /// operator sets, and name no key Arti does not know.
+    #[test]
+    fn balancer_defaults_build_no_preemptive_circuits_unless_overridden() {
+        use tor_circmgr::{CircMgrConfig as _, PreemptiveCircuitConfigBuilder};
+        let mut builder = PreemptiveCircuitConfigBuilder::default();
+        builder.disable_at_threshold(0);
+        builder.initial_predicted_ports().clear();
+        let none = builder.build().expect("builds");
+        let loaded = ArtiSources::new()
+            .balancer_defaults()
+            .load()
+            .expect("loads");
+        assert_eq!(loaded.config.preemptive_circuits(), &none);
+        assert!(loaded.unrecognized.is_empty() && loaded.deprecated.is_empty());
+        let plain = ArtiSources::new().load().expect("loads");
+        assert_ne!(
+            plain.config.preemptive_circuits(),
+            &none,
+            "Arti's own default"
+        );
+        let overridden = ArtiSources::new()
+            .balancer_defaults()
+            .option("preemptive_circuits.disable_at_threshold=12")
+            .load()
+            .expect("loads");
+        assert_ne!(overridden.config.preemptive_circuits(), &none);
     }
 
     #[test]

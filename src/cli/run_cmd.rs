@@ -453,7 +453,7 @@ pub(crate) fn arti_client_config(
     arti: &ArtiArgs,
     data_dir: Option<&Path>,
 ) -> Result<TorClientConfig> {
-    let mut sources = ArtiSources::new();
+    let mut sources = ArtiSources::new().balancer_defaults();
     if arti.files.is_empty() {
         let dir = match data_dir {
             Some(d) => d.to_path_buf(),
