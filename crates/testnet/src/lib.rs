@@ -22,6 +22,8 @@ pub mod demo;
 pub mod fixtures;
 pub mod frontend;
 pub mod http;
+pub mod sim;
+pub mod sim_report;
 pub mod socks;
 pub mod systemd;
 pub mod testnet;
