@@ -59,6 +59,10 @@ pub const WEB_PORT: u16 = 8080;
 /// The frontend's metrics endpoint (on its host's loopback).
 pub const METRICS_PORT: u16 = 9035;
 
+/// The file (beside `shadow.yaml`) listing the scenario's events for the report: one line
+/// each, `<simulated second> <host> <stop|start>`.
+pub const EVENTS_FILE: &str = "events.txt";
+
 /// One timed event: a process of a host stopped and started again.
 #[derive(Debug, Clone)]
 pub struct Outage {
@@ -149,6 +153,37 @@ impl Scenario {
             seed: 22,
             frontend_args: Vec::new(),
         }
+    }
+}
+
+impl Scenario {
+    /// The scenario's stops and starts, as [`EVENTS_FILE`] lists them, in time order.
+    pub fn events(&self) -> String {
+        let mut events: Vec<(u64, String, &str)> = Vec::new();
+        let hosts = self
+            .backend_outages
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (format!("backend{}", i + 1), o))
+            .chain(std::iter::once((
+                "frontend".to_owned(),
+                &self.frontend_outages,
+            )));
+        for (host, outages) in hosts {
+            for o in outages {
+                events.push((
+                    o.stop_at,
+                    host.clone(),
+                    if o.kill { "kill" } else { "stop" },
+                ));
+                events.push((o.stop_at + o.down_for, host.clone(), "start"));
+            }
+        }
+        events.sort();
+        events
+            .into_iter()
+            .map(|(at, host, what)| format!("{at} {host} {what}\n"))
+            .collect()
     }
 }
 
@@ -720,6 +755,7 @@ impl Scenario {
                     .collect::<String>()
             ),
         )?;
+        fs::write(out.join(EVENTS_FILE), self.events())?;
         Ok(Generated {
             shadow_yaml,
             template,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
-use crate::sim::SIMULATION_START_UNIX;
+use crate::sim::{EVENTS_FILE, SIMULATION_START_UNIX};
 use crate::torrc::REND_LOG;
 
 /// The line a C tor HSDir writes, in its `rend` log at info, for each descriptor it stored
@@ -159,47 +159,14 @@ pub fn report(data: &Path) -> Result<String> {
     }
     let _ = writeln!(out, "\nAll loads: {total_ok}/{total} succeeded.\n");
 
-    // Uploads the HSDirs stored, per simulated day.
-    let _ = writeln!(
-        out,
-        "## Descriptor uploads each HSDir stored (its own log), per simulated day\n"
-    );
-    let mut hsdirs: Vec<String> = fs::read_dir(&hosts)?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("relay") || n.starts_with("auth"))
-        .collect();
-    hsdirs.sort_by_key(|n| {
-        (
-            n.trim_start_matches(char::is_alphabetic)
-                .parse::<u32>()
-                .unwrap_or(0),
-            n.clone(),
-        )
-    });
-    let mut days: BTreeMap<String, BTreeMap<u64, u64>> = BTreeMap::new();
-    for h in &hsdirs {
-        let text = fs::read_to_string(hosts.join(h).join(REND_LOG)).unwrap_or_default();
-        for line in text.lines().filter(|l| l.contains(HSDIR_STORED_LINE)) {
-            if let Some(t) = tor_log_time(line) {
-                *days
-                    .entry(h.clone())
-                    .or_default()
-                    .entry(t as u64 / 86400)
-                    .or_default() += 1;
-            }
-        }
-    }
-    let _ = writeln!(out, "| HSDir | stored per day (day 0, 1, ...) |\n|---|---|");
-    for (h, per_day) in &days {
-        let cells: Vec<String> = per_day.iter().map(|(d, n)| format!("d{d}: {n}")).collect();
-        let _ = writeln!(out, "| {h} | {} |", cells.join(", "));
-    }
+    // Uploads the HSDirs stored, per simulated day, the backends' told apart.
+    let _ = writeln!(out, "{}", uploads(&hosts)?);
 
     // The frontend's log: warnings and errors, counted by shape; and its publications.
     let front = hosts.join("frontend");
     let mut shapes: BTreeMap<(String, String), (u64, f64)> = BTreeMap::new();
-    let mut published: Vec<String> = Vec::new();
+    // (simulated second, period, the log line's message) of each "all HSDirs hold" line.
+    let mut published: Vec<(f64, u64, String)> = Vec::new();
     for log in files_ending(&front, ".stderr") {
         let text = fs::read_to_string(&log)?;
         for line in text.lines() {
@@ -209,9 +176,13 @@ pub fn report(data: &Path) -> Result<String> {
                 "ERROR"
             } else {
                 if line.contains("HSDirs hold our descriptor") {
-                    if let Some(t) = tracing_log_time(line) {
-                        let msg = line.split_once(": ").map(|(_, m)| m).unwrap_or(line);
-                        published.push(format!("{:>8.0} s (hour {:.1}): {msg}", t, t / 3600.0));
+                    let period = line
+                        .split("time period ")
+                        .nth(1)
+                        .and_then(|r| r.split(':').next())
+                        .and_then(|n| n.trim().parse().ok());
+                    if let (Some(t), Some(period)) = (tracing_log_time(line), period) {
+                        published.push((t, period, line.to_owned()));
                     }
                 }
                 continue;
@@ -246,9 +217,9 @@ pub fn report(data: &Path) -> Result<String> {
     );
     let _ = writeln!(out, "{}", resources(&front.join("metrics.log"))?);
     let _ = writeln!(out, "\n## The frontend's publications (its log: every HSDir of a period holds the descriptor)\n");
-    for p in &published {
-        let _ = writeln!(out, "- {p}");
-    }
+    let _ = writeln!(out, "{}", publications(&published));
+    let _ = writeln!(out, "\n## Backend changes: from a backend's restart to every HSDir holding the frontend's new descriptor (its log)\n");
+    let _ = writeln!(out, "{}", changes(data, &published)?);
     Ok(out)
 }
 
@@ -315,6 +286,186 @@ fn resources(path: &Path) -> Result<String> {
     Ok(out)
 }
 
+/// Seconds from the simulation's start to the start of onion-service time period `period`
+/// (24-hour periods offset by 12 hours, as this network's and the public network's).
+fn period_start(period: u64) -> f64 {
+    (period * 86400 + 43200) as f64 - SIMULATION_START_UNIX as f64
+}
+
+/// Per period: when every HSDir first held the frontend's descriptor, against the period's
+/// start (a descriptor for the next period must be there before it starts).
+fn publications(published: &[(f64, u64, String)]) -> String {
+    let mut first: BTreeMap<u64, (f64, usize)> = BTreeMap::new();
+    for (t, period, _) in published {
+        let e = first.entry(*period).or_insert((*t, 0));
+        e.1 += 1;
+    }
+    let mut out = String::from(
+        "| period | starts at (simulated hour) | first on every HSDir (hour) | lead (hours before its start) | times every HSDir got a new one |\n|---|---|---|---|---|\n",
+    );
+    for (period, (t, n)) in &first {
+        let start = period_start(*period);
+        let _ = writeln!(
+            out,
+            "| {period} | {:.1} | {:.2} | {:.1} | {n} |",
+            start / 3600.0,
+            t / 3600.0,
+            (start - t) / 3600.0
+        );
+    }
+    out
+}
+
+/// From each backend (re)start the scenario made (its events file) to the frontend's log
+/// saying every HSDir holds a descriptor with that backend's new intro points.
+fn changes(data: &Path, published: &[(f64, u64, String)]) -> Result<String> {
+    let events_path = data.parent().map(|d| d.join(EVENTS_FILE));
+    let events = events_path
+        .as_deref()
+        .and_then(|p| fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    let log: Vec<(f64, String)> = files_ending(&data.join("hosts").join("frontend"), ".stderr")
+        .iter()
+        .filter_map(|p| fs::read_to_string(p).ok())
+        .flat_map(|t| t.lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|l| Some((tracing_log_time(&l)?, l)))
+        .collect();
+    let mut out = String::from("| backend | started at (hour) | new intro points seen after (s) | on every HSDir after (s) |\n|---|---|---|---|\n");
+    let mut any = false;
+    for line in events.lines() {
+        let mut w = line.split_whitespace();
+        let (Some(at), Some(host), Some("start")) = (w.next(), w.next(), w.next()) else {
+            continue;
+        };
+        let (Ok(at), true) = (at.parse::<f64>(), host.starts_with("backend")) else {
+            continue;
+        };
+        any = true;
+        let seen = log.iter().find(|(t, l)| {
+            *t >= at
+                && l.contains(&format!("backend {host}: time period"))
+                && l.contains("new intro points")
+        });
+        let everywhere = seen.and_then(|(t, _)| published.iter().find(|(p, _, _)| p >= t));
+        let cell = |t: Option<f64>| {
+            t.map(|t| format!("{:.0}", t - at))
+                .unwrap_or_else(|| "never".into())
+        };
+        let _ = writeln!(
+            out,
+            "| {host} | {:.2} | {} | {} |",
+            at / 3600.0,
+            cell(seen.map(|(t, _)| *t)),
+            cell(everywhere.map(|(t, _, _)| *t))
+        );
+    }
+    if !any {
+        out.push_str("(no backend restarts in this scenario)\n");
+    }
+    Ok(out)
+}
+
+/// The `initiated upload request to $<fingerprint>~<nickname>` lines of every backend's
+/// `rend` log: (simulated second, HSDir nickname).
+fn backend_uploads(hosts: &Path) -> Vec<(f64, String)> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(hosts).into_iter().flatten().flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("backend") {
+            continue;
+        }
+        let text = fs::read_to_string(entry.path().join(REND_LOG)).unwrap_or_default();
+        for line in text.lines() {
+            let Some(rest) = line.split("initiated upload request to $").nth(1) else {
+                continue;
+            };
+            let nick = rest
+                .split_whitespace()
+                .next()
+                .and_then(|fp| fp.split('~').nth(1));
+            if let (Some(t), Some(nick)) = (tor_log_time(line), nick) {
+                out.push((t, nick.to_owned()));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// How long after a backend initiates an upload the HSDir's stored line may come.
+const UPLOAD_MATCH_WINDOW: f64 = 60.0;
+
+/// Per HSDir and simulated day, the uploads it stored (its own log), told apart: each upload
+/// a backend initiated to it (the backend's log) is matched to the first stored line at that
+/// HSDir within [`UPLOAD_MATCH_WINDOW`] after; stored lines left over are the frontend's.
+/// Also the longest gaps between two of the frontend's uploads to one HSDir (a descriptor
+/// lives 3 hours; a longer gap at an HSDir still responsible would let it expire there).
+fn uploads(hosts: &Path) -> Result<String> {
+    let mut hsdirs: Vec<String> = fs::read_dir(hosts)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("relay") || n.starts_with("auth"))
+        .collect();
+    hsdirs.sort_by_key(|n| {
+        (
+            n.trim_start_matches(char::is_alphabetic)
+                .parse::<u32>()
+                .unwrap_or(0),
+            n.clone(),
+        )
+    });
+    let initiated = backend_uploads(hosts);
+    let mut out =
+        String::from("| HSDir | per day: frontend + backends (day 0, 1, ...) |\n|---|---|\n");
+    let mut gaps: Vec<(f64, String, f64)> = Vec::new();
+    for h in &hsdirs {
+        let text = fs::read_to_string(hosts.join(h).join(REND_LOG)).unwrap_or_default();
+        let mut stored: Vec<(f64, bool)> = text
+            .lines()
+            .filter(|l| l.contains(HSDIR_STORED_LINE))
+            .filter_map(|l| Some((tor_log_time(l)?, false)))
+            .collect();
+        for (t, _) in initiated.iter().filter(|(_, n)| n == h) {
+            if let Some(s) = stored
+                .iter_mut()
+                .find(|(s, by_backend)| !*by_backend && *s >= *t && *s <= t + UPLOAD_MATCH_WINDOW)
+            {
+                s.1 = true;
+            }
+        }
+        let mut days: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        for (t, by_backend) in &stored {
+            let d = days.entry(*t as u64 / 86400).or_default();
+            if *by_backend {
+                d.1 += 1;
+            } else {
+                d.0 += 1;
+            }
+        }
+        let frontend: Vec<f64> = stored.iter().filter(|(_, b)| !b).map(|(t, _)| *t).collect();
+        for w in frontend.windows(2) {
+            gaps.push((w[1] - w[0], h.clone(), w[0]));
+        }
+        let cells: Vec<String> = days
+            .iter()
+            .map(|(d, (f, b))| format!("d{d}: {f} + {b}"))
+            .collect();
+        let _ = writeln!(out, "| {h} | {} |", cells.join(", "));
+    }
+    gaps.sort_by(|a, b| b.0.total_cmp(&a.0));
+    out.push_str("\nLongest gaps between two frontend uploads stored at one HSDir: ");
+    let longest: Vec<String> = gaps
+        .iter()
+        .take(5)
+        .map(|(g, h, from)| format!("{h} {:.2} h from hour {:.2}", g / 3600.0, from / 3600.0))
+        .collect();
+    out.push_str(&longest.join("; "));
+    out.push_str(&format!(
+        "; gaps over 3 h: {}\n",
+        gaps.iter().filter(|(g, _, _)| *g > 3.0 * 3600.0).count()
+    ));
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +494,35 @@ mod tests {
             message_shape("time period 10958: HSDir $0123456789ABCDEF012345 refused revision 7");
         assert_eq!(a, b);
         assert_ne!(a, message_shape("time period 10957: upload failed"));
+    }
+
+    /// An HSDir's stored uploads are the backends' when a backend initiated one to it just
+    /// before, the frontend's otherwise; gaps are measured between the frontend's only.
+    #[test]
+    fn uploads_are_told_apart_by_the_backends_logs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hosts = dir.path();
+        for h in ["relay1", "backend1"] {
+            fs::create_dir_all(hosts.join(h)).expect("mkdir");
+        }
+        let stored = |t: &str| format!("Jan 01 {t} [info] x: {HSDIR_STORED_LINE}\n");
+        let log = [
+            stored("00:01:40.000"),
+            stored("00:01:45.000"),
+            stored("04:00:00.000"),
+        ]
+        .concat();
+        fs::write(hosts.join("relay1").join(REND_LOG), log).expect("write");
+        fs::write(
+            hosts.join("backend1").join(REND_LOG),
+            "Jan 01 00:01:39.500 [info] upload_descriptor_to_hsdir(): Service x current \
+             descriptor of revision 1 initiated upload request to $AB~relay1 [x]\n",
+        )
+        .expect("write");
+        let table = uploads(hosts).expect("reads");
+        assert!(table.contains("| relay1 | d0: 2 + 1 |"), "{table}");
+        assert!(table.contains("relay1 3.97 h from hour 0.03"), "{table}");
+        assert!(table.contains("gaps over 3 h: 1"), "{table}");
     }
 
     /// CPU per hour counts from 0 again after a restart; memory is the hour's last sample.
