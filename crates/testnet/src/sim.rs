@@ -454,6 +454,27 @@ fn make_backend_key(hs_dir: &Path, rng: &mut rand::rngs::StdRng) -> Result<Strin
     Ok(address)
 }
 
+/// The Arti TOML for a host of this network: `onionbalance arti-config` reads the
+/// authorities from the template's host directories (as from a chutney network's), with the
+/// host's Arti storage under `storage` (inside Shadow's data directory).
+fn arti_config(programs: &Programs, hosts_dir: &Path, storage: &Path) -> Result<Vec<u8>> {
+    let out = Command::new(&programs.onionbalance)
+        .arg("arti-config")
+        .arg("--chutney")
+        .arg(hosts_dir)
+        .arg("--storage")
+        .arg(storage)
+        .output()
+        .context("run onionbalance arti-config")?;
+    if !out.status.success() {
+        bail!(
+            "onionbalance arti-config failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out.stdout)
+}
+
 /// Sets a path's permission bits (tor refuses group- or world-readable key directories).
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
@@ -606,21 +627,9 @@ impl Scenario {
             let _ = writeln!(yaml, "  - address: {b}\n    name: backend{}", i + 1);
         }
         fs::write(front_dir.join("config.yaml"), yaml)?;
-        let arti_out = Command::new(&programs.onionbalance)
-            .arg("arti-config")
-            .arg("--chutney")
-            .arg(&hosts_dir)
-            .arg("--storage")
-            .arg(data_hosts.join("frontend").join("arti"))
-            .output()
-            .context("run onionbalance arti-config")?;
-        if !arti_out.status.success() {
-            bail!(
-                "onionbalance arti-config failed: {}",
-                String::from_utf8_lossy(&arti_out.stderr)
-            );
-        }
-        fs::write(front_dir.join("arti.toml"), &arti_out.stdout)?;
+        let arti_toml =
+            |host: &str| arti_config(programs, &hosts_dir, &data_hosts.join(host).join("arti"));
+        fs::write(front_dir.join("arti.toml"), arti_toml("frontend")?)?;
         // The data directory keeps the revision counters across the restart (Shadow gives
         // processes no HOME to find the default one under).
         let mut front_args = format!(
@@ -686,15 +695,7 @@ impl Scenario {
         }
         let arti_dir = hosts_dir.join("articlient");
         fs::create_dir_all(&arti_dir)?;
-        let client_toml = Command::new(&programs.onionbalance)
-            .arg("arti-config")
-            .arg("--chutney")
-            .arg(&hosts_dir)
-            .arg("--storage")
-            .arg(data_hosts.join("articlient").join("arti"))
-            .output()
-            .context("run onionbalance arti-config")?;
-        fs::write(arti_dir.join("arti.toml"), &client_toml.stdout)?;
+        fs::write(arti_dir.join("arti.toml"), arti_toml("articlient")?)?;
         hosts.push(Host {
             name: "articlient".into(),
             ip: "100.3.1.1".into(),

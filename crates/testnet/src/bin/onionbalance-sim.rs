@@ -141,6 +141,15 @@ fn web(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Opens a log for appending, creating it: the simulation's programs each keep one.
+fn append_to(path: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))
+}
+
 /// Metrics kept by `scrape`: the process's own, and what the daemon did.
 const SCRAPED: &[&str] = &[
     "process_cpu_seconds_total",
@@ -157,11 +166,7 @@ async fn scrape(args: &[String]) -> Result<()> {
     let port: u16 = number(args, "--port", sim::METRICS_PORT)?;
     let every = Duration::from_secs(number(args, "--every", 300)?);
     let log_path = PathBuf::from(required(args, "--log")?);
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("open {}", log_path.display()))?;
+    let mut log = append_to(&log_path)?;
     let mut next = Instant::now();
     loop {
         tokio::time::sleep_until(next.into()).await;
@@ -218,11 +223,7 @@ async fn load(args: &[String]) -> Result<()> {
             cookie: PathBuf::from(required(args, "--cookie")?),
         },
     };
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("open {}", log_path.display()))?;
+    let mut log = append_to(&log_path)?;
     let mut next = Instant::now();
     loop {
         tokio::time::sleep_until(next.into()).await;
