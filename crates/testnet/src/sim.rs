@@ -785,14 +785,23 @@ mod tests {
         let long: Vec<&Outage> = s.backend_outages[1].iter().filter(|o| o.kill).collect();
         assert_eq!(long.len(), 1);
         assert_eq!(long[0].down_for, 6 * 3600);
-        for o in s.backend_outages[1].iter().filter(|o| !o.kill) {
-            assert!(
-                o.stop_at + o.down_for < long[0].stop_at
-                    || o.stop_at > long[0].stop_at + long[0].down_for,
-                "a restart inside the long outage: {o:?}"
-            );
-        }
         assert_eq!(s.frontend_outages.len(), 1);
+        // Whatever the number of backends (with 5, backend 2's turn falls inside its crash),
+        // no restart of the crashed backend is planned inside its crash.
+        for backends in 2..=8 {
+            let s = Scenario::standard(72, 20, backends);
+            let long = s.backend_outages[1]
+                .iter()
+                .find(|o| o.kill)
+                .expect("the long outage");
+            for o in s.backend_outages[1].iter().filter(|o| !o.kill) {
+                assert!(
+                    o.stop_at + o.down_for < long.stop_at
+                        || o.stop_at > long.stop_at + long.down_for,
+                    "{backends} backends: a restart inside the long outage: {o:?}"
+                );
+            }
+        }
         // A short run has no long outage and no frontend restart.
         let short = Scenario::standard(24, 20, 6);
         assert!(short.backend_outages.iter().flatten().all(|o| !o.kill));
