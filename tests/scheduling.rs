@@ -602,11 +602,30 @@ impl World {
 }
 
 fn sim(test: impl Fn(MockRuntime) -> BoxFuture<'static, ()>) {
-    // The real time: runs at different hours meet the two halves of the day's time period
-    // (publishing with the previous or with the next period beside the current one).
-    let start = SystemTime::now();
-    let rt = MockRuntime::builder().starting_wallclock(start).build();
+    let rt = MockRuntime::builder()
+        .starting_wallclock(sim_start())
+        .build();
     rt.clone().block_on(test(rt));
+}
+
+/// Where a test's simulated clock starts: the real time, so that runs at different hours meet
+/// the two halves of the day's time period (publishing with the previous or with the next
+/// period beside the current one). `SIM_START_UNIX=SECS` replays a run that failed at a
+/// given hour; each test prints the start it used.
+fn sim_start() -> SystemTime {
+    let now = SystemTime::now();
+    let start = match std::env::var("SIM_START_UNIX") {
+        Ok(secs) => {
+            let secs: u64 = secs.parse().expect("SIM_START_UNIX: seconds since 1970");
+            SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+        }
+        Err(_) => now,
+    };
+    let secs = start
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    eprintln!("simulated clock starts at {secs} (replay with SIM_START_UNIX={secs})");
+    start
 }
 
 /// Per period, each distinct revision uploaded and when it was first seen: one per build.
@@ -2383,33 +2402,37 @@ async fn two_frontend_scenario(rt: &MockRuntime, frontends: usize) -> ScenarioCo
 /// saw them later; each sees the other in its status.
 #[test]
 fn two_frontends_with_one_key_publish_alike_without_fighting() {
-    sim(|rt| {
-        Box::pin(async move {
-            let one = two_frontend_scenario(&rt, 1).await;
-            let two = two_frontend_scenario(&rt, 2).await;
-            eprintln!("one frontend: {one:?}\ntwo frontends: {two:?}");
-            // Per HSDir and period, at most twice what one frontend uploads.
-            for (pair, n) in &two.uploads {
-                let alone = one.uploads.get(pair).copied().unwrap_or(0);
-                assert!(
-                    *n <= 2 * alone,
-                    "{pair:?}: {n} uploads by two frontends, {alone} by one"
-                );
-            }
-            let pairs = two.uploads.len();
-            assert!(
-                two.refused <= pairs,
-                "no refusal storm: {} refused uploads over {pairs} (period, HSDir) pairs",
-                two.refused
-            );
-            for c in [&one, &two] {
-                assert_eq!(c.reverted, 0, "went back to the old intro points: {c:?}");
-                let after = c.converged_after.expect("the new intro points arrived");
-                // Two fetch intervals, the 60-s rebuild gap at most, the uploads.
-                assert!(after <= 3 * 60, "converged after {after} s");
-            }
-        })
-    });
+    // Each scenario on its own clock from the same start: run one after the other on one
+    // clock, the second would meet other time periods (past midnight, the next period's
+    // shared random value) and so other HSDirs, and the comparison would mean nothing.
+    let start = sim_start();
+    let run = |frontends| {
+        let rt = MockRuntime::builder().starting_wallclock(start).build();
+        rt.clone()
+            .block_on(async move { two_frontend_scenario(&rt, frontends).await })
+    };
+    let (one, two) = (run(1), run(2));
+    eprintln!("one frontend: {one:?}\ntwo frontends: {two:?}");
+    // Per HSDir and period, at most twice what one frontend uploads.
+    for (pair, n) in &two.uploads {
+        let alone = one.uploads.get(pair).copied().unwrap_or(0);
+        assert!(
+            *n <= 2 * alone,
+            "{pair:?}: {n} uploads by two frontends, {alone} by one"
+        );
+    }
+    let pairs = two.uploads.len();
+    assert!(
+        two.refused <= pairs,
+        "no refusal storm: {} refused uploads over {pairs} (period, HSDir) pairs",
+        two.refused
+    );
+    for c in [&one, &two] {
+        assert_eq!(c.reverted, 0, "went back to the old intro points: {c:?}");
+        let after = c.converged_after.expect("the new intro points arrived");
+        // Two fetch intervals, the 60-s rebuild gap at most, the uploads.
+        assert!(after <= 3 * 60, "converged after {after} s");
+    }
 }
 
 /// An HSDir that lost our descriptor (it restarted: C tor keeps its cache in memory) gets it
