@@ -88,6 +88,9 @@ struct Script {
     /// Until this (simulated) time every fetch fails as Arti fails right after a bootstrap
     /// from cached state: the vanguard manager has no vanguards yet.
     not_ready_until: Option<SystemTime>,
+    /// Fetches of the frontend's own descriptor (peeks) answer after this long, with what
+    /// the HSDir held when asked: the HSDir answered at once, the circuit back was slow.
+    slow_peeks: Option<Duration>,
     /// Simulation clock.
     clock: Option<MockRuntime>,
     /// The frontend, to recognise which period an upload is for.
@@ -174,6 +177,14 @@ impl DirTransport for ScriptedTransport {
             });
         }
         let r = s.stored.get(&(blind_id, id)).cloned();
+        let is_peek = s.front_ids.values().any(|f| *f == blind_id);
+        if let (Some(delay), true) = (s.slow_peeks, is_peek) {
+            let clock = s.clock.clone().expect("clock");
+            return Box::pin(async move {
+                clock.sleep(delay).await;
+                Ok(r)
+            });
+        }
         Box::pin(async move { Ok(r) })
     }
 
@@ -2433,6 +2444,58 @@ fn two_frontends_with_one_key_publish_alike_without_fighting() {
         // Two fetch intervals, the 60-s rebuild gap at most, the uploads.
         assert!(after <= 3 * 60, "converged after {after} s");
     }
+}
+
+/// A build while a watch's peek is under way: the HSDir answers with the descriptor we asked
+/// about, and our newer one reaches it before that answer reaches us. That answer is not a
+/// lost descriptor: nothing is uploaded again (the HSDir would refuse it: it holds the newer
+/// one), so from the HSDirs' side each build reaches each HSDir once and nothing is refused.
+#[test]
+fn a_build_while_we_look_is_not_taken_for_a_lost_descriptor() {
+    sim(|rt| {
+        Box::pin(async move {
+            let mut w = World::new(rt.clone(), 3);
+            // A watch every 20 s, each peek answered after 25 s: from now on some peek of
+            // each period is always under way, whenever the build comes.
+            let timing = Timing {
+                watch_interval: Duration::from_secs(20),
+                ..Timing::default()
+            };
+            let handle = w.launch_config_timing(w.config(), timing);
+            rt.advance_by(Duration::from_secs(5 * 60)).await;
+            assert!(handle.all_published());
+            w.transport.lock().slow_peeks = Some(Duration::from_secs(25));
+            rt.advance_by(Duration::from_secs(2 * 60)).await;
+            let before = w.uploads().len();
+            w.backend_restarts(1);
+            rt.advance_by(Duration::from_secs(10 * 60)).await;
+            let ups = w.uploads().split_off(before);
+            let first_new = ups.first().expect("the restart led to a build").at;
+            let under_way = {
+                let s = w.transport.lock();
+                s.fetches
+                    .iter()
+                    .filter(|(at, blind, _)| {
+                        s.front_ids.values().any(|f| f == blind)
+                            && *at < first_new
+                            && first_new < *at + Duration::from_secs(25)
+                    })
+                    .count()
+            };
+            assert!(under_way > 0, "no peek was under way at the build");
+            let mut sent = HashSet::new();
+            for u in &ups {
+                assert!(u.accepted, "refused: {} at {}", u.revision, u.hsdir);
+                assert!(
+                    sent.insert((u.hsdir, u.revision)),
+                    "revision {} sent twice to {}",
+                    u.revision,
+                    u.hsdir
+                );
+            }
+            handle.shutdown().await;
+        })
+    });
 }
 
 /// An HSDir that lost our descriptor (it restarted: C tor keeps its cache in memory) gets it

@@ -25,6 +25,7 @@
 //! | a revision at or above ours from another signer, our listing | [`PeekFinding::Equivalent`] | count it stored: it serves clients as ours would; our next counter goes above it   |
 //! | a revision at or above ours, another or unreadable listing | [`PeekFinding::Outranked`] | check every backend again, then rebuild above it for that HSDir |
 //! | a lower revision                         | [`PeekFinding::Below`]      | on watch: upload ours again (the HSDir lost it)                                     |
+//! | one we have replaced since we asked      | [`PeekFinding::Superseded`] | nothing: the newer descriptor's upload settles it                                   |
 //! | nothing                                  | [`PeekFinding::Missing`]    | on watch: upload ours again                                                         |
 //!
 //! A peer's descriptor is never a refusal to rebuild for when it lists the same; when it
@@ -84,8 +85,11 @@ pub(super) enum PeekFinding {
     /// It holds another publisher's descriptor with this revision, at or above ours, listing
     /// something else (or nothing our key can read).
     Outranked(RevisionCounter),
-    /// It holds a lower revision.
+    /// It holds a lower revision than the descriptor we looked for.
     Below(RevisionCounter),
+    /// It holds this revision: at or above the descriptor we looked for, below the one we
+    /// built since and send there now (a build while we looked). That upload settles it.
+    Superseded(RevisionCounter),
     /// It holds nothing for our address.
     Missing,
     /// It could not be asked, or its answer is not a descriptor of ours: why.
@@ -93,21 +97,30 @@ pub(super) enum PeekFinding {
 }
 
 impl PeekFinding {
-    /// What `held` (the HSDir's answer) means against `ours`.
+    /// What `held` (the HSDir's answer) means: against `looked_for`, the descriptor the
+    /// HSDir should have held when we asked, and `current`, the one it should hold now
+    /// (another, newer one when we built while the peek was under way).
+    ///
+    /// The HSDir answered before our newer upload reached it, so "lower" is judged against
+    /// what we asked about: judged against the newer one, our own earlier descriptor would
+    /// look like a lost one.
     pub(super) fn of(
-        ours: &BuiltDescriptor,
+        looked_for: &BuiltDescriptor,
+        current: &BuiltDescriptor,
         held: &Result<Option<PublishedDescriptor>, String>,
     ) -> Self {
-        let sent = u64::from(ours.revision);
+        let sent = u64::from(current.revision);
         match held {
             Err(why) => PeekFinding::Unknown(why.clone()),
             Ok(None) => PeekFinding::Missing,
             Ok(Some(d)) => {
                 let rev = u64::from(d.revision);
-                let same = d.listing == Some(ours.listing);
-                if rev < sent {
+                let same = d.listing == Some(current.listing);
+                if rev < u64::from(looked_for.revision) {
                     PeekFinding::Below(d.revision)
-                } else if rev == sent && d.signing_key == ours.signing_key {
+                } else if rev < sent {
+                    PeekFinding::Superseded(d.revision)
+                } else if rev == sent && d.signing_key == current.signing_key {
                     // Never two texts of ours with one revision: each build has a new one.
                     PeekFinding::Ours
                 } else if same {
@@ -250,13 +263,14 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             .in_flight
             .retain(|p| *p != (job.period, job.hsdir.id));
         // A build may have given this HSDir a newer descriptor while we looked (and it may
-        // hold that one already): what it holds is judged against what it should hold now,
-        // or our own newer upload would pass for another publisher's.
+        // hold that one already): what it holds is judged against both, see
+        // `PeekFinding::of`. From here on `job.ours` is the one it should hold now.
         let mut job = job;
+        let looked_for = job.ours.clone();
         if let Some(now_assigned) = self.publish.assigned_to(job.period, &job.hsdir.id) {
             job.ours = now_assigned;
         }
-        let finding = PeekFinding::of(&job.ours, &held);
+        let finding = PeekFinding::of(&looked_for, &job.ours, &held);
         let (now, wall) = (self.runtime.now(), self.runtime.wallclock());
         let tp = job.period;
         let counts_as_ours = matches!(
@@ -351,7 +365,7 @@ mod tests {
                 read_listing(&ours, &d.text, DEFAULT_MAX_DESCRIPTOR_LEN).expect("read"),
             ))
         };
-        let finding = |d: &BuiltDescriptor| PeekFinding::of(&sent, &held(d));
+        let finding = |d: &BuiltDescriptor| PeekFinding::of(&sent, &sent, &held(d));
         assert_eq!(finding(&sent), PeekFinding::Ours);
         let twin = build(&peer, &ipts, 100);
         assert_eq!(twin.listing, sent.listing);
@@ -369,9 +383,23 @@ mod tests {
             finding(&build(&peer, &ipts, 99)),
             PeekFinding::Below(99.into())
         );
-        assert_eq!(PeekFinding::of(&sent, &Ok(None)), PeekFinding::Missing);
+        // A build while we looked: the HSDir answered with the descriptor we asked about,
+        // before the newer one reached it. Not lost: superseded. Below what we asked
+        // about, it is lost.
+        let newer = build(&ours, &others, 102);
+        let since = |d: &BuiltDescriptor| PeekFinding::of(&sent, &newer, &held(d));
+        assert_eq!(since(&sent), PeekFinding::Superseded(100.into()));
+        assert_eq!(since(&newer), PeekFinding::Ours);
         assert_eq!(
-            PeekFinding::of(&sent, &Err("timeout".into())),
+            since(&build(&ours, &ipts, 99)),
+            PeekFinding::Below(99.into())
+        );
+        assert_eq!(
+            PeekFinding::of(&sent, &sent, &Ok(None)),
+            PeekFinding::Missing
+        );
+        assert_eq!(
+            PeekFinding::of(&sent, &sent, &Err("timeout".into())),
             PeekFinding::Unknown("timeout".into())
         );
     }

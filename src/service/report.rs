@@ -351,6 +351,10 @@ impl Reporter {
                 "{front}: time period {tp}: HSDir {hsdir} holds revision {}, older than the {ours} it accepted from us (did it restart?): uploading ours again",
                 u64::from(*held)
             ),
+            (PeekFinding::Superseded(held), _) => debug!(
+                "{front}: time period {tp}: HSDir {hsdir} holds revision {}, which our revision {ours}, built while we looked, replaces",
+                u64::from(*held)
+            ),
             (PeekFinding::Missing, PeekWhy::Refused) => debug!(
                 "{front}: time period {tp}: HSDir {hsdir} holds nothing for this address after refusing ours: the refusal had another cause"
             ),
