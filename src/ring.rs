@@ -1,8 +1,11 @@
 //! The HSDir hash ring: which HSDirs hold which descriptor, for which time period.
 //!
 //! Pure functions over Arti's [`NetDir`]: the consensus decides the rings (one per time period
-//! in `hs_all_time_periods`: the current one, plus the previous or next while the shared random
-//! values allow), and the blinded key decides the position on each ring.
+//! in `hs_all_time_periods`: the current one, plus the previous or the next), and the blinded
+//! key decides the position on each ring. Where the consensus has no shared random value for
+//! a period, its ring is placed by the "disaster" value, as C tor places it; for the second
+//! period that takes this workspace's patched `tor-netdir` (vendor/README.md), and an
+//! application embedding the library with Arti's own gets only the current period then.
 
 use tor_hscrypto::pk::HsBlindId;
 use tor_hscrypto::time::TimePeriod;
@@ -110,4 +113,108 @@ fn to_hsdir(relay: &tor_netdir::Relay<'_>) -> Option<HsDir> {
     let target = OwnedCircTarget::from_circ_target(relay);
     let id = *target.rsa_identity()?;
     Some(HsDir { id, target })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use tor_netdoc::doc::netstatus::Lifetime;
+
+    use super::*;
+
+    /// A consensus of the test network valid from `valid_after` (one-hour voting, as on the
+    /// public network), with shared random values only if `srv`.
+    fn netdir_at(valid_after: SystemTime, srv: bool) -> NetDir {
+        let lifetime = Lifetime::new(
+            valid_after,
+            valid_after + Duration::from_secs(3600),
+            valid_after + Duration::from_secs(3 * 3600),
+        )
+        .expect("lifetime");
+        tor_netdir::testnet::construct_custom_netdir_with_params(
+            |_, _, bld| {
+                if srv {
+                    bld.shared_rand_cur(7, [1; 32].into(), None)
+                        .shared_rand_prev(7, [2; 32].into(), None);
+                }
+            },
+            std::iter::empty::<(&str, i32)>(),
+            Some(lifetime),
+        )
+        .expect("netdir")
+        .unwrap_if_sufficient()
+        .expect("sufficient")
+    }
+
+    /// `day` 2026-12-`day` at `hour`:00 UTC.
+    fn at(day: u64, hour: u64) -> SystemTime {
+        // 2026-12-01 00:00 UTC.
+        SystemTime::UNIX_EPOCH
+            + Duration::from_secs(1_796_083_200 + (day - 1) * 86_400 + hour * 3600)
+    }
+
+    fn period_nums(nd: &NetDir) -> Vec<u64> {
+        let mut v: Vec<u64> = publish_periods(nd)
+            .iter()
+            .map(|p| p.time_period.interval_num())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Without a shared random value (a network's first day, or a day the authorities agreed
+    /// on none), we publish for two periods as a C tor service does, on the disaster value's
+    /// ring (the patched `tor-netdir`, vendor/README.md): between midnight and noon the
+    /// current and the next, between noon and midnight the previous and the current. The
+    /// ring we upload the next period's descriptor to before noon is the one clients fetch
+    /// from once their consensus is of that period.
+    #[test]
+    fn without_a_shared_random_value_the_second_period_uses_the_disaster_ring() {
+        let morning = netdir_at(at(6, 5), false);
+        let current = publish_periods(&netdir_at(at(6, 5), true))[0].time_period;
+        let n = current.interval_num();
+        assert_eq!(
+            period_nums(&morning),
+            vec![n, n + 1],
+            "morning: current and next"
+        );
+        let afternoon = netdir_at(at(6, 15), false);
+        assert_eq!(
+            period_nums(&afternoon),
+            vec![n, n + 1],
+            "afternoon: the new current and the previous"
+        );
+        let evening = netdir_at(at(6, 23), false);
+        assert_eq!(period_nums(&evening), vec![n, n + 1]);
+
+        let blind_id = HsBlindId::from([7; 32]);
+        let next = publish_periods(&morning)
+            .into_iter()
+            .map(|p| p.time_period)
+            .find(|tp| tp.interval_num() == n + 1)
+            .expect("next period");
+        let ids = |nd: &NetDir, tp| -> Vec<RsaIdentity> {
+            upload_hsdirs(nd, blind_id, tp)
+                .expect("ring")
+                .iter()
+                .map(|h| h.id)
+                .collect()
+        };
+        let uploaded_before_noon = ids(&morning, next);
+        assert!(!uploaded_before_noon.is_empty());
+        let mut rng = rand::rng();
+        let fetched_after_noon: std::collections::HashSet<RsaIdentity> =
+            fetch_hsdirs(&afternoon, blind_id, next, &mut rng)
+                .expect("ring")
+                .iter()
+                .map(|h| h.id)
+                .collect();
+        assert!(
+            fetched_after_noon
+                .iter()
+                .all(|id| uploaded_before_noon.contains(id)),
+            "clients fetch from the HSDirs we uploaded to"
+        );
+    }
 }
