@@ -187,6 +187,17 @@ mod tests {
         );
         let evening = netdir_at(at(6, 23), false);
         assert_eq!(period_nums(&evening), vec![n, n + 1]);
+        // Revision counters count from the start of each period's shared-random run: it
+        // must have begun (a build refuses a start in the future).
+        for (nd, va) in [
+            (&morning, at(6, 5)),
+            (&afternoon, at(6, 15)),
+            (&evening, at(6, 23)),
+        ] {
+            for p in publish_periods(nd) {
+                assert!(p.srv_start <= va, "{:?}: its run has begun", p.time_period);
+            }
+        }
 
         let blind_id = HsBlindId::from([7; 32]);
         let next = publish_periods(&morning)

@@ -178,17 +178,25 @@ impl HsDirParams {
                     )
                 })?
                 .start;
-            let second = if run_start >= period_start {
-                cur_period.next()
+            // The SR protocol run whose value the second period would use: the current run
+            // for the next period, the previous run for the previous one. Its start is what
+            // the period's revision counters count from (C tor does the same), so it must
+            // not be in the future, as the period's own start is for the next period.
+            let interval = srv_interval(consensus);
+            let (second, srv_lifespan) = if run_start >= period_start {
+                (cur_period.next(), run_start..run_start + interval)
             } else {
-                cur_period.prev()
+                (cur_period.prev(), run_start - interval..run_start)
             };
             if let Some(second) = second {
                 if !secondary.iter().any(|p| p.time_period == second) {
                     tracing::debug!(
                         "No SRV params for {second:?}; falling back to disaster params"
                     );
-                    secondary.push(disaster_params(second));
+                    secondary.push(HsDirParams {
+                        srv_lifespan,
+                        ..disaster_params(second)
+                    });
                 }
             }
         }
