@@ -9,8 +9,9 @@
 //!   spread over the machine's cores as the daemon's blocking threads spread them: every
 //!   timed iteration verifies all K, and a failure panics),
 //!   select at most 20 intro points (one per relay), and build the frontend descriptor for
-//!   2 periods (period signing key re-certified, every intro point re-certified once per
-//!   build on all cores, each descriptor signed and encrypted; variants in parallel).
+//!   2 periods side by side, as the daemon does (period signing key re-certified, every
+//!   intro point re-certified once per build on all cores, each descriptor signed and
+//!   encrypted; variants in parallel).
 //!   Per-period keys (blinded keys) are derived once, as the daemon does. For K > 20 one
 //!   descriptor cannot list every backend: `k=40` and `k=60` plan and build 6 variants per
 //!   period (one per fetch HSDir, 20 intro points each, every backend in two or three).
@@ -33,7 +34,7 @@ use criterion::{criterion_group, BenchmarkId, Criterion};
 use onionbalance::descriptor::synthetic::{periods_around, SyntheticBackend};
 use onionbalance::descriptor::{
     build_descriptor, claimed_revision, intake, BackendKeys, BackendSnapshot, BuildRequest,
-    BuiltVariants, Engine, FrontendPeriodKeys, PublishPeriod, RingFacts,
+    BuiltVariants, Engine, FrontendPeriodKeys, PeriodBuild, PublishPeriod, RingFacts,
     DEFAULT_MAX_DESCRIPTOR_LEN,
 };
 use onionbalance::FrontendKey;
@@ -121,8 +122,9 @@ fn ring() -> Ring {
     Ring { upload, fetch }
 }
 
-/// Builds the frontend descriptors for both periods from `snapshots`: one per period, or one
-/// per fetch HSDir when one descriptor cannot list every backend.
+/// Builds the frontend descriptors for both periods from `snapshots`, side by side as the
+/// daemon builds them: one per period, or one per fetch HSDir when one descriptor cannot list
+/// every backend. Every build must succeed.
 fn build_all(
     engine: &mut Engine,
     w: &Workload,
@@ -130,18 +132,23 @@ fn build_all(
     snapshots: &[BackendSnapshot],
     rng: &mut StdRng,
 ) -> Vec<BuiltVariants> {
-    let refs: Vec<&BackendSnapshot> = snapshots.iter().collect();
     let facts = RingFacts {
         upload: &ring.upload,
         fetch: &ring.fetch,
     };
-    w.periods
+    let builds = w
+        .periods
         .iter()
-        .map(|p| {
-            engine
-                .build_variants(p, &refs, &facts, w.now, rng)
-                .expect("build")
+        .map(|period| PeriodBuild {
+            period,
+            snapshots: snapshots.to_vec(),
+            ring: facts,
         })
+        .collect();
+    engine
+        .build_periods(builds, w.now, rng)
+        .into_iter()
+        .map(|b| b.expect("build"))
         .collect()
 }
 

@@ -841,3 +841,79 @@ fn far_future_validity_is_clamped_and_formats() {
     let json = serde_json::to_string(&status).expect("serialise");
     assert!(json.contains("9999-12-31"), "{json}");
 }
+
+/// Both periods built side by side (`Engine::build_periods`, as the daemon builds them): each
+/// result is for its own period, in order, readable with that period's keys and listing
+/// every backend's intro points; a later build of each period carries a higher counter.
+#[test]
+fn periods_built_side_by_side_are_each_their_own() {
+    use onionbalance::descriptor::{PeriodBuild, RingFacts};
+    use tor_llcrypto::pk::rsa::RsaIdentity;
+
+    let mut r = rng(21);
+    let t = now();
+    let periods = periods_around(t);
+    assert_eq!(periods.len(), 2);
+    let backends: Vec<_> = (0..4)
+        .map(|_| SyntheticBackend::generate(&mut r, 3))
+        .collect();
+    // Each backend's own descriptor of each period, as the runner hands them over.
+    let snapshots = |p: &PublishPeriod, r: &mut StdRng| -> Vec<_> {
+        backends
+            .iter()
+            .map(|b| {
+                let text = b.descriptor(p, t, r).expect("backend descriptor");
+                let keys = BackendKeys::derive(b.address(), p.time_period).expect("keys");
+                intake(&keys, &text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect("intake")
+            })
+            .collect()
+    };
+    let hsdirs: Vec<RsaIdentity> = (1..=8u8).map(|i| RsaIdentity::from([i; 20])).collect();
+    let ring = RingFacts {
+        upload: &hsdirs,
+        fetch: &hsdirs[..6],
+    };
+    let frontend = Arc::new(FrontendKey::generate(&mut r));
+    let mut engine = Engine::new(frontend.clone());
+    let per_period: Vec<_> = periods.iter().map(|p| snapshots(p, &mut r)).collect();
+    let build = |engine: &mut Engine, r: &mut StdRng| {
+        let builds = periods
+            .iter()
+            .zip(&per_period)
+            .map(|(period, s)| PeriodBuild {
+                period,
+                snapshots: s.clone(),
+                ring,
+            })
+            .collect();
+        engine.build_periods(builds, t, r)
+    };
+    let first = build(&mut engine, &mut r);
+    let again = build(&mut engine, &mut r);
+    assert_eq!(first.len(), 2);
+    for (i, p) in periods.iter().enumerate() {
+        let built = first[i].as_ref().expect("built");
+        let d = &built.variants[0].descriptor;
+        assert_eq!(d.period, p.time_period, "result {i} is for period {i}");
+        let keys = BackendKeys::derive(frontend.address(), p.time_period).expect("keys");
+        let read = intake(&keys, &d.text, t, DEFAULT_MAX_DESCRIPTOR_LEN).expect("readable");
+        let listed: HashSet<_> = read
+            .intro_points
+            .iter()
+            .map(|i| *i.ipt_sid_key().as_bytes())
+            .collect();
+        for s in &per_period[i] {
+            for ipt in &s.intro_points {
+                assert!(
+                    listed.contains(ipt.ipt_sid_key().as_bytes()),
+                    "period {i}: its own backends' intro points"
+                );
+            }
+        }
+        let later = &again[i].as_ref().expect("built").variants[0].descriptor;
+        assert!(
+            later.revision > d.revision,
+            "period {i}: a later build goes higher"
+        );
+    }
+}

@@ -213,6 +213,29 @@ impl Engine {
         Ok(built)
     }
 
+    /// [`Engine::build_variants`] for several periods at once, the builds side by side on
+    /// the machine's cores (a backend change rebuilds both periods together): one result per
+    /// entry of `builds`, in order.
+    pub fn build_periods<R: rand::Rng + rand::CryptoRng>(
+        &mut self,
+        builds: Vec<PeriodBuild<'_>>,
+        now: SystemTime,
+        rng: &mut R,
+    ) -> Vec<Result<BuiltVariants, BuildError>> {
+        let jobs: Vec<_> = builds
+            .into_iter()
+            .map(|b| {
+                let job = self.variants_job(b.period, b.snapshots, &b.ring, now);
+                (job, StdRng::from_seed(rng.random()))
+            })
+            .collect();
+        let results = run_jobs(jobs);
+        for built in results.iter().flatten() {
+            self.record_built(built);
+        }
+        results
+    }
+
     /// What [`Engine::build_variants`] does, split so that the work runs elsewhere: the
     /// returned job owns its inputs (it can move to a blocking thread), and
     /// [`Engine::record_built`] takes its result back.
@@ -259,6 +282,25 @@ impl Engine {
             self.revision_floor(period.time_period),
         )
     }
+}
+
+/// One period's build for [`Engine::build_periods`].
+#[derive(Debug)]
+pub struct PeriodBuild<'a> {
+    /// The period.
+    pub period: &'a PublishPeriod,
+    /// The backends' snapshots to draw intro points from.
+    pub snapshots: Vec<BackendSnapshot>,
+    /// The period's HSDirs.
+    pub ring: RingFacts<'a>,
+}
+
+/// Runs each job that could be made, each with its own generator, side by side (see
+/// [`parallel::each`](super::parallel::each)); the results in order.
+pub(crate) fn run_jobs(
+    jobs: Vec<(Result<VariantsJob, BuildError>, StdRng)>,
+) -> Vec<Result<BuiltVariants, BuildError>> {
+    super::parallel::each(jobs, |(job, mut rng)| job.and_then(|j| j.run(&mut rng)))
 }
 
 /// A build of one period's variants with everything it needs, to run away from the

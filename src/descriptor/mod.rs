@@ -60,7 +60,8 @@ use tor_hscrypto::time::TimePeriod;
 
 pub use build::{build_descriptor, BuildRequest, BuiltDescriptor};
 pub use capacity::{clients_that_fit, intro_points_for_clients};
-pub use engine::{Built, BuiltVariants, Engine};
+pub(crate) use engine::run_jobs;
+pub use engine::{Built, BuiltVariants, Engine, PeriodBuild};
 pub use intake::{
     claimed_revision, intake, verified_revision, BackendKeys, BackendSnapshot, ContentKey,
     IntakeError,

@@ -31,6 +31,29 @@ pub(crate) fn map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync) -> 
     })
 }
 
+/// `f` of each item, each on a thread of its own (the first on this one), in order: for a
+/// few items that each carry milliseconds of work, such as the builds of both periods, and
+/// may spread their own work further with [`map`]. A panic in `f` is re-raised here.
+pub(crate) fn each<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> U + Sync) -> Vec<U> {
+    if items.len() <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let mut items = items.into_iter();
+        let first = items.next();
+        let others: Vec<_> = items.map(|item| s.spawn(move || f(item))).collect();
+        let mut out: Vec<U> = first.into_iter().map(f).collect();
+        for handle in others {
+            match handle.join() {
+                Ok(u) => out.push(u),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
+}
+
 #[cfg(test)]
 mod tests {
     /// Order kept whatever the split; empty and single inputs work.
@@ -41,6 +64,10 @@ mod tests {
             assert_eq!(
                 super::map(&items, |i| i * 2),
                 (0..n).map(|i| i * 2).collect::<Vec<_>>()
+            );
+            assert_eq!(
+                super::each(items.clone(), |i| i * 3),
+                (0..n).map(|i| i * 3).collect::<Vec<_>>()
             );
         }
     }

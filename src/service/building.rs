@@ -15,7 +15,7 @@ use super::ServiceRunner;
 use rand::rngs::StdRng;
 use rand::SeedableRng as _;
 
-use crate::descriptor::{BackendSnapshot, BuildError, RingFacts};
+use crate::descriptor::{run_jobs, BackendSnapshot, BuildError, BuiltVariants, RingFacts};
 use crate::fetch;
 use crate::net::DirTransport;
 use crate::status::ServicePhase;
@@ -108,6 +108,11 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             self.publish.listing_settled(tp);
         }
         let mut any_inputs = false;
+        // Every period whose build is due now, with its job. The jobs (certificates,
+        // signatures, encryption: milliseconds each) run side by side on a blocking thread,
+        // not on the reactor: a backend change rebuilds both periods at once.
+        let mut due: Vec<DueBuild> = Vec::new();
+        let mut jobs = Vec::new();
         for period in self.publish.publish_periods() {
             let tp = period.time_period;
             let chosen = self.inputs_for(tp, wall);
@@ -142,53 +147,23 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
                 upload: &upload,
                 fetch: &fetch,
             };
-            // The build (certificates, signatures, encryption: milliseconds) runs on a
-            // blocking thread, not on the reactor.
-            let built = match self.engine.variants_job(&period, snapshots, &ring, wall) {
-                Ok(job) => {
-                    let mut rng = StdRng::from_rng(&mut self.rng);
-                    fetch::on_blocking_thread(&self.runtime, move || job.run(&mut rng)).await
-                }
-                Err(e) => Err(e),
-            };
-            if let Ok(built) = &built {
-                self.engine.record_built(built);
-            }
-            match built {
-                Ok(built) => {
-                    let publication = publication(built, &names, &fetch);
-                    if let Some(rev) = publication.revision() {
-                        if let Err(e) = self.store.record(tp, rev) {
-                            warn!("{}: {e}", self.frontend);
-                        }
-                    }
-                    self.report.built(
-                        tp,
-                        reason,
-                        &publication,
-                        self.engine.authorized_clients().map_or(0, <[_]>::len),
-                        self.engine.max_len(),
-                    );
-                    let delay = publish::refresh_delay(
-                        self.timing.republish_min,
-                        self.timing.republish_max,
-                        &mut self.rng,
-                    );
-                    self.publish
-                        .install(tp, publication, reason, inputs, (now, wall), delay);
-                    self.phase = ServicePhase::Publishing;
-                }
-                Err(BuildError::NoIntroPoints) => self.publish.build_failed(tp, now),
-                Err(e) => {
-                    warn!(
-                        "{}: cannot build a descriptor for time period {}: {}",
-                        self.frontend,
-                        tp.interval_num(),
-                        crate::error::report(&e)
-                    );
-                    self.publish.build_failed(tp, now);
-                }
-            }
+            let job = self.engine.variants_job(&period, snapshots, &ring, wall);
+            jobs.push((job, StdRng::from_rng(&mut self.rng)));
+            due.push(DueBuild {
+                tp,
+                reason,
+                inputs,
+                names,
+                fetch,
+            });
+        }
+        let results = if jobs.is_empty() {
+            Vec::new()
+        } else {
+            fetch::on_blocking_thread(&self.runtime, move || run_jobs(jobs)).await
+        };
+        for (d, built) in due.into_iter().zip(results) {
+            self.install_built(d, built, now, wall);
         }
         // Backends not yet asked (just added by a reload) may still bring intro points.
         let all_asked = self
@@ -204,6 +179,77 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             self.phase = ServicePhase::NoBackends;
         } else if any_inputs && self.phase == ServicePhase::NoBackends {
             self.phase = ServicePhase::Publishing;
+        }
+    }
+}
+
+/// A period whose build is due, while its job runs.
+struct DueBuild {
+    /// The period.
+    tp: TimePeriod,
+    /// Why it is built.
+    reason: BuildReason,
+    /// What its build uses.
+    inputs: BuildInputs,
+    /// The names of the backends it draws from, in the order of the job's snapshots.
+    names: Vec<String>,
+    /// The HSDirs clients fetch from.
+    fetch: Vec<RsaIdentity>,
+}
+
+impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
+    /// Takes a period's build: installs what was built for upload, or notes the failure.
+    fn install_built(
+        &mut self,
+        due: DueBuild,
+        built: Result<BuiltVariants, BuildError>,
+        now: Instant,
+        wall: SystemTime,
+    ) {
+        let DueBuild {
+            tp,
+            reason,
+            inputs,
+            names,
+            fetch,
+        } = due;
+        if let Ok(built) = &built {
+            self.engine.record_built(built);
+        }
+        match built {
+            Ok(built) => {
+                let publication = publication(built, &names, &fetch);
+                if let Some(rev) = publication.revision() {
+                    if let Err(e) = self.store.record(tp, rev) {
+                        warn!("{}: {e}", self.frontend);
+                    }
+                }
+                self.report.built(
+                    tp,
+                    reason,
+                    &publication,
+                    self.engine.authorized_clients().map_or(0, <[_]>::len),
+                    self.engine.max_len(),
+                );
+                let delay = publish::refresh_delay(
+                    self.timing.republish_min,
+                    self.timing.republish_max,
+                    &mut self.rng,
+                );
+                self.publish
+                    .install(tp, publication, reason, inputs, (now, wall), delay);
+                self.phase = ServicePhase::Publishing;
+            }
+            Err(BuildError::NoIntroPoints) => self.publish.build_failed(tp, now),
+            Err(e) => {
+                warn!(
+                    "{}: cannot build a descriptor for time period {}: {}",
+                    self.frontend,
+                    tp.interval_num(),
+                    crate::error::report(&e)
+                );
+                self.publish.build_failed(tp, now);
+            }
         }
     }
 }
