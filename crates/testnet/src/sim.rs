@@ -589,8 +589,7 @@ impl Scenario {
                 .opt("HiddenServicePort", format!("80 127.0.0.1:{WEB_PORT}"))
                 .opt("HiddenServiceOnionBalanceInstance", 1);
             fs::write(dir.join("torrc"), t.render())?;
-            // Backends come up 5 minutes apart once the network has its first consensus.
-            let start = 15 * 60 + (i as u64 - 1) * 5 * 60;
+            let start = backend_start(i, self.backends);
             let mut processes = vec![process(
                 &programs.sim,
                 &format!("web --port {WEB_PORT} --body backend{i}"),
@@ -766,9 +765,27 @@ impl Scenario {
     }
 }
 
+/// When backend `i` (from 1) of `backends` comes up, in simulated seconds: 5 minutes apart
+/// once the network has its first consensus (at 15 minutes), or closer when there are many,
+/// so that all are up within the first hour and a short run of a large network sees every one.
+fn backend_start(i: usize, backends: usize) -> u64 {
+    let gap = (5 * 60).min(3600 / backends.max(1) as u64);
+    15 * 60 + (i as u64 - 1) * gap
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Six backends come up 5 minutes apart; sixty within the first hour and a quarter.
+    #[test]
+    fn backends_come_up_apart_and_within_the_first_hour() {
+        let six: Vec<u64> = (1..=6).map(|i| backend_start(i, 6)).collect();
+        assert_eq!(six, vec![900, 1200, 1500, 1800, 2100, 2400]);
+        let last = backend_start(60, 60);
+        assert!(last < 75 * 60, "backend 60 of 60 at {last} s");
+        assert!(backend_start(59, 60) < last, "still one after the other");
+    }
 
     /// The 72-hour scenario: a backend restart every 4 hours, backend 2 down for 6
     /// hours with none of its restarts inside, the frontend restarted once.
