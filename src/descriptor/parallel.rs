@@ -12,23 +12,11 @@ pub(crate) fn map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync) -> 
     if threads <= 1 {
         return items.iter().map(f).collect();
     }
-    let per_thread = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|s| {
-        let mut runs = items.chunks(per_thread);
-        let first = runs.next().unwrap_or_default();
-        let others: Vec<_> = runs
-            .map(|run| s.spawn(move || run.iter().map(f).collect::<Vec<U>>()))
-            .collect();
-        let mut out: Vec<U> = first.iter().map(f).collect();
-        for handle in others {
-            match handle.join() {
-                Ok(part) => out.extend(part),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        out
-    })
+    let runs: Vec<&[T]> = items.chunks(items.len().div_ceil(threads)).collect();
+    each(runs, |run| run.iter().map(&f).collect::<Vec<U>>())
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// `f` of each item, each on a thread of its own (the first on this one), in order: for a
