@@ -181,23 +181,7 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             self.phase = ServicePhase::Publishing;
         }
     }
-}
 
-/// A period whose build is due, while its job runs.
-struct DueBuild {
-    /// The period.
-    tp: TimePeriod,
-    /// Why it is built.
-    reason: BuildReason,
-    /// What its build uses.
-    inputs: BuildInputs,
-    /// The names of the backends it draws from, in the order of the job's snapshots.
-    names: Vec<String>,
-    /// The HSDirs clients fetch from.
-    fetch: Vec<RsaIdentity>,
-}
-
-impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
     /// Takes a period's build: installs what was built for upload, or notes the failure.
     fn install_built(
         &mut self,
@@ -252,6 +236,20 @@ impl<R: Runtime, T: DirTransport> ServiceRunner<R, T> {
             }
         }
     }
+}
+
+/// A period whose build is due, while its job runs.
+struct DueBuild {
+    /// The period.
+    tp: TimePeriod,
+    /// Why it is built.
+    reason: BuildReason,
+    /// What its build uses.
+    inputs: BuildInputs,
+    /// The names of the backends it draws from, in the order of the job's snapshots.
+    names: Vec<String>,
+    /// The HSDirs clients fetch from.
+    fetch: Vec<RsaIdentity>,
 }
 
 /// The build inputs of a selection: what each backend's snapshot means.
